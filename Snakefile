@@ -1,0 +1,24 @@
+# restorebench: the same stages as dvc.yaml, for parallel and cluster runs.
+#
+#   snakemake --cores all results/table.csv                  # demo profile (params.yaml)
+#   snakemake --cores all results/table.csv --config profile=paper
+#
+# Every rule calls the `restorebench` CLI, which reads params.yaml itself; the profile travels as -S.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "params.yaml"
+
+
+PROFILE = config["profile"]
+P = config["profiles"][PROFILE]
+DATASETS = config["datasets"]
+ENV = "../envs/restorebench.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/results.smk"

@@ -1,0 +1,3 @@
+from restorebench.cli import app
+
+app()

@@ -1,0 +1,236 @@
+"""The `restorebench` command: one thin subcommand per pipeline stage.
+
+Each command parses its options, loads the config once, calls one library function and writes its
+outputs atomically. Snakemake rules and dvc.yaml stages call exactly these commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from restorebench.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    help="restorebench: do segmentation transformers make good image restorers? One subcommand per stage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class _State:
+    params: Path = Path("params.yaml")
+    overrides: list[str] = []
+
+
+state = _State()
+
+
+@app.callback()
+def main(
+    params: Annotated[Path, typer.Option(help="params file (both orchestrators read the same one)")] = Path(
+        "params.yaml"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
+    ] = None,
+) -> None:
+    state.params = params
+    state.overrides = list(set_ or [])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def load() -> Config:
+    try:
+        return load_config(state.params, state.overrides)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
+def data_dir(cfg: Config, *parts: str) -> Path:
+    return Path(cfg.data.root).joinpath(*parts)
+
+
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="sidd | gopro | imagenet")]
+
+
+def _check_dataset(cfg: Config, dataset: str) -> None:
+    try:
+        cfg.data.dataset(dataset)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@app.command()
+def fetch(dataset: Dataset) -> None:
+    """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
+    from restorebench.data.fetch import FetchError, fetch_dataset
+    from restorebench.data.manifest import build_manifest, write_manifest
+
+    cfg = load()
+    _check_dataset(cfg, dataset)
+    ds = cfg.data.dataset(dataset)
+    raw = data_dir(cfg, "raw", dataset)
+    try:
+        fetch_dataset(
+            dataset,
+            ds.source,
+            raw,
+            cache_dir=Path(cfg.data.cache),
+            sample=cfg.data.sample,
+            seed=cfg.seed,
+            min_free_bytes=int(cfg.data.min_free_gb * 2**30),
+        )
+    except (FetchError, FileNotFoundError, ValueError) as err:
+        raise fail(f"fetch {dataset}: {err}") from None
+    manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
+    write_manifest(manifest, data_dir(cfg, "manifests", f"{dataset}.parquet"))
+    typer.echo(f"{dataset}: {len(manifest)} rows -> {data_dir(cfg, 'manifests', f'{dataset}.parquet')}")
+
+
+@app.command()
+def validate(dataset: Dataset) -> None:
+    """Validate DATASET against its manifest; write data/validation/{dataset}.json; fail if invalid."""
+    import pandas as pd
+
+    from restorebench.data.validate import validate_dataset, write_report
+
+    cfg = load()
+    _check_dataset(cfg, dataset)
+    ds = cfg.data.dataset(dataset)
+    manifest_path = data_dir(cfg, "manifests", f"{dataset}.parquet")
+    if not manifest_path.exists():
+        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset {dataset}` first")
+    report = validate_dataset(
+        dataset,
+        pd.read_parquet(manifest_path),
+        data_dir(cfg, "raw", dataset),
+        expected_pairs=ds.expected_pairs,
+        expected_groups=ds.expected_groups,
+        workers=cfg.data.workers,
+    )
+    out = data_dir(cfg, "validation", f"{dataset}.json")
+    write_report(report, out)
+    if not report["success"]:
+        lines = [f"  {f['file']}: {f['reason']}" for f in report["failures"][:10]]
+        more = len(report["failures"]) - len(lines)
+        if more > 0:
+            lines.append(f"  ... and {more} more (see {out})")
+        raise fail(f"{dataset} failed validation ({out}):\n" + "\n".join(lines))
+    typer.echo(f"{dataset}: valid, {report['counts']} -> {out}")
+
+
+# ---------------------------------------------------------------------------------------------- later stages
+
+
+def _not_yet(stage: str, issue: int) -> typer.Exit:
+    return fail(f"the {stage} stage is not built yet (tracked in issue {issue})", code=2)
+
+
+@app.command()
+def degrade() -> None:
+    """Synthesize the degraded ImageNet pretraining set (not built yet)."""
+    raise _not_yet("degrade", 3)
+
+
+@app.command()
+def prepare(dataset: Dataset) -> None:
+    """Crop training images into packed sub-image stores (not built yet)."""
+    raise _not_yet("prepare", 3)
+
+
+@app.command()
+def pretrain() -> None:
+    """Restoration pretraining: IPT or DCPT (not built yet)."""
+    raise _not_yet("pretrain", 7)
+
+
+@app.command()
+def finetune() -> None:
+    """Finetune one grid cell: task x model x strategy (not built yet)."""
+    raise _not_yet("finetune", 6)
+
+
+@app.command()
+def evaluate() -> None:
+    """Evaluate a finetuned model by the task's published protocol (not built yet)."""
+    raise _not_yet("evaluate", 5)
+
+
+@app.command()
+def aggregate() -> None:
+    """Collect metrics into results/table.csv and metrics/summary.json (not built yet)."""
+    raise _not_yet("aggregate", 5)
+
+
+@app.command()
+def report() -> None:
+    """Write results/report.html with plots and sample crops (not built yet)."""
+    raise _not_yet("report", 5)
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+@app.command()
+def models() -> None:
+    """List models and variants with parameter counts (total and per group)."""
+    from restorebench.models import VARIANTS
+    from restorebench.models.summary import summarize
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="restorebench models")
+    for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):
+        table.add_column(col, justify="right" if col not in ("model", "variant") else "left")
+    for name, variants in VARIANTS.items():
+        for variant in variants:
+            row = summarize(name, variant)
+            table.add_row(
+                name,
+                variant,
+                f"{row['params'] / 1e6:.2f}",
+                *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
+                f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-",
+            )
+    Console().print(table)
+
+
+@app.command()
+def doctor() -> None:
+    """Report Python, torch, CUDA/GPU, disk space, datasets present and valid, and hub reachability."""
+    from restorebench.doctor import run_doctor
+
+    ok = run_doctor(load())
+    raise typer.Exit(0 if ok else 1)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the resolved configuration of the active profile as YAML."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(load().to_dict(), sort_keys=False).rstrip())
+
+
+def run() -> None:  # pragma: no cover - console entry
+    app(prog_name="restorebench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,280 @@
+"""Typed configuration: params.yaml (+ overrides) -> one resolved, validated `Config`.
+
+params.yaml has a few top-level keys that both orchestrators read (`profile`, the grid lists, `seed`)
+and a `profiles` mapping whose sections hold everything that differs between the demo and the paper-scale
+run. The active profile's section is merged over the dataclass defaults; every profile is checked on load,
+so a typo in `paper` fails even while `demo` is active.
+
+Errors name the key's path, the bad value and the allowed values, with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+DATASETS = ("sidd", "gopro", "imagenet")
+TASKS = ("denoise", "deblur")
+# Task -> the dataset its training and evaluation data come from.
+TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
+MODEL_NAMES = ("swin_upernet", "swin_mask2former", "vit_adapter", "nafnet", "restormer", "ipt")
+STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
+PRETRAIN_METHODS = ("none", "ipt", "dcpt")
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not fit the schema; the message names the key."""
+
+
+def did_you_mean(value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_choice(path: str, value: Any, allowed: list[str] | tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{path}: {value!r} is not allowed; choose from {sorted(allowed)}{did_you_mean(value, allowed)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset: where it comes from and what a complete copy holds."""
+
+    # "sample" (embedded look-alike, no download), "url" (official archives), or a path to a folder or
+    # archive already on disk.
+    source: str = "sample"
+    # split -> number of pairs (images for ImageNet) a complete copy has; validation checks these.
+    expected_pairs: dict[str, int] = field(default_factory=dict)
+    # split -> number of scene instances / sequences / classes.
+    expected_groups: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SampleConfig:
+    """Sizes of the embedded sample (built from scikit-image's bundled images, no download)."""
+
+    sidd_instances: int = 6  # scene instances, two pairs each
+    sidd_height: int = 192
+    sidd_width: int = 256
+    sidd_val_images: int = 4  # N in the N x B x h x w x 3 validation blocks
+    sidd_val_blocks: int = 4  # B
+    sidd_val_block_size: int = 64  # h = w
+    gopro_train_sequences: int = 3
+    gopro_test_sequences: int = 2
+    gopro_frames: int = 4  # blurred frames per sequence
+    gopro_height: int = 144
+    gopro_width: int = 256
+    gopro_average: int = 7  # sharp sub-frames averaged into one blurred frame
+    imagenet_classes: int = 4
+    imagenet_per_class: int = 4
+    imagenet_size: int = 160
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"
+    sidd: DatasetConfig = field(default_factory=DatasetConfig)
+    gopro: DatasetConfig = field(default_factory=DatasetConfig)
+    imagenet: DatasetConfig = field(default_factory=DatasetConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    # where downloaded archives are kept (resumable partial files live here too)
+    cache: str = "data/cache"
+    # refuse to start a download or extraction that would leave less than this free
+    min_free_gb: float = 2.0
+    # worker processes for hashing/validation; 0 = all cores
+    workers: int = 0
+
+    def dataset(self, name: str) -> DatasetConfig:
+        check_choice("dataset", name, DATASETS)
+        return getattr(self, name)
+
+
+@dataclass
+class ProfileConfig:
+    """Everything a profile (demo, paper) may set."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class Config:
+    """The resolved configuration a stage runs with."""
+
+    profile: str
+    seed: int
+    datasets: list[str]
+    tasks: list[str]
+    models: list[str]
+    strategies: list[str]
+    data: DataConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return _asdict(self)
+
+    def digest(self) -> str:
+        """sha256 of the resolved config, recorded with every metric (provenance)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+TOP_LEVEL = {
+    "profile": str,
+    "seed": int,
+    "datasets": list,
+    "tasks": list,
+    "models": list,
+    "strategies": list,
+    "profiles": dict,
+}
+
+
+def _asdict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _asdict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _asdict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_asdict(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _schema_keys(node: Any) -> list[str]:
+    if isinstance(node, DictConfig):
+        try:
+            return [str(k) for k in node.keys()]
+        except OmegaConfBaseException:
+            return []
+    return []
+
+
+def _merge_profile(name: str, section: Any) -> ProfileConfig:
+    """Merge one profile section over the defaults, turning OmegaConf's errors into named ones."""
+    base = OmegaConf.structured(ProfileConfig)
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"profiles.{name}: expected a mapping, got {type(section).__name__}")
+    _check_keys(base, section, f"profiles.{name}")
+    try:
+        merged = OmegaConf.merge(base, section)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        raise ConfigError(f"profiles.{name}.{key}: {msg}") from None
+    obj = OmegaConf.to_object(merged)
+    assert isinstance(obj, ProfileConfig)
+    return obj
+
+
+def _check_keys(schema: Any, section: dict, path: str) -> None:
+    """Walk a user section against the structured schema: unknown keys fail with allowed keys listed."""
+    if not isinstance(schema, DictConfig) or OmegaConf.get_type(schema) is dict:
+        return  # free-form mapping (e.g. expected_pairs): values are type-checked by the merge
+    allowed = _schema_keys(schema)
+    for key, value in section.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}.{key}: unknown key; allowed keys are {sorted(allowed)}{did_you_mean(key, allowed)}"
+            )
+        child = schema[key]
+        if isinstance(value, dict):
+            if isinstance(child, DictConfig):
+                _check_keys(child, value, f"{path}.{key}")
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{path}.{key}: expected a {type(child).__name__}, got a mapping")
+        elif isinstance(child, DictConfig | ListConfig) and value is not None:
+            want = "mapping" if isinstance(child, DictConfig) else "list"
+            if want == "list" and isinstance(value, list):
+                continue
+            raise ConfigError(f"{path}.{key}: expected a {want}, got {value!r}")
+
+
+def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (values parsed as YAML) to the raw params mapping."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. profile=paper")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text != "" else ""
+        parts = key.strip().split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
+    """Read params.yaml, apply overrides, validate every profile, return the active one resolved."""
+    raw = _apply_overrides(read_params(path), overrides or [])
+    return resolve(raw)
+
+
+def resolve(raw: dict) -> Config:
+    for key, value in raw.items():
+        if key not in TOP_LEVEL:
+            raise ConfigError(
+                f"{key}: unknown top-level key; allowed keys are {sorted(TOP_LEVEL)}{did_you_mean(key, list(TOP_LEVEL))}"
+            )
+        want = TOP_LEVEL[key]
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {want.__name__}, got {value!r}")
+    for key in TOP_LEVEL:
+        if key not in raw:
+            raise ConfigError(f"{key}: missing top-level key")
+    profiles = raw["profiles"]
+    resolved = {name: _merge_profile(name, section) for name, section in profiles.items()}
+    check_choice("profile", raw["profile"], list(resolved))
+    for key, allowed in (
+        ("datasets", DATASETS),
+        ("tasks", TASKS),
+        ("models", MODEL_NAMES),
+        ("strategies", STRATEGIES),
+    ):
+        for i, value in enumerate(raw[key]):
+            check_choice(f"{key}[{i}]", value, allowed)
+    active = resolved[raw["profile"]]
+    return Config(
+        profile=raw["profile"],
+        seed=raw["seed"],
+        datasets=list(raw["datasets"]),
+        tasks=list(raw["tasks"]),
+        models=list(raw["models"]),
+        strategies=list(raw["strategies"]),
+        data=active.data,
+    )

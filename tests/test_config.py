@@ -1,0 +1,88 @@
+"""params.yaml: every profile parses, and bad keys, types and names fail with the key named."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from restorebench.config import (
+    DATASETS,
+    MODEL_NAMES,
+    STRATEGIES,
+    TASKS,
+    ConfigError,
+    load_config,
+    read_params,
+    resolve,
+)
+
+
+def test_every_profile_resolves(project_root):
+    raw = read_params(project_root / "params.yaml")
+    assert set(raw["profiles"]) >= {"demo", "paper"}
+    assert raw["profile"] == "demo", "the default profile must be the embedded demo"
+    for name in raw["profiles"]:
+        cfg = load_config(project_root / "params.yaml", [f"profile={name}"])
+        assert cfg.profile == name
+        assert set(cfg.datasets) <= set(DATASETS)
+
+
+def test_demo_uses_the_sample_and_paper_the_real_counts(project_root):
+    demo = load_config(project_root / "params.yaml")
+    paper = load_config(project_root / "params.yaml", ["profile=paper"])
+    assert {demo.data.dataset(d).source for d in DATASETS} == {"sample"}
+    # DESIGN.md dataset facts
+    assert paper.data.sidd.expected_pairs == {"train": 320, "val": 1280}
+    assert paper.data.sidd.expected_groups == {"train": 160}
+    assert paper.data.gopro.expected_pairs == {"train": 2103, "test": 1111}
+
+
+def test_grid_lists_hold_known_names(project_root):
+    cfg = load_config(project_root / "params.yaml")
+    assert set(cfg.tasks) <= set(TASKS)
+    assert set(cfg.models) <= set(MODEL_NAMES)
+    assert set(cfg.strategies) <= set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("profiles.demo.data.sidd.sorce=url", r"profiles\.demo\.data\.sidd\.sorce: unknown key.*did you mean 'source'"),
+        ("profiles.paper.data.minfree_gb=3", r"profiles\.paper\.data\.minfree_gb: unknown key.*did you mean 'min_free_gb'"),
+        ("profile=papr", r"profile: 'papr' is not allowed; choose from \['demo', 'paper'\]; did you mean 'paper'"),
+        ("datasets=[sidd,gopr]", r"datasets\[1\]: 'gopr' is not allowed.*did you mean 'gopro'"),
+        ("models=[nafnet,resformer]", r"models\[1\]: 'resformer'.*did you mean 'restormer'"),
+        ("strategies=[frozn]", r"strategies\[0\]: 'frozn'.*did you mean 'frozen'"),
+        ("seed=abc", r"seed: expected int, got 'abc'"),
+        ("profiles.demo.data.min_free_gb=lots", r"profiles\.demo\.data\.min_free_gb: .*'lots'"),
+        ("profiles.demo.data.sidd.expected_pairs.train=many", r"expected_pairs\.train: .*'many'"),
+        ("tsaks=[denoise]", r"tsaks: unknown top-level key.*did you mean 'tasks'"),
+    ],
+)
+def test_bad_params_name_the_key(project_root, override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(project_root / "params.yaml", [override])
+
+
+def test_unknown_dataset_lookup_names_it(project_root):
+    cfg = load_config(project_root / "params.yaml")
+    with pytest.raises(ConfigError, match=r"dataset: 'sid' is not allowed.*did you mean 'sidd'"):
+        cfg.data.dataset("sid")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("profile: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_override_values_are_typed_and_digest_changes(project_root):
+    raw = read_params(project_root / "params.yaml")
+    a = resolve(raw)
+    b = load_config(project_root / "params.yaml", ["seed=7"])
+    assert b.seed == 7 and isinstance(b.seed, int)
+    assert a.digest() != b.digest()
+    assert a.digest() == resolve(yaml.safe_load((project_root / "params.yaml").read_text())).digest()

@@ -1,0 +1,91 @@
+"""Snakemake and DVC declare the same stages, commands and outputs, and the Snakefile lints clean."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def _normalise(cmd: str) -> str:
+    """`restorebench -S profile=demo fetch --dataset x > log 2>&1` -> `restorebench fetch --dataset x`."""
+    cmd = re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", cmd.strip())
+    cmd = re.sub(r"\s-S profile=\S+", "", cmd)
+    return " ".join(cmd.split())
+
+
+def snakemake_jobs(root: Path, *extra: str) -> dict[tuple[str, frozenset[str]], str]:
+    """{(rule, outputs): command} from `snakemake -n -F -p results/table.csv`."""
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "-F", "-p", "--cores", "1", "results/table.csv", *extra],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", out):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        outputs = re.search(r"^\s+output: (.*)$", block, re.M)
+        cmd = re.search(r"^Shell command: (.*)$", block, re.M)
+        if rule and outputs:
+            paths = frozenset(p.strip() for p in outputs.group(1).split(","))
+            jobs[(rule.group(1), paths)] = _normalise(cmd.group(1)) if cmd else ""
+    return jobs
+
+
+def dvc_stages(root: Path) -> dict[tuple[str, frozenset[str]], str]:
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            rule = stage.name.split("@")[0]
+            paths = frozenset(str(out.def_path) for out in stage.outs)
+            stages[(rule, paths)] = _normalise(stage.cmd)
+    return stages
+
+
+def test_snakemake_and_dvc_declare_the_same_stages(project_root):
+    snake = snakemake_jobs(project_root)
+    dvc = dvc_stages(project_root)
+    assert snake, "snakemake planned no jobs"
+    assert set(snake) == set(dvc), (
+        f"only in Snakefile: {sorted(set(snake) - set(dvc))}\nonly in dvc.yaml: {sorted(set(dvc) - set(snake))}"
+    )
+    for key, cmd in snake.items():
+        assert cmd == dvc[key], f"{key}: snakemake runs {cmd!r}, dvc runs {dvc[key]!r}"
+
+
+def test_paper_profile_plans_too(project_root):
+    snake = snakemake_jobs(project_root, "--config", "profile=paper")
+    assert any(rule == "fetch" for rule, _ in snake)
+
+
+def test_snakemake_lint_is_clean(project_root, tmp_path):
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "--lint"], cwd=project_root, env=_env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Lints for" not in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_dvc_is_initialised_in_git(project_root):
+    assert (project_root / ".dvc" / "config").exists()
+    assert (project_root / ".dvcignore").exists()
