@@ -16,6 +16,7 @@ configfile: "params.yaml"
 PROFILE = config["profile"]
 P = config["profiles"][PROFILE]
 DATASETS = config["datasets"]
+TASKS = config["tasks"]
 ENV = "../envs/restorebench.yaml"
 
 

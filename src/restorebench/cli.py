@@ -6,6 +6,7 @@ outputs atomically. Snakemake rules and dvc.yaml stages call exactly these comma
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -165,16 +166,111 @@ def finetune() -> None:
     raise _not_yet("finetune", 6)
 
 
+Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur (GoPro)")]
+Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
+Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
+
+
 @app.command()
-def evaluate() -> None:
-    """Evaluate a finetuned model by the task's published protocol (not built yet)."""
-    raise _not_yet("evaluate", 5)
+def evaluate(task: Task, model: Model, strategy: Strategy = "none") -> None:
+    """Evaluate MODEL (finetuned with STRATEGY) on TASK by the published protocol.
+
+    Writes metrics/finetune/{task}/{model}/{strategy}.json and, under results/eval/{task}/{model}/{strategy}/,
+    per_image.csv and sample crops (input | output | ground truth).
+    """
+    from restorebench import evaluate as ev
+    from restorebench import io
+    from restorebench.config import MODEL_NAMES, TASK_DATASET, TASKS, check_choice
+
+    cfg = load()
+    try:
+        check_choice("task", task, TASKS)
+        check_choice("model", model, ["identity", *MODEL_NAMES])
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    checkpoint = None
+    extra: dict = {}
+    if model == "identity":
+        restorer = ev.identity
+        extra = {"params": 0, "init": "none", "pretrain": "none"}
+    else:
+        restorer, checkpoint, extra = _load_finetuned(cfg, task, model, strategy)
+    data_root = Path(cfg.data.root)
+    dataset = TASK_DATASET[task]
+    out_dir = Path("results/eval") / task / model / strategy
+    try:
+        table, summary = ev.evaluate(
+            restorer,
+            task,
+            ev.eval_items(task, data_root),
+            max_images=cfg.evaluate.max_images,
+            crops_dir=out_dir / "crops",
+            crops=cfg.evaluate.crops,
+            crop_size=cfg.evaluate.crop_size,
+        )
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise fail(f"evaluate {task}/{model}/{strategy}: {err}") from None
+    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    summary.update(extra)
+    summary.update(model=model, strategy=strategy, profile=cfg.profile)
+    summary["provenance"] = ev.provenance(
+        params_hash=cfg.digest(),
+        data_files=[data_root / "manifests" / f"{dataset}.parquet"],
+        checkpoint=checkpoint,
+    )
+    dest = Path("metrics/finetune") / task / model / f"{strategy}.json"
+    io.write_json(dest, summary)
+    typer.echo(
+        f"{task}/{model}/{strategy}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
+        f"over {summary['images']} images -> {dest}"
+    )
+
+
+def _load_finetuned(cfg: Config, task: str, model: str, strategy: str):
+    """The finetuned weights of one grid cell, as a restorer with the profile's tiling."""
+    import torch
+    from safetensors.torch import load_file
+
+    from restorebench.infer import restore
+    from restorebench.models import build_model
+
+    run = Path("runs/finetune") / task / model / strategy
+    weights = run / "model.safetensors"
+    if not weights.exists():
+        raise fail(
+            f"{weights}: no finetuned weights; run `restorebench finetune --task {task} --model {model} "
+            f"--strategy {strategy}` first"
+        )
+    net = build_model(model, variant=cfg.variant(model, task))
+    net.load_state_dict(load_file(weights), strict=True)
+    e = cfg.evaluate
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(device)
+
+    def restorer(x: torch.Tensor) -> torch.Tensor:
+        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device).cpu()
+
+    meta_path = run / "train.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    extra = {"params": sum(p.numel() for p in net.parameters())}
+    extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
+    return restorer, weights, extra
 
 
 @app.command()
 def aggregate() -> None:
-    """Collect metrics into results/table.csv and metrics/summary.json (not built yet)."""
-    raise _not_yet("aggregate", 5)
+    """Collect metrics into results/table.csv and metrics/summary.json (a DVC metric)."""
+    from restorebench.aggregate import build_table, write_outputs
+
+    cfg = load()
+    try:
+        table = build_table(Path("metrics"), cfg.tasks)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    write_outputs(table, Path("results/table.csv"), Path("metrics/summary.json"))
+    measured = int((table["source"] == "measured").sum())
+    typer.echo(f"{measured} measured rows -> results/table.csv, metrics/summary.json")
 
 
 @app.command()

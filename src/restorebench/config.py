@@ -103,10 +103,29 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation by the published protocols (see restorebench.evaluate)."""
+
+    tile: int | None = None  # None: whole images; else tiles of this size (pixels) ...
+    overlap: int = 32  # ... overlapping by this many pixels
+    batch: int = 4  # tiles per forward pass
+    max_images: int = 0  # 0: the whole evaluation set (the protocol); >0 only for smoke runs
+    crops: int = 3  # sample crops saved for the report
+    crop_size: int = 96
+
+
+def _demo_variants() -> dict[str, dict[str, str]]:
+    return {name: {task: "demo" for task in TASKS} for name in MODEL_NAMES}
+
+
+@dataclass
 class ProfileConfig:
     """Everything a profile (demo, paper) may set."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    # model name -> task -> variant (see `restorebench models`); NAFNet's SIDD and GoPro configs differ
+    variants: dict[str, dict[str, str]] = field(default_factory=_demo_variants)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
@@ -120,6 +139,16 @@ class Config:
     models: list[str]
     strategies: list[str]
     data: DataConfig
+    variants: dict[str, dict[str, str]]
+    evaluate: EvalConfig
+
+    def variant(self, model: str, task: str) -> str:
+        check_choice("model", model, MODEL_NAMES)
+        check_choice("task", task, TASKS)
+        try:
+            return self.variants[model][task]
+        except KeyError:
+            raise ConfigError(f"profiles.{self.profile}.variants.{model}.{task}: no variant set") from None
 
     def to_dict(self) -> dict[str, Any]:
         return _asdict(self)
@@ -268,6 +297,11 @@ def resolve(raw: dict) -> Config:
     ):
         for i, value in enumerate(raw[key]):
             check_choice(f"{key}[{i}]", value, allowed)
+    for name, prof in resolved.items():
+        for model, per_task in prof.variants.items():
+            check_choice(f"profiles.{name}.variants.{model}", model, MODEL_NAMES)
+            for task in per_task:
+                check_choice(f"profiles.{name}.variants.{model}.{task}", task, TASKS)
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],
@@ -277,4 +311,6 @@ def resolve(raw: dict) -> Config:
         models=list(raw["models"]),
         strategies=list(raw["strategies"]),
         data=active.data,
+        variants=active.variants,
+        evaluate=active.evaluate,
     )

@@ -3,3 +3,11 @@
 
 def dataset_params(wildcards):
     return P["data"][wildcards.dataset]
+
+
+# Task -> the dataset it trains and evaluates on (restorebench.config.TASK_DATASET).
+TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
+
+
+def task_validation(wildcards):
+    return f"data/validation/{TASK_DATASET[wildcards.task]}.json"

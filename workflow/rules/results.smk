@@ -1,11 +1,32 @@
-# Results: the table every run ends in. Its inputs grow as the pipeline's stages land.
+# Evaluation by the published protocols, and the table every run ends in.
+
+
+rule evaluate_identity:
+    input:
+        validation=task_validation,
+    output:
+        metrics="metrics/finetune/{task}/identity/none.json",
+        per_image="results/eval/{task}/identity/none/per_image.csv",
+    params:
+        profile=PROFILE,
+        evaluate=P.get("evaluate", {}),
+    log:
+        "logs/evaluate/{task}/identity/none.log",
+    conda:
+        ENV
+    wildcard_constraints:
+        task="denoise|deblur",
+    shell:
+        "restorebench -S profile={params.profile} evaluate --task {wildcards.task} --model identity --strategy none > {log} 2>&1"
 
 
 rule aggregate:
     input:
+        metrics=expand("metrics/finetune/{task}/identity/none.json", task=TASKS),
         validation=expand("data/validation/{dataset}.json", dataset=DATASETS),
     output:
         table="results/table.csv",
+        summary="metrics/summary.json",
     params:
         profile=PROFILE,
     log:
