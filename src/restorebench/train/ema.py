@@ -1,0 +1,35 @@
+"""Exponential moving average of a model's weights (evaluated and saved as the final model)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+class EMA:
+    """shadow = decay * shadow + (1 - decay) * weights, for parameters and floating buffers."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"train.ema: decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        current = model.state_dict()
+        for name, value in self.shadow.state_dict().items():
+            src = current[name]
+            if value.dtype.is_floating_point:
+                value.mul_(self.decay).add_(src.detach(), alpha=1.0 - self.decay)
+            else:
+                value.copy_(src)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": self.shadow.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.shadow.load_state_dict(state["shadow"])

@@ -1,0 +1,251 @@
+"""The training loop, written out top to bottom.
+
+Data comes as a function `batches(start_step)` returning an iterator of (lq, gt) batches for steps
+start_step, start_step + 1, ...; the batch of a step depends only on (seed, step), so a resumed run sees
+exactly the batches an uninterrupted one would. Together with the model, optimizer, scheduler, EMA and
+RNG states in each checkpoint, a run killed at any point and restarted ends bit-identical (on CPU, in
+deterministic mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from restorebench.train import checkpoint, strategies
+from restorebench.train.ema import EMA
+from restorebench.train.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((pred - target) ** 2 + eps**2).mean()
+
+
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """NAFNet's PSNR loss: -PSNR averaged over the batch, i.e. 10 * mean(log10(MSE per image))."""
+    mse = ((pred - target) ** 2).flatten(1).mean(1)
+    return 10.0 * torch.log10(mse + 1e-8).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "charbonnier": charbonnier,
+    "psnr": psnr_loss,
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written and the run can resume."""
+
+
+@dataclass
+class TrainConfig:
+    """Fields the loop needs (restorebench.config.TrainConfig carries them from params.yaml)."""
+
+    steps: int
+    lr: float
+    strategy: str = "full"
+    min_lr: float = 1e-7
+    warmup: int = 0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.9)
+    loss: str = "l1"
+    grad_clip: float = 0.0  # 0: off
+    ema_decay: float = 0.0  # 0: off
+    accumulate: int = 1
+    llrd_decay: float = 0.75
+    checkpoint_every: int = 100
+    validate_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (fp32)
+    channels_last: bool = False
+    compile: bool = False
+    fused: bool = True  # fused AdamW on CUDA
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    images: int
+    images_per_s: float
+    last_loss: float
+    resumed_from: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train(
+    model: nn.Module,
+    batches: Batches,
+    cfg: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    run_dir: Path,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    live=None,
+    progress: bool = True,
+) -> tuple[nn.Module, TrainResult]:
+    """Train `model` in place for cfg.steps; return the weights to keep (EMA when on) and a summary."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"train.loss: {cfg.loss!r} unknown; choose from {sorted(LOSSES)}")
+    if cfg.accumulate < 1:
+        raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    model.to(device)
+    if cfg.channels_last and cuda:
+        model.to(memory_format=torch.channels_last)
+    groups = strategies.optimizer_groups(
+        model, cfg.strategy, lr=cfg.lr, weight_decay=cfg.weight_decay, llrd_decay=cfg.llrd_decay
+    )
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=cuda and cfg.fused or None)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total=cfg.steps, warmup=cfg.warmup, base_lr=cfg.lr, min_lr=cfg.min_lr)
+    )
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    step_fn = torch.compile(model) if cfg.compile else model
+    loss_fn = LOSSES[cfg.loss]
+    ckpt_dir = run_dir / "checkpoints"
+
+    start = 0
+    found = checkpoint.load_latest(ckpt_dir)
+    if found is not None:
+        path, state = found
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        checkpoint.set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.info("resumed from %s (step %d)", path, start)
+
+    def save(step: int) -> Path:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "step": step,
+        }
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        return checkpoint.save(ckpt_dir, step, state)
+
+    stop = {"signal": None}
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):  # cluster preemption: finish the step, checkpoint, exit
+        stop["signal"] = signum
+
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, on_term)
+    history: list[dict] = []
+    images = 0
+    loss_value = float("nan")
+    t0 = time.perf_counter()
+    bar = _progress(range(start, cfg.steps), cfg.steps, start, progress)
+    data = batches(start)
+    try:
+        for step in bar:
+            strategies.train_mode(model, cfg.strategy)
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for _ in range(cfg.accumulate):
+                lq, gt = next(data)
+                lq = lq.to(device, non_blocking=True)
+                gt = gt.to(device, non_blocking=True)
+                if cfg.channels_last and cuda:
+                    lq = lq.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp):
+                    out = step_fn(lq)
+                loss = loss_fn(out.float(), gt.float()) / cfg.accumulate
+                loss.backward()
+                total += float(loss.detach())
+                images += lq.shape[0]
+            if not math.isfinite(total):
+                last = checkpoint.list_checkpoints(ckpt_dir)
+                raise TrainingDiverged(
+                    f"loss is {total} at step {step}; last good checkpoint: {last[-1] if last else 'none'}"
+                )
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            if ema is not None:
+                ema.update(model)
+            loss_value = total
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                rate = images / max(time.perf_counter() - t0, 1e-9)
+                row = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
+                if validate is not None and cfg.validate_every and done % cfg.validate_every == 0:
+                    row.update(validate(ema.shadow if ema is not None else model))
+                history.append(row)
+                _log_live(live, row)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{loss_value:.4f}", ips=f"{rate:.1f}")
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                save(done)
+            if stop["signal"] is not None:
+                path = save(done)
+                raise Preempted(f"SIGTERM at step {done}; checkpoint {path}; rerun the same command to resume")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    seconds = time.perf_counter() - t0
+    final = ema.shadow if ema is not None else model
+    result = TrainResult(
+        steps=cfg.steps,
+        seconds=seconds,
+        images=images,
+        images_per_s=images / max(seconds, 1e-9),
+        last_loss=loss_value,
+        resumed_from=start,
+        history=history,
+    )
+    return final, result
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress(it, total: int, start: int, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _log_live(live, row: dict) -> None:
+    if live is None:
+        return
+    live.step = row["step"]
+    for key, value in row.items():
+        if key != "step":
+            live.log_metric(key if key.startswith("val") else f"train/{key}", value)
+    live.make_summary()

@@ -1,0 +1,162 @@
+"""The training engine: strategies, resume, checkpoints, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from restorebench.train import checkpoint, strategies
+from restorebench.train.loop import TrainConfig, TrainingDiverged, psnr_loss, train
+from restorebench.train.schedule import warmup_cosine
+from tests.helpers.tiny import TinyRestorer, make_batches
+
+
+def _model(seed: int = 0) -> TinyRestorer:
+    torch.manual_seed(seed)
+    return TinyRestorer()
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=12, lr=2e-3, strategy="full", checkpoint_every=4, log_every=2, loss="l1")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_reduces_the_loss(tmp_path):
+    model = _model()
+    lq, gt = next(make_batches(seed=99, batch=16)(0))  # held out: another seed
+
+    def held_out_l1() -> float:
+        with torch.no_grad():
+            return float((model(lq) - gt).abs().mean())
+
+    before = held_out_l1()
+    _, result = train(model, make_batches(), _cfg(steps=60, lr=5e-3), run_dir=tmp_path, progress=False)
+    after = held_out_l1()
+    assert after < 0.8 * before, (before, after)
+    assert result.images == 60 * 4
+
+
+def test_frozen_keeps_the_backbone_bit_identical(tmp_path):
+    model = _model()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = model.head.weight.clone()
+    train(model, make_batches(), _cfg(strategy="frozen"), run_dir=tmp_path, progress=False)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not torch.equal(model.head.weight, head_before)
+    strategies.train_mode(model, "frozen")
+    assert not model.backbone[1].training and model.decoder.training
+
+
+def test_strategy_learning_rates():
+    model = _model()
+    lrs = {n: g["lr"] for g in strategies.optimizer_groups(model, "full_lowlr", lr=1e-3, weight_decay=0.0)
+           for n in g["names"]}
+    assert all(v == pytest.approx(1e-4) for v in lrs.values()) and len(lrs) == len(list(model.parameters()))
+    groups = strategies.optimizer_groups(model, "llrd", lr=1e-3, weight_decay=0.0, llrd_decay=0.5)
+    lrs = {n: g["lr"] for g in groups for n in g["names"]}
+    assert lrs["backbone.0.weight"] == pytest.approx(1e-3 * 0.5 ** (2 - 1))
+    assert lrs["backbone.3.weight"] == pytest.approx(1e-3)
+    assert lrs["head.weight"] == pytest.approx(1e-3)
+    frozen = strategies.optimizer_groups(model, "frozen", lr=1e-3, weight_decay=0.0)
+    assert not any(n.startswith("backbone.") for g in frozen for n in g["names"])
+    with pytest.raises(ValueError, match="strategy 'frozn' unknown"):
+        strategies.prepare(model, "frozn")
+
+
+def test_schedule_matches_nafnet_endpoints():
+    assert warmup_cosine(0, total=100, base_lr=1e-3, min_lr=1e-7) == pytest.approx(1.0)
+    assert warmup_cosine(100, total=100, base_lr=1e-3, min_lr=1e-7) * 1e-3 == pytest.approx(1e-7)
+    assert warmup_cosine(0, total=100, warmup=10) == pytest.approx(0.1)
+
+
+def test_psnr_loss_is_minus_psnr():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.full((2, 3, 4, 4), 0.1)
+    assert float(psnr_loss(a, b)) == pytest.approx(-20.0, abs=1e-3)  # PSNR of MSE 0.01 is 20 dB
+
+
+def test_resume_is_bit_identical(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:
+        ref = _model()
+        final_ref, _ = train(ref, make_batches(), _cfg(ema_decay=0.9), run_dir=tmp_path / "a", progress=False)
+        def crash_at_8(start):
+            for step, batch in enumerate(make_batches()(start), start):
+                if step == 9:  # the checkpoint of step 8 is written, step 9 half done
+                    raise KeyboardInterrupt
+                yield batch
+
+        with pytest.raises(KeyboardInterrupt):
+            train(_model(), crash_at_8, _cfg(ema_decay=0.9), run_dir=tmp_path / "b", progress=False)
+        # a fresh process would rebuild the model from scratch: simulate with another init
+        again = _model(seed=123)
+        final, result = train(again, make_batches(), _cfg(ema_decay=0.9), run_dir=tmp_path / "b", progress=False)
+        assert result.resumed_from == 8
+        for key, value in final_ref.state_dict().items():
+            assert torch.equal(value, final.state_dict()[key]), key
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_corrupt_last_checkpoint_falls_back(tmp_path):
+    train(_model(), make_batches(), _cfg(steps=8), run_dir=tmp_path, progress=False)
+    ckpts = checkpoint.list_checkpoints(tmp_path / "checkpoints")
+    assert [p.name for p in ckpts] == ["step_00000004.pt", "step_00000008.pt"]
+    with open(ckpts[-1], "r+b") as f:
+        f.seek(100)
+        f.write(b"garbage!")
+    path, state = checkpoint.load_latest(tmp_path / "checkpoints")
+    assert path == ckpts[0] and state["step"] == 4
+
+
+def test_nan_loss_stops_with_the_step(tmp_path):
+    def bad(start):
+        for lq, gt in make_batches()(start):
+            yield lq * float("nan"), gt
+
+    with pytest.raises(TrainingDiverged, match="at step 0"):
+        train(_model(), bad, _cfg(), run_dir=tmp_path, progress=False)
+
+
+KILL_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from restorebench.train.loop import TrainConfig, train
+from tests.helpers.tiny import TinyRestorer, make_batches
+torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = TinyRestorer()
+cfg = TrainConfig(steps=60, lr=2e-3, checkpoint_every=3, log_every=5, ema_decay=0.9)
+final, _ = train(model, make_batches(), cfg, run_dir=Path(sys.argv[1]), progress=False)
+torch.save(final.state_dict(), Path(sys.argv[1]) / "final.pt")
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path, project_root):
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(root=str(project_root)))
+    env = {**os.environ, "PYTHONPATH": str(project_root)}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "ref")], check=True, env=env, cwd=project_root)
+    run = tmp_path / "killed"
+    for delay in (2.5, 0.7, 1.3):  # kill a few times, mid-step or mid-save, whatever comes
+        proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env, cwd=project_root)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run([sys.executable, str(script), str(run)], check=True, env=env, cwd=project_root)
+    ref = torch.load(tmp_path / "ref" / "final.pt", weights_only=True)
+    got = torch.load(run / "final.pt", weights_only=True)
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
