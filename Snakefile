@@ -20,6 +20,14 @@ TASKS = config["tasks"]
 ENV = "../envs/restorebench.yaml"
 
 
+# The default target: the results table, plus the pretraining set (which feeds pretraining, issue 7).
+rule all:
+    input:
+        "results/table.csv",
+        "data/store/imagenet/train",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"

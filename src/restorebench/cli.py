@@ -142,16 +142,81 @@ def _not_yet(stage: str, issue: int) -> typer.Exit:
     return fail(f"the {stage} stage is not built yet (tracked in issue {issue})", code=2)
 
 
+Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur (GoPro)")]
+Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
+Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
+
+
 @app.command()
 def degrade() -> None:
-    """Synthesize the degraded ImageNet pretraining set (not built yet)."""
-    raise _not_yet("degrade", 3)
+    """Synthesize the degraded ImageNet pretraining set into data/store/imagenet/train/."""
+    import pandas as pd
+
+    from restorebench.data.store import degrade_store
+
+    cfg = load()
+    d = cfg.degrade
+    if not d.tasks:
+        raise fail(f"profiles.{cfg.profile}.degrade.tasks: empty; list at least one task -> pipeline")
+    root = Path(cfg.data.root)
+    manifest_path = root / "manifests" / "imagenet.parquet"
+    if not manifest_path.exists():
+        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset imagenet` first")
+    rows = pd.read_parquet(manifest_path, columns=["split", "pair_id", "gt_path"])
+    rows = rows[rows["split"] == "train"]
+    if d.max_images:
+        rows = rows.head(d.max_images)
+    raw = root / "raw" / "imagenet"
+    images = ((r.pair_id, raw / r.gt_path) for r in rows.itertuples())  # a stream, not a list
+    try:
+        stats = degrade_store(
+            images,
+            root / "store" / "imagenet" / "train",
+            tasks=d.tasks,
+            patch=d.patch,
+            patches_per_image=d.patches_per_image,
+            seed=cfg.seed,
+            workers=cfg.data.workers,
+            total=len(rows),
+        )
+    except (ValueError, OSError) as err:
+        raise fail(f"degrade: {err}") from None
+    typer.echo(f"degrade: {stats}")
 
 
 @app.command()
 def prepare(dataset: Dataset) -> None:
-    """Crop training images into packed sub-image stores (not built yet)."""
-    raise _not_yet("prepare", 3)
+    """Crop DATASET's training pairs into packed sub-images: data/store/{dataset}/train/."""
+    import pandas as pd
+
+    from restorebench.data.store import prepare_store
+
+    cfg = load()
+    _check_dataset(cfg, dataset)
+    if dataset not in ("sidd", "gopro"):
+        raise fail(f"prepare: dataset {dataset!r} has no paired training set; choose sidd or gopro")
+    crop = getattr(cfg.prepare, dataset)
+    root = Path(cfg.data.root)
+    manifest_path = root / "manifests" / f"{dataset}.parquet"
+    if not manifest_path.exists():
+        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset {dataset}` first")
+    rows = pd.read_parquet(manifest_path)
+    rows = rows[rows["split"] == "train"]
+    lq_col = "alt_path" if dataset == "gopro" and cfg.prepare.gopro_input == "blur_gamma" else "lq_path"
+    raw = root / "raw" / dataset
+    pairs = [(r.pair_id, raw / getattr(r, lq_col), raw / r.gt_path) for r in rows.itertuples()]
+    try:
+        stats = prepare_store(
+            pairs,
+            root / "store" / dataset / "train",
+            size=crop.size,
+            step=crop.step,
+            workers=cfg.data.workers,
+            meta={"dataset": dataset, "lq": lq_col},
+        )
+    except (ValueError, OSError) as err:
+        raise fail(f"prepare {dataset}: {err}") from None
+    typer.echo(f"prepare {dataset}: {stats}")
 
 
 @app.command()
@@ -161,14 +226,40 @@ def pretrain() -> None:
 
 
 @app.command()
-def finetune() -> None:
-    """Finetune one grid cell: task x model x strategy (not built yet)."""
-    raise _not_yet("finetune", 6)
+def finetune(task: Task, model: Model, strategy: Strategy) -> None:
+    """Finetune one grid cell (TASK x MODEL x STRATEGY); resumes from its last good checkpoint."""
+    from restorebench.config import MODEL_NAMES, STRATEGIES, TASKS, check_choice
+    from restorebench.train.finetune import finetune as run_cell
+    from restorebench.train.loop import Preempted, TrainingDiverged
 
-
-Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur (GoPro)")]
-Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
+    cfg = load()
+    try:
+        check_choice("task", task, TASKS)
+        check_choice("model", model, MODEL_NAMES)
+        check_choice("strategy", strategy, STRATEGIES)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    run_dir = Path("runs/finetune") / task / model / strategy
+    try:
+        summary = run_cell(cfg, task, model, strategy, run_dir)
+    except Preempted as err:
+        raise fail(str(err), code=143) from None
+    except TrainingDiverged as err:
+        raise fail(f"finetune {task}/{model}/{strategy}: {err}") from None
+    except (ValueError, FileNotFoundError) as err:
+        raise fail(f"finetune {task}/{model}/{strategy}: {err}") from None
+    except RuntimeError as err:
+        if "out of memory" in str(err).lower():
+            raise fail(
+                f"finetune {task}/{model}/{strategy}: out of GPU memory at batch {cfg.train.batch}, patch "
+                f"{cfg.train.patch}: {str(err).splitlines()[0]}\n  hint: lower train.batch and raise "
+                f"train.accumulate (same global batch), or lower train.patch"
+            ) from None
+        raise
+    typer.echo(
+        f"{task}/{model}/{strategy}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
+        f"({summary['train_images_per_s']:.1f} img/s) -> {run_dir / 'model.safetensors'}"
+    )
 
 
 @app.command()

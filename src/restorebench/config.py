@@ -28,6 +28,7 @@ TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
 MODEL_NAMES = ("swin_upernet", "swin_mask2former", "vit_adapter", "nafnet", "restormer", "ipt")
 STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
 PRETRAIN_METHODS = ("none", "ipt", "dcpt")
+LOSS_NAMES = ("l1", "charbonnier", "psnr")
 
 
 class ConfigError(ValueError):
@@ -114,6 +115,81 @@ class EvalConfig:
     crop_size: int = 96
 
 
+@dataclass
+class CropConfig:
+    size: int = 512  # sub-image side (pixels)
+    step: int = 384  # stride between sub-images (overlap = size - step)
+
+
+# IPT's six pretraining tasks (Chen et al. 2021): bicubic SR x2/x3/x4, Gaussian noise 30/50, rain.
+IPT_TASKS: dict[str, list[dict[str, Any]]] = {
+    "sr_x2": [{"name": "bicubic_down", "scale": 2}],
+    "sr_x3": [{"name": "bicubic_down", "scale": 3}],
+    "sr_x4": [{"name": "bicubic_down", "scale": 4}],
+    "noise_30": [{"name": "gaussian_noise", "sigma": 30}],
+    "noise_50": [{"name": "gaussian_noise", "sigma": 50}],
+    "rain": [{"name": "rain_streaks"}],
+}
+
+
+@dataclass
+class DegradeConfig:
+    """The degraded ImageNet pretraining set (restorebench.data.store.degrade_store)."""
+
+    patch: int = 48  # IPT's patch size
+    patches_per_image: int = 1
+    max_images: int = 0  # 0: every image of the source
+    # task -> degradation pipeline: a list of {name: <restorebench.degrade name>, <its params>}
+    # (a mapping merges key by key, so the default is empty and params.yaml lists the tasks it wants;
+    # IPT_TASKS below is the paper's set)
+    tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class PrepareConfig:
+    """Training sub-images (BasicSR's extract_subimages recipe) packed into stores."""
+
+    sidd: CropConfig = field(default_factory=lambda: CropConfig(512, 384))
+    gopro: CropConfig = field(default_factory=lambda: CropConfig(512, 256))
+    # GoPro's blurred input folder: "blur" (averaged in linear space, the one deblurring papers use)
+    gopro_input: str = "blur"
+
+
+@dataclass
+class ModelTrainConfig:
+    """Each model's own recipe (DESIGN.md): the strategies scale its LR."""
+
+    lr: float = 1e-3
+    min_lr: float = 1e-7
+    loss: str = "l1"
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
+    warmup: int = 0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200_000
+    batch: int = 32  # global batch
+    patch: int = 256
+    workers: int = 4
+    accumulate: int = 1
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
+    llrd_decay: float = 0.75
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    validate_every: int = 0
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    models: dict[str, ModelTrainConfig] = field(default_factory=dict)
+
+    def recipe(self, model: str) -> ModelTrainConfig:
+        return self.models.get(model, ModelTrainConfig())
+
+
 def _demo_variants() -> dict[str, dict[str, str]]:
     return {name: {task: "demo" for task in TASKS} for name in MODEL_NAMES}
 
@@ -125,7 +201,12 @@ class ProfileConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # model name -> task -> variant (see `restorebench models`); NAFNet's SIDD and GoPro configs differ
     variants: dict[str, dict[str, str]] = field(default_factory=_demo_variants)
+    # model -> checkpoint to start from (hub id, hub-snapshot folder or file); absent: seeded random init
+    pretrained: dict[str, str] = field(default_factory=dict)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
@@ -140,7 +221,11 @@ class Config:
     strategies: list[str]
     data: DataConfig
     variants: dict[str, dict[str, str]]
+    pretrained: dict[str, str]
     evaluate: EvalConfig
+    degrade: DegradeConfig
+    prepare: PrepareConfig
+    train: TrainConfig
 
     def variant(self, model: str, task: str) -> str:
         check_choice("model", model, MODEL_NAMES)
@@ -302,6 +387,12 @@ def resolve(raw: dict) -> Config:
             check_choice(f"profiles.{name}.variants.{model}", model, MODEL_NAMES)
             for task in per_task:
                 check_choice(f"profiles.{name}.variants.{model}.{task}", task, TASKS)
+        for model in prof.pretrained:
+            check_choice(f"profiles.{name}.pretrained.{model}", model, MODEL_NAMES)
+        for model, recipe in prof.train.models.items():
+            check_choice(f"profiles.{name}.train.models.{model}", model, MODEL_NAMES)
+            check_choice(f"profiles.{name}.train.models.{model}.loss", recipe.loss, LOSS_NAMES)
+        check_choice(f"profiles.{name}.prepare.gopro_input", prof.prepare.gopro_input, ("blur", "blur_gamma"))
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],
@@ -312,5 +403,9 @@ def resolve(raw: dict) -> Config:
         strategies=list(raw["strategies"]),
         data=active.data,
         variants=active.variants,
+        pretrained=active.pretrained,
         evaluate=active.evaluate,
+        degrade=active.degrade,
+        prepare=active.prepare,
+        train=active.train,
     )

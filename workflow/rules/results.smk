@@ -22,7 +22,8 @@ rule evaluate_identity:
 
 rule aggregate:
     input:
-        metrics=expand("metrics/finetune/{task}/identity/none.json", task=TASKS),
+        floor=expand("metrics/finetune/{task}/identity/none.json", task=TASKS),
+        grid=GRID,
         validation=expand("data/validation/{dataset}.json", dataset=DATASETS),
     output:
         table="results/table.csv",
