@@ -20,10 +20,11 @@ TASKS = config["tasks"]
 ENV = "../envs/restorebench.yaml"
 
 
-# The default target: the results table, plus the pretraining set (which feeds pretraining, issue 7).
+# The default target: the results table and report, plus the pretraining set (which feeds pretraining, issue 7).
 rule all:
     input:
         "results/table.csv",
+        "results/report.html",
         "data/store/imagenet/train",
 
 

@@ -57,7 +57,8 @@ def dvc_stages(root: Path) -> dict[tuple[str, frozenset[str]], str]:
         for stage in repo.index.stages:
             # dvc.yaml writes the grid out per task (finetune_denoise, ...); Snakemake has one rule
             rule = re.sub(r"_(denoise|deblur)$", "", stage.name.split("@")[0])
-            paths = frozenset(str(out.def_path) for out in stage.outs)
+            # plots are DVC's own notion (dvclive curves); Snakemake need not declare them
+            paths = frozenset(str(out.def_path) for out in stage.outs if not out.plot)
             stages[(rule, paths)] = _normalise(stage.cmd)
     return stages
 

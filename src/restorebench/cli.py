@@ -366,8 +366,15 @@ def aggregate() -> None:
 
 @app.command()
 def report() -> None:
-    """Write results/report.html with plots and sample crops (not built yet)."""
-    raise _not_yet("report", 5)
+    """Write results/report.html (plots, training curves, sample crops; readable offline)."""
+    from restorebench.report import build_report
+
+    load()
+    table = Path("results/table.csv")
+    if not table.exists():
+        raise fail(f"{table}: not found; run `restorebench aggregate` first")
+    out = build_report(table, Path("results/report.html"))
+    typer.echo(f"report -> {out}")
 
 
 # ---------------------------------------------------------------------------------------------- tools

@@ -36,3 +36,18 @@ rule aggregate:
         ENV
     shell:
         "restorebench -S profile={params.profile} aggregate > {log} 2>&1"
+
+
+rule report:
+    input:
+        table="results/table.csv",
+    output:
+        html="results/report.html",
+    params:
+        profile=PROFILE,
+    log:
+        "logs/report.log",
+    conda:
+        ENV
+    shell:
+        "restorebench -S profile={params.profile} report > {log} 2>&1"
