@@ -79,7 +79,7 @@ def _check_dataset(cfg: Config, dataset: str) -> None:
 @app.command()
 def fetch(dataset: Dataset) -> None:
     """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
-    from restorebench.data.fetch import FetchError, fetch_dataset
+    from restorebench.data.fetch import DownloadError, fetch_dataset
     from restorebench.data.manifest import build_manifest, write_manifest
 
     cfg = load()
@@ -96,7 +96,7 @@ def fetch(dataset: Dataset) -> None:
             seed=cfg.seed,
             min_free_bytes=int(cfg.data.min_free_gb * 2**30),
         )
-    except (FetchError, FileNotFoundError, ValueError) as err:
+    except (DownloadError, OSError, ValueError) as err:
         raise fail(f"fetch {dataset}: {err}") from None
     manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
     write_manifest(manifest, data_dir(cfg, "manifests", f"{dataset}.parquet"))

@@ -23,7 +23,7 @@ from PIL import Image
 
 from restorebench import io
 from restorebench.config import TASK_DATASET
-from restorebench.metrics import psnr, ssim
+from restorebench.metrics import psnr, ssim_conventions
 
 SIDD_NOISY = "ValidationNoisyBlocksSrgb"
 SIDD_GT = "ValidationGtBlocksSrgb"
@@ -101,11 +101,8 @@ def score(output: np.ndarray, item: EvalItem, protocol: Protocol) -> dict[str, f
         pred = output.astype(np.float64)
         target = item.gt.astype(np.float64) / 255.0
     r = protocol.data_range
-    return {
-        "psnr": psnr(pred, target, data_range=r),
-        "ssim_matlab3d": ssim(pred, target, data_range=r, convention="matlab3d"),
-        "ssim_basicsr": ssim(pred, target, data_range=r, convention="basicsr"),
-    }
+    both = ssim_conventions(pred, target, data_range=r)  # one filtering pass for both conventions
+    return {"psnr": psnr(pred, target, data_range=r), "ssim_matlab3d": both["matlab3d"], "ssim_basicsr": both["basicsr"]}
 
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -134,7 +131,7 @@ def evaluate(
         if max_images and n >= max_images:
             break
         t0 = time.perf_counter()
-        x = torch.from_numpy(item.lq).permute(2, 0, 1)[None].float().div(255.0)
+        x = torch.from_numpy(np.array(item.lq)).permute(2, 0, 1)[None].float().div(255.0)
         with torch.inference_mode():
             y = restorer(x).clamp(0, 1)
         out = y[0].permute(1, 2, 0).double().cpu().numpy()

@@ -1,0 +1,1 @@
+"""Data stages: sources, fetching, embedded samples, manifests and validation."""

@@ -1,0 +1,408 @@
+"""Fetch a dataset into data/raw/{dataset}: from the embedded sample, the official URLs, or a path on disk.
+
+Nothing half-done is ever left where a later stage would take it as complete:
+- downloads grow `{cache}/{file}.part` (resumed with an HTTP Range request after a cut connection) and
+  are renamed to `{cache}/{file}` only after their sha256 checks out;
+- archives are extracted into a temporary folder next to the destination and renamed into place;
+- the free disk space is checked before each download and each extraction.
+
+Checksums: no dataset publishes them, so the first fetch records each file's sha256 in
+`{cache}/checksums.json` and every later fetch verifies against it.
+
+`source: /some/path` (a folder): `data/raw/{dataset}` becomes a real folder holding symlinks:
+`{layout_root}` (SIDD_Medium_Srgb, GOPRO_Large or train) -> the user's copy, plus the SIDD validation .mat
+files when found next to it. Manifest building walks folders with `iterdir`, which follows these links.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from restorebench.config import SampleConfig
+from restorebench.io import atomic_dir, sha256_file, write_json
+
+from .samples import make_sample
+from .sources import DatasetSource, get_source
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+class DownloadError(RuntimeError):
+    """A download failed after every retry and mirror."""
+
+
+class ChecksumMismatch(DownloadError):
+    """A file's sha256 differs from the recorded (or given) one; the bad file has been removed."""
+
+
+class InsufficientSpace(OSError):
+    """Not enough free disk space for a download or an extraction."""
+
+
+class UnsafeArchive(ValueError):
+    """An archive member would land outside the target folder (zip-slip) or is not a plain file."""
+
+
+class LayoutError(FileNotFoundError):
+    """A dataset folder does not have the expected layout."""
+
+
+# -------------------------------------------------------------------------------------------- disk
+
+
+def check_free_space(folder: Path, need_bytes: int, min_free_bytes: int, what: str) -> None:
+    """Raise `InsufficientSpace` unless `need_bytes + min_free_bytes` are free where `folder` lives."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes + min_free_bytes > free:
+        gib = 2**30
+        raise InsufficientSpace(
+            f"{what}: needs {need_bytes / gib:.2f} GiB plus {min_free_bytes / gib:.2f} GiB kept free, but only "
+            f"{free / gib:.2f} GiB are free on {probe} (free space or lower data.min_free_gb)"
+        )
+
+
+# --------------------------------------------------------------------------------------- checksums
+
+
+def _load_checksums(path: Path) -> dict[str, str]:
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); fix or delete it to re-record checksums") from None
+
+
+def _verify_or_record(file: Path, name: str, checksums: Path, expected: str | None) -> str:
+    """sha256 of `file`; compared to `expected` or the recorded value, recorded when there is none.
+    On a mismatch the file is removed and `ChecksumMismatch` names it and both hashes."""
+    got = sha256_file(file)
+    known = _load_checksums(checksums)
+    want = expected or known.get(name)
+    if want and got != want:
+        file.unlink()
+        raise ChecksumMismatch(
+            f"{name}: sha256 mismatch: expected {want} ({'given' if expected else f'recorded in {checksums}'}), "
+            f"got {got}; the file was removed. If the remote file really changed, delete its entry in {checksums}."
+        )
+    if known.get(name) != got:
+        known[name] = got
+        write_json(checksums, known)
+    return got
+
+
+# ----------------------------------------------------------------------------------------- download
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _fetch_once(url: str, part: Path, *, timeout: float, min_free_bytes: int, size_hint: int | None) -> None:
+    """Continue `part` from its current size with one GET; raises on any network problem."""
+    import requests
+    from tqdm import tqdm
+
+    pos = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={pos}-"} if pos else {}
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
+        if pos and r.status_code == 416:  # nothing left to send: the part may already be complete
+            total = r.headers.get("Content-Range", "").rpartition("/")[2]
+            if total.isdigit() and int(total) == pos:
+                return
+            part.unlink()
+            raise _Incomplete(f"server refused to resume at byte {pos}; restarting")
+        r.raise_for_status()
+        if pos and r.status_code != 206:  # Range ignored: the body is the whole file
+            pos = 0
+        length = int(r.headers.get("Content-Length") or 0)
+        remaining = length or ((size_hint - pos) if size_hint else 0)
+        total = pos + length if length else size_hint
+        check_free_space(part.parent, remaining, min_free_bytes, f"download of {part.name[:-5]}")
+        with (
+            open(part, "ab" if pos else "wb") as f,
+            tqdm(
+                total=total,
+                initial=pos,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[:-5],
+                disable=None,
+            ) as bar,
+        ):
+            for chunk in r.iter_content(chunk_size=1 << 16):  # small: a cut loses < 64 KiB
+                f.write(chunk)
+                bar.update(len(chunk))
+    got = part.stat().st_size
+    if length and got != pos + length:
+        raise _Incomplete(f"connection closed at byte {got} of {pos + length}")
+
+
+def download(url: str, dest_file: Path, *, mirrors: Sequence[str] = (), expected_sha256: str | None = None,
+             checksums: Path, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
+             min_free_bytes: int = 0, size_hint: int | None = None) -> Path:  # fmt: skip
+    """Download `url` (or a mirror) to `dest_file`, resumably, and verify its sha256.
+
+    The bytes grow in `dest_file.part`; a cut connection resumes from its size with an HTTP Range request.
+    Each of `retries` rounds tries `url` then every mirror; rounds are separated by `backoff * 2**round`
+    seconds. The sha256 is checked against `expected_sha256`, else the one recorded in `checksums`
+    (JSON {file name: sha256}), else recorded there. A mismatch removes the file and raises
+    `ChecksumMismatch`. An existing `dest_file` is verified the same way instead of downloaded again.
+    """
+    dest_file = Path(dest_file)
+    dest_file.parent.mkdir(parents=True, exist_ok=True)
+    if dest_file.exists():
+        _verify_or_record(dest_file, dest_file.name, Path(checksums), expected_sha256)
+        return dest_file
+    part = dest_file.with_name(dest_file.name + ".part")
+    urls = (url, *mirrors)
+    errors: list[str] = []
+    for round_ in range(max(1, retries)):
+        for candidate in urls:
+            try:
+                _fetch_once(
+                    candidate, part, timeout=timeout, min_free_bytes=min_free_bytes, size_hint=size_hint
+                )
+            except InsufficientSpace:
+                raise
+            except Exception as err:  # requests' errors, a short body: retry (resuming) on the next try
+                errors.append(f"{candidate}: {type(err).__name__}: {err}")
+                continue
+            _verify_or_record(part, dest_file.name, Path(checksums), expected_sha256)
+            os.replace(part, dest_file)
+            return dest_file
+        if round_ + 1 < retries:
+            time.sleep(backoff * 2**round_)
+    raise DownloadError(
+        f"{dest_file.name}: download failed after {retries} round(s) over {len(urls)} URL(s); last errors:\n  "
+        + "\n  ".join(errors[-3:])
+        + f"\nThe partial file {part} is kept and resumed next time."
+    )
+
+
+# ---------------------------------------------------------------------------------------- archives
+
+
+def is_archive(path: Path) -> bool:
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _check_member(archive: Path, name: str, link: str | None = None, hard: bool = False) -> str:
+    """The member's safe relative POSIX path; `UnsafeArchive` naming it when it would escape the target."""
+    clean = name.replace("\\", "/")
+    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
+        raise UnsafeArchive(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    if ".." in PurePosixPath(clean).parts:
+        raise UnsafeArchive(f"{archive}: member {name!r} contains '..'; refusing to extract")
+    if link is not None:
+        if link.startswith("/") or re.match(r"^[A-Za-z]:", link):
+            raise UnsafeArchive(f"{archive}: link member {name!r} points to absolute path {link!r}; refusing")
+        base = "" if hard else posixpath.dirname(clean.rstrip("/"))
+        resolved = posixpath.normpath(posixpath.join(base, link))
+        if resolved == ".." or resolved.startswith("../"):
+            raise UnsafeArchive(
+                f"{archive}: link member {name!r} -> {link!r} points outside the target; refusing"
+            )
+    return clean
+
+
+def _zip_plan(archive: Path, zf: zipfile.ZipFile) -> int:
+    total = 0
+    for info in zf.infolist():
+        is_link = stat.S_ISLNK(info.external_attr >> 16)
+        _check_member(archive, info.filename, zf.read(info).decode() if is_link else None)
+        total += info.file_size
+    return total
+
+
+def _tar_plan(archive: Path, members: list[tarfile.TarInfo]) -> int:
+    total = 0
+    for m in members:
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise UnsafeArchive(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
+        _check_member(archive, m.name, m.linkname if (m.issym() or m.islnk()) else None, hard=m.islnk())
+        total += m.size
+    return total
+
+
+def _extract_zip(archive: Path, folder: Path, min_free_bytes: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        check_free_space(folder, _zip_plan(archive, zf), min_free_bytes, f"extraction of {archive.name}")
+        for info in zf.infolist():
+            if stat.S_ISLNK(info.external_attr >> 16):
+                target = folder / info.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(zf.read(info).decode(), target)
+            else:
+                zf.extract(info, folder)
+
+
+def _extract_tar(archive: Path, folder: Path, min_free_bytes: int, class_tars_into: str | None) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = tf.getmembers()
+        check_free_space(folder, _tar_plan(archive, members), min_free_bytes, f"extraction of {archive.name}")
+        for m in members:
+            if class_tars_into and m.isfile() and "/" not in m.name and m.name.endswith(".tar"):
+                # ILSVRC2012_img_train.tar holds one tar per class: unpack each into train/<wnid>/
+                inner_dir = folder / class_tars_into / m.name[: -len(".tar")]
+                inner_dir.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(fileobj=tf.extractfile(m), mode="r|*") as inner:
+                    for im in inner:
+                        _tar_plan(Path(f"{archive}!{m.name}"), [im])
+                        inner.extract(im, inner_dir, filter="data")
+            else:
+                tf.extract(m, folder, filter="data")
+
+
+def extract_into(
+    archive: Path, folder: Path, *, min_free_bytes: int = 0, class_tars_into: str | None = None
+) -> None:
+    """Check every member of `archive` (.zip/.tar/.tar.gz), then extract into the existing `folder`.
+
+    Refuses (UnsafeArchive, naming the member) absolute paths, `..`, links leading outside `folder`, and
+    devices. `class_tars_into`: unpack top-level `X.tar` members into `folder/{class_tars_into}/X/`.
+    """
+    archive = Path(archive)
+    if archive.name.lower().endswith(".zip"):
+        _extract_zip(archive, Path(folder), min_free_bytes)
+    elif is_archive(archive):
+        _extract_tar(archive, Path(folder), min_free_bytes, class_tars_into)
+    else:
+        raise ValueError(f"{archive}: not a .zip, .tar or .tar.gz archive")
+
+
+def safe_extract(archive: Path, target: Path, *, min_free_bytes: int = 0) -> Path:
+    """Extract `archive` safely (see `extract_into`) into a temporary folder next to `target`, then rename
+    it to `target`. On any error `target` is left as it was. Returns `target`."""
+    with atomic_dir(target) as tmp:
+        extract_into(archive, tmp, min_free_bytes=min_free_bytes)
+    return Path(target)
+
+
+# ------------------------------------------------------------------------------------------ layouts
+
+
+def check_layout(src: DatasetSource, folder: Path, label: str | Path) -> None:
+    """Raise `LayoutError` naming `label` unless `folder/{layout_root}` has the required sub-folders."""
+    root = folder / src.layout_root
+    if not root.is_dir():
+        raise LayoutError(
+            f"{label}: no {src.layout_root}/ folder; a {src.name} copy unpacks to {src.layout_root}/"
+        )
+    for sub in src.required:
+        if not (root / sub).is_dir():
+            raise LayoutError(
+                f"{label}: {src.layout_root}/ has no {sub}/ folder (expected {src.layout_root}/{sub}/)"
+            )
+    if src.name == "imagenet" and not any(p.is_dir() and p.name.startswith("n") for p in root.iterdir()):
+        raise LayoutError(f"{label}: {src.layout_root}/ holds no class folders nXXXXXXXX/")
+
+
+def _normalise_layout(src: DatasetSource, folder: Path) -> None:
+    """Some copies of an archive lack the top folder (train/ and test/ at the top instead of
+    GOPRO_Large/train/ ...): move the required sub-folders under `{layout_root}/`."""
+    if src.required and not (folder / src.layout_root).exists():
+        if all((folder / sub).is_dir() for sub in src.required):
+            (folder / src.layout_root).mkdir()
+            for sub in src.required:
+                os.replace(folder / sub, folder / src.layout_root / sub)
+
+
+def _find_root(src: DatasetSource, path: Path) -> Path:
+    """The folder to link as `{layout_root}`: `path/{layout_root}` or `path` itself."""
+    if (path / src.layout_root).is_dir():
+        return path / src.layout_root
+    if src.required and all((path / sub).is_dir() for sub in src.required):
+        return path
+    if src.name == "imagenet" and any(p.is_dir() and re.fullmatch(r"n\d{8}", p.name) for p in path.iterdir()):
+        return path
+    want = ", ".join(f"{src.layout_root}/{s}/" for s in src.required) or f"{src.layout_root}/nXXXXXXXX/"
+    raise LayoutError(
+        f"{path}: not a {src.name} copy: expected {want} inside it (or to be that folder itself)"
+    )
+
+
+def _link_folder(src: DatasetSource, path: Path, dest: Path) -> Path:
+    root = _find_root(src, path.resolve())
+    with atomic_dir(dest) as tmp:
+        os.symlink(root, tmp / src.layout_root, target_is_directory=True)
+        for name in src.extra_files:
+            for where in (root.parent, root):
+                if (where / name).is_file():
+                    os.symlink(where / name, tmp / name)
+                    break
+        check_layout(src, tmp, path)
+    return dest
+
+
+def _place(file: Path, target: Path) -> None:
+    """Put a downloaded loose file into the dataset folder: hard link when possible, else copy."""
+    try:
+        os.link(file, target)
+    except OSError:
+        shutil.copy2(file, target)
+
+
+def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sample: SampleConfig, seed: int,
+                  min_free_bytes: int) -> Path:  # fmt: skip
+    """Make `dest` (data/raw/{dataset}) a complete copy of `dataset` in its real layout; returns `dest`.
+
+    source: "sample" -> the embedded look-alike (`make_sample`); "url" -> the official archives of
+    `SOURCES[dataset]`, downloaded into `cache_dir` and extracted; anything else is a path to a folder
+    (linked, not copied) or to an archive (extracted). `dest` is replaced atomically.
+    """
+    src = get_source(dataset)
+    dest, cache_dir = Path(dest), Path(cache_dir)
+    if source == "sample":
+        return make_sample(dataset, dest, sample, seed=seed)
+    if source == "url":
+        if src.manual_download:
+            raise ValueError(f"data.{dataset}.source: url: {src.manual_download}")
+        files = [
+            download(a.url, cache_dir / a.filename, mirrors=a.mirrors, checksums=cache_dir / "checksums.json",
+                     min_free_bytes=min_free_bytes, size_hint=a.size)
+            for a in src.archives
+        ]  # fmt: skip
+        with atomic_dir(dest) as tmp:
+            for archive, file in zip(src.archives, files, strict=True):
+                if archive.unpack:
+                    extract_into(file, tmp, min_free_bytes=min_free_bytes)
+                else:
+                    _place(file, tmp / archive.filename)
+            _normalise_layout(src, tmp)
+            check_layout(src, tmp, f"{dest} (from {', '.join(a.filename for a in src.archives)})")
+        return dest
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data.{dataset}.source: {path} does not exist (expected 'sample', 'url', or a folder or archive path)"
+        )
+    if path.is_dir():
+        return _link_folder(src, path, dest)
+    if not is_archive(path):
+        raise ValueError(f"data.{dataset}.source: {path} is neither a folder nor a .zip/.tar/.tar.gz archive")
+    with atomic_dir(dest) as tmp:
+        extract_into(path, tmp, min_free_bytes=min_free_bytes,
+                     class_tars_into=src.layout_root if dataset == "imagenet" else None)  # fmt: skip
+        for name in src.extra_files:  # e.g. SIDD's validation .mat files kept next to the archive
+            if (path.parent / name).is_file() and not (tmp / name).exists():
+                os.symlink(path.parent.resolve() / name, tmp / name)
+        _normalise_layout(src, tmp)
+        check_layout(src, tmp, path)
+    return dest

@@ -1,0 +1,235 @@
+"""Manifests: one row per image pair (per image for ImageNet), written as data/manifests/{dataset}.parquet.
+
+Columns (paths relative to raw_dir, POSIX separators):
+
+    split, group, pair_id            train/val/test; scene instance / sequence / class; unique id
+    lq_path, gt_path                 degraded input and clean target ("" for ImageNet's lq)
+    alt_path                         GoPro's blur_gamma frame (the other blur convention), else ""
+    mat_image, mat_block             SIDD validation rows: index into N x B of the .mat arrays, else -1
+    height, width, channels, dtype   of the gt image (from the file header), -1 / "" when missing
+    bytes, sha256                    gt file size and sha256 ("" when the file is missing)
+    lq_height, lq_width, lq_channels, lq_dtype, lq_bytes, lq_sha256   the same for lq
+
+Decisions:
+- Pairs are enumerated from the union of lq and gt files, so a pair missing one side still gets a row
+  (its missing side has sha256 "") and validation names the missing file.
+- GoPro's lq is `blur` (what published GoPro results train and test on); `blur_gamma` is kept as alt_path.
+- SIDD validation blocks (ValidationNoisyBlocksSrgb.mat / ValidationGtBlocksSrgb.mat in raw_dir) get one
+  row per block, split "val", group "val_{image:04d}", pair_id "val_{image:04d}_{block:02d}"; both paths
+  point at the .mat files; bytes and sha256 are those of the block's uint8 array (C order), not the file.
+- Rows are sorted by (split, group, pair_id) so the same files always give the same manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from restorebench.io import atomic_path
+
+from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
+
+COLUMNS = [
+    "split", "group", "pair_id", "lq_path", "gt_path", "alt_path", "mat_image", "mat_block",
+    "height", "width", "channels", "dtype", "bytes", "sha256",
+    "lq_height", "lq_width", "lq_channels", "lq_dtype", "lq_bytes", "lq_sha256",
+]  # fmt: skip
+NO_LQ = {"height": None, "width": None, "channels": None, "dtype": "", "bytes": None, "sha256": ""}
+MISSING = {"height": -1, "width": -1, "channels": -1, "dtype": "", "bytes": -1, "sha256": ""}
+# PNG colour type -> channels; Pillow mode -> (channels, dtype)
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+MODES = {
+    "1": (1, "bool"), "L": (1, "uint8"), "P": (1, "uint8"), "LA": (2, "uint8"), "RGB": (3, "uint8"),
+    "RGBA": (4, "uint8"), "CMYK": (4, "uint8"), "YCbCr": (3, "uint8"), "I;16": (1, "uint16"),
+    "I": (1, "int32"), "F": (1, "float32"),
+}  # fmt: skip
+
+
+def resolve_workers(workers: int) -> int:
+    """0 -> all cores; otherwise `workers` (at least 1)."""
+    return max(1, os.cpu_count() or 1) if workers == 0 else max(1, workers)
+
+
+def parallel_map(fn: Callable[[Any], Any], items: list, workers: int) -> list:
+    """`[fn(x) for x in items]`, in worker processes when there is enough work to pay for them."""
+    workers = resolve_workers(workers)
+    if workers == 1 or len(items) < 4 * workers:
+        return [fn(x) for x in items]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
+
+
+def header_info(data: bytes) -> tuple[int, int, int, str]:
+    """(height, width, channels, dtype) of an encoded image, from its header (no full decode).
+
+    PNG is read from IHDR directly, because Pillow reports 16-bit RGB PNGs as 8-bit "RGB".
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+        return height, width, PNG_CHANNELS.get(colour, -1), "uint16" if depth == 16 else "uint8"
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        channels, dtype = MODES.get(im.mode, (-1, im.mode))
+        return im.height, im.width, channels, dtype
+
+
+def file_info(path: str | Path) -> dict[str, Any]:
+    """Header facts, size and sha256 of one image file; MISSING values when it does not exist."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return dict(MISSING)
+    try:
+        height, width, channels, dtype = header_info(data)
+    except Exception:  # undecodable header: validation reports it, the manifest still lists the file
+        height, width, channels, dtype = -1, -1, -1, ""
+    return {
+        "height": height, "width": width, "channels": channels, "dtype": dtype,
+        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+    }  # fmt: skip
+
+
+def _row(split: str, group: str, pair_id: str, lq: str, gt: str, alt: str = "") -> dict[str, Any]:
+    return {"split": split, "group": group, "pair_id": pair_id, "lq_path": lq, "gt_path": gt, "alt_path": alt,
+            "mat_image": -1, "mat_block": -1}  # fmt: skip
+
+
+def _sidd_pairs(folder: Path) -> list[tuple[str, str]]:
+    """(lq name, gt name) for every *_NOISY_* / *_GT_* PNG in one SIDD instance folder, either side present."""
+    pairs = {}
+    for f in folder.iterdir():
+        if f.suffix.lower() == ".png" and ("_GT_" in f.name or "_NOISY_" in f.name):
+            lq = f.name.replace("_GT_", "_NOISY_")
+            pairs[lq] = lq.replace("_NOISY_", "_GT_")
+    return sorted(pairs.items())
+
+
+def _sidd_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    data = raw_dir / "SIDD_Medium_Srgb" / "Data"
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: SIDD folder not found (expected SIDD_Medium_Srgb/Data/<instance>/)")
+    rows = []
+    for inst in sorted(p for p in data.iterdir() if p.is_dir()):
+        rel = f"SIDD_Medium_Srgb/Data/{inst.name}"
+        for lq, gt in _sidd_pairs(inst):
+            suffix = Path(lq).stem.split("_")[-1]
+            rows.append(_row("train", inst.name, f"{inst.name}_{suffix}", f"{rel}/{lq}", f"{rel}/{gt}"))
+    return rows
+
+
+def load_mat_blocks(path: Path) -> np.ndarray:
+    """The one array variable of a SIDD validation .mat file (N x B x h x w x 3 uint8)."""
+    import scipy.io
+
+    mat = scipy.io.loadmat(path)
+    names = [k for k in mat if not k.startswith("__")]
+    if path.stem in mat:
+        return mat[path.stem]
+    raise KeyError(f"{path}: no variable named {path.stem!r} (found {names})")
+
+
+def _sidd_val_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    arrays = {}
+    for name in (SIDD_VAL_NOISY, SIDD_VAL_GT):
+        if (raw_dir / name).exists():
+            arrays[name] = load_mat_blocks(raw_dir / name)
+    if not arrays:
+        return []
+    shape = next(iter(arrays.values())).shape[:2]
+    rows = []
+    for n in range(shape[0]):
+        for b in range(shape[1]):
+            row = _row("val", f"val_{n:04d}", f"val_{n:04d}_{b:02d}", SIDD_VAL_NOISY, SIDD_VAL_GT)
+            row.update(mat_image=n, mat_block=b)
+            for prefix, name in (("lq_", SIDD_VAL_NOISY), ("", SIDD_VAL_GT)):
+                arr = arrays.get(name)
+                if arr is None or arr.ndim < 3 or n >= arr.shape[0] or b >= arr.shape[1]:
+                    info = dict(MISSING)
+                else:
+                    block = np.ascontiguousarray(arr[n, b])
+                    info = {"height": block.shape[0], "width": block.shape[1],
+                            "channels": block.shape[2] if block.ndim == 3 else 1, "dtype": str(block.dtype),
+                            "bytes": block.nbytes, "sha256": hashlib.sha256(block.tobytes()).hexdigest()}  # fmt: skip
+                row.update({prefix + k: v for k, v in info.items()})
+            rows.append(row)
+    return rows
+
+
+def _gopro_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    root = raw_dir / "GOPRO_Large"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: GoPro folder not found (expected GOPRO_Large/{{train,test}}/)")
+    rows = []
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for seq in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            names = sorted({f.name for sub in ("blur", "sharp") if (seq / sub).is_dir()
+                            for f in (seq / sub).iterdir() if f.suffix.lower() == ".png"})  # fmt: skip
+            rel = f"GOPRO_Large/{split_dir.name}/{seq.name}"
+            alt = seq / "blur_gamma"
+            for name in names:
+                rows.append(_row(split_dir.name, seq.name, f"{seq.name}_{Path(name).stem}", f"{rel}/blur/{name}",
+                                 f"{rel}/sharp/{name}", f"{rel}/blur_gamma/{name}" if alt.is_dir() else ""))  # fmt: skip
+    return rows
+
+
+def _imagenet_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    root = raw_dir / "train"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: ImageNet folder not found (expected train/nXXXXXXXX/*.JPEG)")
+    rows = []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(cls.iterdir()):
+            if f.suffix.lower() in (".jpeg", ".jpg", ".png"):
+                rows.append(_row("train", cls.name, f.stem, "", f"train/{cls.name}/{f.name}"))
+    return rows
+
+
+ROWS = {"sidd": _sidd_rows, "gopro": _gopro_rows, "imagenet": _imagenet_rows}
+
+
+def build_manifest(dataset: str, raw_dir: Path, *, workers: int = 0) -> pd.DataFrame:
+    """One row per pair under `raw_dir` (data/raw/{dataset}); see the module docstring for the columns.
+
+    Files are hashed (sha256) and their headers read in `workers` processes (0 = all cores).
+    """
+    if dataset not in ROWS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(ROWS)}")
+    raw_dir = Path(raw_dir)
+    rows = ROWS[dataset](raw_dir)
+    mat_rows = _sidd_val_rows(raw_dir) if dataset == "sidd" else []
+    paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k]})
+    infos = dict(zip(paths, parallel_map(file_info, [str(raw_dir / p) for p in paths], workers), strict=True))
+    for r in rows:
+        r.update(infos[r["gt_path"]])
+        lq = infos[r["lq_path"]] if r["lq_path"] else NO_LQ
+        r.update({"lq_" + k: v for k, v in lq.items()})
+    df = pd.DataFrame(rows + mat_rows, columns=COLUMNS)
+    df = df.sort_values(["split", "group", "pair_id"], kind="stable").reset_index(drop=True)
+    for col in ("lq_height", "lq_width", "lq_channels", "lq_bytes"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def write_manifest(df: pd.DataFrame, path: Path) -> None:
+    """Write `df` to `path` as parquet, atomically (temporary file in the same folder, then rename)."""
+    with atomic_path(path, suffix=".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest written by `write_manifest`; a missing file fails naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: manifest not found (run `restorebench fetch` first)")
+    return pd.read_parquet(path)

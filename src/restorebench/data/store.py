@@ -1,0 +1,461 @@
+"""Packed, memory-mappable stores of training sub-images (the `prepare` and `degrade` stages write them).
+
+One store is one folder holding a few large files, which DVC tracks well (instead of hundreds of
+thousands of small PNGs) and which a loader reads without decoding:
+
+    meta.json       format, version, item count, arrays {name: [h, w, c]}, tasks, provenance
+    index.parquet   one row per item: id, image (source id), y, x (top-left in the source image)
+    <name>.u8       raw uint8, C order, N x h x w x c, one file per array (e.g. lq.u8, gt.u8)
+
+Every item has one fixed shape per array. Paired stores (`prepare`) hold `lq` and `gt`. Degradation
+stores (`degrade`) hold one clean `gt` patch per row and, per task, `lq_<task>` (SR tasks are smaller,
+patch / scale); `meta.json` maps each task to its array, label and scale, and `open_store(path, task=...)`
+reads one task's pairs. Keeping all tasks as arrays of one store shares the clean patches (no copy per
+task) while each array keeps a single fixed shape.
+
+Stores are written under a temporary name next to the target and renamed into place when complete
+(`restorebench.io.atomic_dir`): an exception or a failing image never leaves a partial store in place.
+Writing is deterministic: the same inputs give the same bytes in every file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from restorebench.degrade.pipeline import derive_rng
+from restorebench.io import atomic_dir
+
+FORMAT = "restorebench-store"
+VERSION = 1
+INDEX_COLUMNS = {"id": pa.string(), "image": pa.string(), "y": pa.int32(), "x": pa.int32()}
+ROW_GROUP = 65536  # index rows buffered before a parquet row group is written (bounded memory)
+
+
+# ------------------------------------------------------------------------------------------- writer
+
+
+class StoreWriter:
+    """Append items to a new store at `path`; it appears there only on `close()` (or a clean `with` exit).
+
+    arrays: name -> (h, w, c) of every item's uint8 array. meta: extra JSON-able provenance (e.g. the
+    source manifest's sha256, the recipe) merged into meta.json; keep it free of time stamps so rebuilds
+    are byte-identical.
+    """
+
+    def __init__(
+        self, path: str | Path, arrays: Mapping[str, Sequence[int]], *, meta: Mapping[str, Any] | None = None
+    ):
+        if not arrays:
+            raise ValueError("arrays: a store needs at least one array")
+        self.path = Path(path)
+        self.shapes = {name: tuple(int(v) for v in shape) for name, shape in arrays.items()}
+        for name, shape in self.shapes.items():
+            if not name.isidentifier() or len(shape) != 3 or min(shape) < 1:
+                raise ValueError(
+                    f"arrays[{name!r}]: need an identifier name and a positive (h, w, c), got {shape}"
+                )
+        self.meta = dict(meta or {})
+        self.n = 0
+        self._ctx = atomic_dir(self.path)
+        self.tmp = self._ctx.__enter__()
+        self._files = {name: open(self.tmp / f"{name}.u8", "wb") for name in self.shapes}  # noqa: SIM115
+        self._rows: dict[str, list] = {k: [] for k in INDEX_COLUMNS}
+        self._index = pq.ParquetWriter(self.tmp / "index.parquet", pa.schema(INDEX_COLUMNS))
+        self._open = True
+
+    def add(self, *, id: str, image: str = "", y: int = 0, x: int = 0, **arrays: np.ndarray) -> None:
+        """Append one item: its index fields and one uint8 array per store array (exact shapes)."""
+        if set(arrays) != set(self.shapes):
+            raise ValueError(f"item {id!r}: got arrays {sorted(arrays)}, the store has {sorted(self.shapes)}")
+        for name, arr in arrays.items():
+            if arr.dtype != np.uint8 or arr.shape != self.shapes[name]:
+                raise ValueError(
+                    f"item {id!r}: array {name!r} is {arr.dtype} {arr.shape}, expected uint8 {self.shapes[name]}"
+                )
+            self._files[name].write(np.ascontiguousarray(arr).data)
+        for key, value in (("id", str(id)), ("image", str(image)), ("y", int(y)), ("x", int(x))):
+            self._rows[key].append(value)
+        self.n += 1
+        if len(self._rows["id"]) >= ROW_GROUP:
+            self._flush_index()
+
+    def _flush_index(self) -> None:
+        if self._rows["id"]:
+            self._index.write_table(pa.table(self._rows, schema=pa.schema(INDEX_COLUMNS)))
+            self._rows = {k: [] for k in INDEX_COLUMNS}
+
+    def close(self) -> Path:
+        """Finish the files, write meta.json and rename the store into place; returns its path."""
+        if not self._open:
+            return self.path
+        self._flush_index()
+        self._index.close()
+        for f in self._files.values():
+            f.close()
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "version": VERSION,
+            "n": self.n,
+            "dtype": "uint8",
+            "layout": "N x h x w x c, C order, one <name>.u8 file per array",
+            "arrays": {k: list(v) for k, v in self.shapes.items()},
+        }
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self._open = False
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop everything written so far; the target path is left as it was."""
+        if not self._open:
+            return
+        self._open = False
+        for f in self._files.values():
+            f.close()
+        try:
+            self._index.close()
+        except Exception:  # noqa: BLE001 - the temp folder is being removed anyway
+            pass
+        err = exc or RuntimeError("store writing aborted")
+        self._ctx.__exit__(type(err), err, err.__traceback__)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+# ------------------------------------------------------------------------------------------- reader
+
+
+class Store:
+    """A read-only store: `len(store)` items, `store.get(i) -> (lq, gt, meta)` as uint8 HxWxC views.
+
+    Arrays are memory-mapped lazily (and re-opened after pickling, so DataLoader workers started with
+    spawn do not copy the data). `lq`/`gt` name the arrays `get` returns; `label` is added to the meta.
+    """
+
+    def __init__(self, path: str | Path, *, lq: str = "lq", gt: str = "gt", label: int | None = None):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path}: not a store (no meta.json); run the prepare/degrade stage")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+            raise ValueError(
+                f"{meta_path}: format {self.meta.get('format')!r} v{self.meta.get('version')}, "
+                f"expected {FORMAT!r} v{VERSION}; rebuild the store"
+            )
+        self.shapes = {k: tuple(v) for k, v in self.meta["arrays"].items()}
+        for key, name in (("lq", lq), ("gt", gt)):
+            if name not in self.shapes:
+                raise ValueError(
+                    f"{self.path}: {key}={name!r} is not an array here; arrays: {sorted(self.shapes)}"
+                )
+        self.lq_name, self.gt_name, self.label = lq, gt, label
+        self.n = int(self.meta["n"])
+        self.index = pq.read_table(self.path / "index.parquet").to_pydict()
+        self._maps: dict[str, np.ndarray] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        """The whole N x h x w x c array `name`, memory-mapped read-only."""
+        if name not in self._maps:
+            shape = (self.n, *self.shapes[name])
+            if self.n == 0:
+                self._maps[name] = np.empty(shape, np.uint8)
+            else:
+                self._maps[name] = np.memmap(self.path / f"{name}.u8", np.uint8, "r", shape=shape)
+        return self._maps[name]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Item i: (lq, gt) uint8 views (no copy) and its index row (+ label)."""
+        if not -self.n <= i < self.n:
+            raise IndexError(f"item {i} out of range for a store of {self.n}")
+        i = i % self.n
+        meta = {k: v[i] for k, v in self.index.items()}
+        if self.label is not None:
+            meta["label"] = self.label
+        return self.array(self.lq_name)[i], self.array(self.gt_name)[i], meta
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": {}}
+
+
+def open_store(path: str | Path, *, task: str | None = None) -> Store:
+    """Open a store. For a degradation store (several tasks) name the `task`; its `lq_<task>` array is
+    returned as lq and the task's label is added to each item's meta."""
+    meta_path = Path(path) / "meta.json"
+    tasks = json.loads(meta_path.read_text()).get("tasks") if meta_path.is_file() else None
+    if task is None:
+        if tasks:
+            raise ValueError(f"{path}: a degradation store; pass task=, one of {sorted(tasks)}")
+        return Store(path)
+    if not tasks or task not in tasks:
+        raise ValueError(f"{path}: no task {task!r}; tasks here: {sorted(tasks or {})}")
+    return Store(path, lq=tasks[task]["array"], gt="gt", label=int(tasks[task]["label"]))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def resolve_workers(workers: int) -> int:
+    """0 or less -> all cores; otherwise the number given."""
+    return os.cpu_count() or 1 if workers <= 0 else int(workers)
+
+
+def parallel_map(
+    fn: Callable[[Any], Any], items: Iterable[Any], workers: int, window: int = 0
+) -> Iterator[Any]:
+    """`map(fn, items)` over processes, in input order, with at most `window` items in flight (bounded
+    memory, so `items` may be an endless stream). workers == 1 runs in this process. An exception in
+    `fn` is re-raised here and the pool is terminated."""
+    workers = resolve_workers(workers)
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    import multiprocessing as mp
+
+    window = window or 4 * workers
+    with mp.get_context().Pool(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= window:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to HxWx3 uint8 RGB; errors name the file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except Exception as err:  # PIL raises several types for corrupt data
+        raise ValueError(f"cannot decode image {str(path)!r}: {type(err).__name__}: {err}") from None
+
+
+def crop_subimages(
+    img: np.ndarray | Sequence[int], size: int, step: int, *, name: str = "image"
+) -> list[tuple[int, int]]:
+    """Top-left (y, x) of overlapping size x size sub-images, as BasicSR's
+    scripts/data_preparation/extract_subimages.py does (thresh_size 0): positions 0, step, 2 step, ...
+    along each axis, plus the last position (h - size) when the border would otherwise be missed.
+
+    img: an HxW(xC) array or its shape. Raises ValueError naming `name` and the sizes when the image is
+    smaller than `size`.
+    """
+    h, w = (img.shape if isinstance(img, np.ndarray) else tuple(img))[:2]
+    if size < 1 or step < 1:
+        raise ValueError(f"size and step must be >= 1, got size={size}, step={step}")
+    if h < size or w < size:
+        raise ValueError(f"{name}: {h}x{w} is smaller than the sub-image size {size}x{size}")
+
+    def axis(n: int) -> list[int]:
+        pos = list(range(0, n - size + 1, step))
+        if n - (pos[-1] + size) > 0:
+            pos.append(n - size)
+        return pos
+
+    return [(y, x) for y in axis(h) for x in axis(w)]
+
+
+# -------------------------------------------------------------------------------------- prepare stage
+
+
+def _crop_pair(
+    job: tuple[str, str, str, int, int],
+) -> tuple[str, list[tuple[int, int]], np.ndarray, np.ndarray]:
+    image_id, lq_path, gt_path, size, step = job
+    lq, gt = read_rgb(lq_path), read_rgb(gt_path)
+    if lq.shape != gt.shape:
+        raise ValueError(f"{image_id}: {lq_path} is {lq.shape[:2]} but {gt_path} is {gt.shape[:2]}")
+    pos = crop_subimages(gt, size, step, name=f"{image_id} ({gt_path})")
+    lq_c = np.stack([lq[y : y + size, x : x + size] for y, x in pos])
+    gt_c = np.stack([gt[y : y + size, x : x + size] for y, x in pos])
+    return image_id, pos, lq_c, gt_c
+
+
+def prepare_store(
+    pairs: Sequence[tuple[str, str | Path, str | Path]],
+    out_dir: str | Path,
+    *,
+    size: int,
+    step: int,
+    workers: int = 0,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Crop (id, lq_path, gt_path) image pairs into overlapping size x size sub-images (positions from
+    `crop_subimages`) and pack them into a store at out_dir (lq.u8, gt.u8, index.parquet, meta.json).
+
+    Reference recipes: SIDD size 512, step 384; GoPro size 512, step 256. PNGs are decoded in `workers`
+    processes (0 = all cores), written in input order. A file that fails to decode aborts the stage with
+    its path in the error and leaves no store behind. Returns counts for the stage's log.
+    """
+    recipe = {"stage": "prepare", "size": int(size), "step": int(step), **dict(meta or {})}
+    jobs = [(str(i), str(lq), str(gt), int(size), int(step)) for i, lq, gt in pairs]
+    n_sub = 0
+    with StoreWriter(out_dir, {"lq": (size, size, 3), "gt": (size, size, 3)}, meta=recipe) as writer:
+        bar = tqdm(total=len(jobs), desc=f"prepare {Path(out_dir).name}", unit="img", disable=not progress)
+        for image_id, pos, lq_c, gt_c in parallel_map(_crop_pair, jobs, workers):
+            for (y, x), lq, gt in zip(pos, lq_c, gt_c, strict=True):
+                writer.add(id=f"{image_id}/{y}_{x}", image=image_id, y=y, x=x, lq=lq, gt=gt)
+            n_sub += len(pos)
+            bar.update()
+        bar.close()
+    return {
+        "images": len(jobs),
+        "subimages": n_sub,
+        "size": size,
+        "step": step,
+        "bytes": 2 * n_sub * size * size * 3,
+        "path": str(out_dir),
+    }
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8, rounding half up (deterministic across numpy versions)."""
+    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------- degrade stage
+
+
+def _degrade_image(job: tuple) -> tuple[str, list[tuple[int, int]], np.ndarray, dict[str, np.ndarray]]:
+    image_id, path, pipelines, scales, patch, count, seed, margin = job
+    img = read_rgb(path)
+    h, w = img.shape[:2]
+    if h < patch or w < patch:
+        raise ValueError(f"{image_id} ({path}): {h}x{w} is smaller than patch={patch}")
+    # Degrade a window with `m` pixels of context around the patch, then crop the patch back out, so blur
+    # and resizing see real neighbours instead of padding; m is a multiple of every SR scale so the LR crop
+    # lands on whole LR pixels.
+    align = math.lcm(*scales.values())
+    m = min(margin, (min(h, w) - patch) // 2) // align * align
+    side = patch + 2 * m
+    pos_rng = derive_rng(seed, "position", image_id)
+    pos, gts, lqs = [], [], {t: [] for t in pipelines}
+    for k in range(count):
+        y0, x0 = int(pos_rng.integers(0, h - side + 1)), int(pos_rng.integers(0, w - side + 1))
+        window = img[y0 : y0 + side, x0 : x0 + side].astype(np.float32) / 255.0
+        pos.append((y0 + m, x0 + m))
+        gts.append(img[y0 + m : y0 + m + patch, x0 + m : x0 + m + patch])
+        for task, pipe in pipelines.items():
+            s = scales[task]
+            out = pipe(window, derive_rng(seed, "degrade", image_id, task, k))
+            if out.shape != (side // s, side // s, 3):
+                raise ValueError(
+                    f"task {task!r}: a {side}x{side} window gave {out.shape}, expected 1/{s} size"
+                )
+            lqs[task].append(to_uint8(out[m // s : (m + patch) // s, m // s : (m + patch) // s]))
+    return image_id, pos, np.stack(gts), {t: np.stack(v) for t, v in lqs.items()}
+
+
+def degrade_store(
+    images: Iterable[tuple[str, str | Path]],
+    out_dir: str | Path,
+    *,
+    tasks: Mapping[str, Sequence[Mapping[str, Any]]],
+    patch: int = 48,
+    patches_per_image: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+    margin: int = 24,
+    labels: Mapping[str, int] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    total: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The pretraining set: for each clean (id, path) image, `patches_per_image` patch x patch crops at
+    seeded random positions and, per task, the degraded patch, packed into one store at out_dir.
+
+    tasks: task name -> pipeline spec (as in params.yaml), e.g. {"denoise_30": [{"name":
+    "gaussian_noise", "sigma": 30}], "sr_x2": [{"name": "bicubic_down", "scale": 2}]}. Arrays: `gt`
+    (patch x patch x 3) and `lq_<task>` (patch / scale for SR tasks). Task labels: `labels` or the
+    order of `tasks` (0, 1, ...); meta.json records task -> array, label, scale, spec.
+    Randomness comes from derive_rng(seed, "position", image id) and derive_rng(seed, "degrade", image id,
+    task, k) only, so a rebuild gives identical bytes for any worker count. `images` is consumed as a
+    stream (ImageNet-scale works in bounded memory); `total` sizes the progress bar when it has no len().
+    """
+    from restorebench.degrade.pipeline import build_pipeline
+
+    if not tasks:
+        raise ValueError("tasks: need at least one task -> pipeline spec")
+    if patch < 1 or patches_per_image < 1 or margin < 0:
+        raise ValueError(
+            f"need patch >= 1, patches_per_image >= 1, margin >= 0; got {patch}, {patches_per_image}, {margin}"
+        )
+    pipelines = {t: build_pipeline(spec, where=f"tasks.{t}") for t, spec in tasks.items()}
+    labels = dict(labels) if labels is not None else {t: i for i, t in enumerate(tasks)}
+    if set(labels) != set(tasks):
+        raise ValueError(f"labels: keys {sorted(labels)} must equal the tasks {sorted(tasks)}")
+    scales, arrays = {}, {"gt": (patch, patch, 3)}
+    for task, pipe in pipelines.items():  # output size per task from a dry run on a blank patch
+        out = pipe(np.zeros((patch, patch, 3), np.float32), np.random.default_rng(0))
+        s = patch // out.shape[0] if out.shape[0] else 0
+        if out.shape[:2] != (patch // max(s, 1), patch // max(s, 1)) or s < 1 or patch % s:
+            raise ValueError(
+                f"tasks.{task}: patch={patch} gives lq {out.shape[:2]}; patch must be a multiple of the scale"
+            )
+        if not task.isidentifier():
+            raise ValueError(f"tasks: task name {task!r} must be an identifier (letters, digits, _)")
+        scales[task] = s
+        arrays[f"lq_{task}"] = out.shape
+    recipe = {
+        **dict(meta or {}),
+        "stage": "degrade",
+        "patch": patch,
+        "patches_per_image": patches_per_image,
+        "seed": seed,
+        "margin": margin,
+        "tasks": {
+            t: {
+                "array": f"lq_{t}",
+                "label": int(labels[t]),
+                "scale": scales[t],
+                "spec": pipelines[t].to_spec(),
+            }
+            for t in tasks
+        },
+    }
+    jobs = ((str(i), str(p), pipelines, scales, patch, patches_per_image, seed, margin) for i, p in images)
+    total = total if total is not None else (len(images) if hasattr(images, "__len__") else None)
+    n_images = 0
+    with StoreWriter(out_dir, arrays, meta=recipe) as writer:
+        bar = tqdm(total=total, desc=f"degrade {Path(out_dir).name}", unit="img", disable=not progress)
+        for image_id, pos, gts, lqs in parallel_map(_degrade_image, jobs, workers):
+            for k, (y, x) in enumerate(pos):
+                writer.add(
+                    id=f"{image_id}/{k}",
+                    image=image_id,
+                    y=y,
+                    x=x,
+                    gt=gts[k],
+                    **{f"lq_{t}": lqs[t][k] for t in tasks},
+                )
+            n_images += 1
+            bar.update()
+        bar.close()
+    return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}

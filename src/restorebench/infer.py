@@ -1,0 +1,208 @@
+"""Inference for evaluation: whole image, or overlapping tiles blended without seams.
+
+Tiling guarantee (tests/test_infer.py checks it): for a convolutional model whose receptive field
+(its full width, 2r+1 pixels) is at most `overlap`, the tiled output equals the whole-image output to
+float32 round-off (1e-5). How: every tile gets a blending weight that is exactly zero within
+m = (overlap - 1) // 2 >= r pixels of an edge shared with another tile (where the tile's own zero
+padding makes its output differ from the whole-image run), and rises smoothly (sin^2 ramp) further in.
+Tiles are spread evenly so neighbours overlap by at least `overlap` pixels, hence every pixel has
+positive weight in at least one tile, and the output is the weighted mean over tiles. Tile edges that
+lie on the image border carry no zero zone: there the whole-image run sees the same border.
+For models without that locality (attention over the whole input) the ramp hides seams; it cannot
+make the result equal to a whole-image run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["restore", "to_uint8", "tile_starts"]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length `tile` covering [0, size), neighbours overlapping >= `overlap`.
+
+    The first tile starts at 0 and the last ends at `size`; the rest are spread evenly, so the
+    overlap is `overlap` or a little more. One tile (start 0) when the image fits.
+    """
+    if tile >= size:
+        return [0]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    span = size - tile
+    # nearest-integer rounding of i * span / (count - 1): gaps are floor/ceil of the mean gap, and the
+    # mean gap span / (count - 1) <= tile - overlap (an integer), so no gap exceeds tile - overlap
+    return [(i * span + (count - 1) // 2) // (count - 1) for i in range(count)]
+
+
+def _weights_1d(start: int, length: int, size: int, overlap: int) -> torch.Tensor:
+    """Blend weights along one axis for a tile at `start` of `length` pixels in an axis of `size`."""
+    margin = (overlap - 1) // 2  # zero zone: receptive-field radius r <= (overlap - 1) / 2
+    ramp = overlap // 2 + 1
+    d = torch.arange(length, dtype=torch.float64)
+
+    def profile(dist: torch.Tensor) -> torch.Tensor:
+        t = ((dist - margin + 1) / ramp).clamp(0, 1)
+        return torch.sin(0.5 * math.pi * t) ** 2  # 0 for dist < margin, smooth up to 1
+
+    w = torch.ones(length, dtype=torch.float64)
+    if start > 0:  # left/top edge shared with another tile
+        w = w * profile(d)
+    if start + length < size:  # right/bottom edge shared with another tile
+        w = w * profile(length - 1 - d)
+    return w
+
+
+def _autocast_dtype(autocast: bool | str | None, device: torch.device) -> torch.dtype | None:
+    """None/False: float32. True or "bf16": bfloat16; "fp16": float16 -- on CUDA only."""
+    if autocast is None or autocast is False:
+        return None
+    choices = {True: torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if autocast not in choices:
+        raise ValueError(f"autocast must be None, False, True, 'bf16' or 'fp16', got {autocast!r}")
+    if device.type != "cuda":
+        warnings.warn(f"autocast is used on CUDA only; running in float32 on {device}", stacklevel=3)
+        return None
+    return choices[autocast]
+
+
+def _forward(model: nn.Module, x: torch.Tensor, pad_multiple: int, amp: torch.dtype | None) -> torch.Tensor:
+    """model(x) for x (N,C,H,W) float32, with replicate padding to a multiple and the crop back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % pad_multiple, (-w) % pad_multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    ctx = torch.autocast("cuda", dtype=amp) if amp is not None else contextlib.nullcontext()
+    with ctx:
+        y = model(x)
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[-2:] != x.shape[-2:]:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"model must map (N,C,H,W) to (N,C',H,W); input {tuple(x.shape)} gave {got}")
+    return y[..., :h, :w].float()
+
+
+def restore(
+    model: nn.Module,
+    image: torch.Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    batch: int = 4,
+    device: str | torch.device | None = None,
+    autocast: bool | str | None = None,
+    pad_multiple: int = 1,
+) -> torch.Tensor:
+    """Restore an image (or a batch) with `model`, whole or in overlapping tiles; output in [0, 1].
+
+    image: (3,H,W) or (B,3,H,W) float tensor in [0, 1]; the result has the same shape, float32, on
+    the image's device, clamped to [0, 1] (not quantised; see `to_uint8`).
+    tile: None runs the whole image; an int runs tiles of tile x tile pixels (smaller along an axis
+    where the image is smaller), `batch` tiles per forward pass, neighbours overlapping by at least
+    `overlap` pixels. Exact for convolutional models with receptive field <= overlap (module docstring).
+    device: where the model runs (the model is moved there); default the model's own device.
+    autocast: True/"bf16" (or "fp16") runs the model under CUDA autocast; ignored with a warning on CPU.
+    pad_multiple: pad each model input (replicate, bottom/right) to a multiple of this and crop the
+    output back, for models that need sizes divisible by their total stride.
+    The model is put in eval mode for the call (its previous mode is restored) and run under
+    torch.inference_mode.
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4) or not image.is_floating_point():
+        desc = (
+            f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        )
+        raise ValueError(f"image must be a float tensor (C,H,W) or (B,C,H,W) in [0, 1], got {desc}")
+    if not (isinstance(batch, int) and batch >= 1):
+        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    if not (isinstance(pad_multiple, int) and pad_multiple >= 1):
+        raise ValueError(f"pad_multiple must be an int >= 1, got {pad_multiple!r}")
+    if tile is not None:
+        if not (isinstance(tile, int) and tile >= 1):
+            raise ValueError(f"tile must be None or an int >= 1, got {tile!r}")
+        if not (isinstance(overlap, int) and 0 <= overlap < tile):
+            raise ValueError(f"overlap must be an int in [0, tile) = [0, {tile}), got {overlap!r}")
+        if tile % pad_multiple:
+            raise ValueError(f"tile={tile} must be a multiple of pad_multiple={pad_multiple}")
+
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else image.device
+    device = torch.device(device)
+    model.to(device)
+    amp = _autocast_dtype(autocast, device)
+
+    squeeze = image.ndim == 3
+    x = image[None] if squeeze else image
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            x = x.to(device=device, dtype=torch.float32)
+            h, w = x.shape[-2:]
+            if tile is None or (tile >= h and tile >= w):
+                out = torch.cat([_forward(model, c, pad_multiple, amp) for c in x.split(batch)])
+            else:
+                # pad the image once (as the whole-image run does), so the tiles at the bottom/right
+                # border see the same padded border as the whole-image run; tile % pad_multiple == 0
+                ph, pw = (-h) % pad_multiple, (-w) % pad_multiple
+                xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+                out = _restore_tiled(model, xp, tile, overlap, batch, pad_multiple, amp)[..., :h, :w]
+            out = out.clamp_(0, 1).to(image.device)
+    finally:
+        model.train(was_training)
+    return out[0] if squeeze else out
+
+
+def _restore_tiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch: int,
+    pad_multiple: int,
+    amp: torch.dtype | None,
+) -> torch.Tensor:
+    """Weighted mean of overlapping tile outputs for x (B,C,H,W) on the model's device."""
+    b, _, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    wy = [_weights_1d(y0, th, h, overlap).to(x.device, torch.float32) for y0 in ys]
+    wx = [_weights_1d(x0, tw, w, overlap).to(x.device, torch.float32) for x0 in xs]
+
+    weight_sum = torch.zeros(h, w, device=x.device)
+    for i, y0 in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            weight_sum[y0 : y0 + th, x0 : x0 + tw] += wy[i][:, None] * wx[j][None, :]
+    if not bool((weight_sum > 0).all()):  # cannot happen with tile_starts; guard the invariant
+        raise RuntimeError("tile layout leaves pixels uncovered")
+
+    jobs = [(n, i, j) for n in range(b) for i in range(len(ys)) for j in range(len(xs))]
+    acc: torch.Tensor | None = None
+    for k in range(0, len(jobs), batch):
+        chunk = jobs[k : k + batch]
+        inp = torch.stack([x[n, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for n, i, j in chunk])
+        out = _forward(model, inp, pad_multiple, amp)
+        if acc is None:
+            acc = torch.zeros(b, out.shape[1], h, w, device=x.device)
+        for o, (n, i, j) in zip(out, chunk, strict=True):
+            acc[n, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += o * (wy[i][:, None] * wx[j][None, :])
+    assert acc is not None
+    return acc / weight_sum
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(C,H,W) or (B,C,H,W) float tensor in [0, 1] -> HxWxC or BxHxWxC uint8 NumPy array.
+
+    GoPro protocol as in BasicSR's tensor2img (NAFNet) and skimage's img_as_ubyte (Restormer): clamp
+    to [0, 1], multiply by 255 in float32, round half to even (np.round), cast to uint8.
+    """
+    if not isinstance(img, torch.Tensor) or img.ndim not in (3, 4) or not img.is_floating_point():
+        raise ValueError("img must be a float tensor (C,H,W) or (B,C,H,W)")
+    arr = img.detach().float().clamp(0, 1).cpu().numpy()
+    arr = np.moveaxis(arr, -3, -1)  # channels last
+    return np.round(arr * np.float32(255.0)).astype(np.uint8)

@@ -1,0 +1,330 @@
+"""Downloads (against a local HTTP server), safe extraction, and the three kinds of `source`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import stat
+import tarfile
+import threading
+import zipfile
+from collections import namedtuple
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from restorebench.config import SampleConfig
+from restorebench.data import fetch
+from restorebench.data.fetch import (
+    ChecksumMismatch,
+    DownloadError,
+    InsufficientSpace,
+    LayoutError,
+    UnsafeArchive,
+    download,
+    fetch_dataset,
+    safe_extract,
+)
+from restorebench.data.manifest import build_manifest
+from restorebench.data.samples import make_sample
+from restorebench.data.sources import SOURCES, Archive, DatasetSource
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+TINY = SampleConfig(
+    gopro_train_sequences=1,
+    gopro_test_sequences=1,
+    gopro_frames=1,
+    gopro_height=32,
+    gopro_width=48,
+    gopro_average=3,
+)
+
+
+class Server:
+    """A 127.0.0.1 HTTP server with Range support; `drop_next` cuts the next body halfway."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.ranges: list[str | None] = []
+        self.drop_next = False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                data = owner.files.get(self.path)
+                rng = self.headers.get("Range")
+                owner.ranges.append(rng)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                body = data[start:]
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if owner.drop_next:
+                    owner.drop_next = False
+                    body = body[: len(body) // 2]  # then the connection closes mid-file
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+
+@pytest.fixture
+def server() -> Server:
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- download
+
+
+def test_full_download_records_checksum(server: Server, tmp_path: Path) -> None:
+    server.files["/a.bin"] = PAYLOAD
+    out = download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=tmp_path / "checksums.json")
+    assert out.read_bytes() == PAYLOAD
+    assert json.loads((tmp_path / "checksums.json").read_text()) == {"a.bin": sha(PAYLOAD)}
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def test_resume_after_dropped_connection(server: Server, tmp_path: Path) -> None:
+    server.files["/a.bin"] = PAYLOAD
+    server.drop_next = True
+    out = download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=tmp_path / "c.json", backoff=0.01)
+    assert out.read_bytes() == PAYLOAD
+    assert server.ranges[0] is None and server.ranges[1] == f"bytes={len(PAYLOAD) // 2}-"
+
+
+def test_checksum_mismatch_removes_file(server: Server, tmp_path: Path) -> None:
+    server.files["/a.bin"] = PAYLOAD
+    checksums = tmp_path / "checksums.json"
+    checksums.write_text(json.dumps({"a.bin": "0" * 64}))
+    with pytest.raises(ChecksumMismatch) as err:
+        download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=checksums)
+    assert "a.bin" in str(err.value) and "0" * 64 in str(err.value) and sha(PAYLOAD) in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json"]
+
+
+def test_later_fetch_verifies_cached_file(server: Server, tmp_path: Path) -> None:
+    server.files["/a.bin"] = PAYLOAD
+    download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=tmp_path / "c.json")
+    (tmp_path / "a.bin").write_bytes(PAYLOAD[:-1] + b"x")  # bit rot in the cache
+    with pytest.raises(ChecksumMismatch, match="a.bin: sha256 mismatch"):
+        download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=tmp_path / "c.json")
+    assert not (tmp_path / "a.bin").exists()
+
+
+def test_mirror_used_when_primary_fails_and_errors_name_the_file(server: Server, tmp_path: Path) -> None:
+    server.files["/mirror/a.bin"] = PAYLOAD
+    out = download(
+        f"{server.url}/gone/a.bin",
+        tmp_path / "a.bin",
+        mirrors=[f"{server.url}/mirror/a.bin"],
+        checksums=tmp_path / "c",
+    )
+    assert out.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=r"b.bin: download failed after 2 round\(s\)"):
+        download(f"{server.url}/b.bin", tmp_path / "b.bin", checksums=tmp_path / "c", retries=2, backoff=0.01)
+
+
+def test_free_disk_check_before_download(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["/a.bin"] = PAYLOAD
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(InsufficientSpace, match="download of a.bin: needs"):
+        download(f"{server.url}/a.bin", tmp_path / "a.bin", checksums=tmp_path / "c", min_free_bytes=2**19)
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------- archives
+
+
+def make_zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def make_tar(
+    path: Path, members: dict[str, bytes], links: dict[str, tuple[str, bytes]] | None = None
+) -> Path:
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, (target, kind) in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tf.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind,member",
+    [
+        ("zip", "../evil.txt"),
+        ("zip", "/tmp/evil.txt"),
+        ("zip-link", "escape"),
+        ("tar", "../evil.txt"),
+        ("tar", "/tmp/evil.txt"),
+        ("tar-symlink", "escape"),
+        ("tar-hardlink", "escape"),
+    ],
+)
+def test_zip_slip_refused_naming_the_member(tmp_path: Path, kind: str, member: str) -> None:
+    ok = {"data/ok.txt": b"fine"}
+    if kind == "zip":
+        archive = make_zip(tmp_path / "a.zip", {**ok, member: b"x"})
+    elif kind == "zip-link":
+        archive = make_zip(tmp_path / "a.zip", ok, links={"data/escape": "../../outside"})
+    elif kind == "tar":
+        archive = make_tar(tmp_path / "a.tar.gz", {**ok, member: b"x"})
+    else:
+        link_type = tarfile.SYMTYPE if kind == "tar-symlink" else tarfile.LNKTYPE
+        archive = make_tar(tmp_path / "a.tar", ok, links={"data/escape": ("../../outside", link_type)})
+    target = tmp_path / "out" / "dataset"
+    with pytest.raises(UnsafeArchive, match=member.replace(".", r"\.")):
+        safe_extract(archive, target)
+    assert not target.exists() and not (tmp_path / "evil.txt").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary folder left either
+
+
+def test_safe_extract_good_archives(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "a.zip", {"root/x.txt": b"1", "root/sub/y.txt": b"2"})
+    t = make_tar(tmp_path / "a.tar.gz", {"root/x.txt": b"1"}, links={"root/l": ("x.txt", tarfile.SYMTYPE)})
+    assert (safe_extract(z, tmp_path / "z") / "root/sub/y.txt").read_bytes() == b"2"
+    out = safe_extract(t, tmp_path / "t")
+    assert (out / "root/l").is_symlink() and (out / "root/l").read_bytes() == b"1"
+
+
+def test_free_disk_check_before_extracting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = make_zip(tmp_path / "big.zip", {"f.bin": PAYLOAD})
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    with pytest.raises(InsufficientSpace, match="extraction of big.zip"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------- sources
+
+
+def test_path_source_folder_is_linked_not_copied(tmp_path: Path) -> None:
+    copy = make_sample("gopro", tmp_path / "elsewhere", TINY, seed=0)
+    dest = fetch_dataset(
+        "gopro",
+        str(copy),
+        tmp_path / "raw" / "gopro",
+        cache_dir=tmp_path / "c",
+        sample=TINY,
+        seed=0,
+        min_free_bytes=0,
+    )
+    link = dest / "GOPRO_Large"
+    assert link.is_symlink() and link.resolve() == (copy / "GOPRO_Large").resolve()
+    assert not dest.is_symlink() and [p.name for p in dest.iterdir()] == ["GOPRO_Large"]
+    assert len(build_manifest("gopro", dest, workers=1)) == 2  # downstream globbing follows the link
+    # pointing at the layout folder itself works too
+    fetch_dataset(
+        "gopro",
+        str(copy / "GOPRO_Large"),
+        dest,
+        cache_dir=tmp_path / "c",
+        sample=TINY,
+        seed=0,
+        min_free_bytes=0,
+    )
+    assert (dest / "GOPRO_Large").resolve() == (copy / "GOPRO_Large").resolve()
+
+
+def test_path_source_with_wrong_layout_names_the_path(tmp_path: Path) -> None:
+    bad = tmp_path / "my_sidd"
+    (bad / "SIDD_Medium_Srgb" / "Images").mkdir(parents=True)
+    with pytest.raises(LayoutError, match=r"my_sidd: SIDD_Medium_Srgb/ has no Data/ folder"):
+        fetch_dataset(
+            "sidd", str(bad), tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0, min_free_bytes=0
+        )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LayoutError, match=r"empty: not a sidd copy: expected SIDD_Medium_Srgb/Data/"):
+        fetch_dataset(
+            "sidd", str(empty), tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0, min_free_bytes=0
+        )
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        fetch_dataset("sidd", str(tmp_path / "nowhere"), tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0,
+                      min_free_bytes=0)  # fmt: skip
+    assert not (tmp_path / "raw").exists()
+
+
+def test_archive_source_without_top_folder(tmp_path: Path) -> None:
+    sample = make_sample("gopro", tmp_path / "build", TINY, seed=0) / "GOPRO_Large"
+    archive = shutil.make_archive(str(tmp_path / "gopro"), "gztar", sample)  # train/ and test/ at the top
+    dest = fetch_dataset(
+        "gopro", archive, tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0, min_free_bytes=0
+    )
+    assert sorted(p.name for p in (dest / "GOPRO_Large").iterdir()) == ["test", "train"]
+    assert len(build_manifest("gopro", dest, workers=1)) == 2
+
+
+def test_imagenet_url_source_asks_for_a_manual_download(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ILSVRC2012_img_train.tar yourself"):
+        fetch_dataset(
+            "imagenet", "url", tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0, min_free_bytes=0
+        )
+
+
+def test_imagenet_train_tar_of_class_tars(tmp_path: Path) -> None:
+    inner = make_tar(tmp_path / "n01440764.tar", {"n01440764_1.JPEG": b"jpeg1", "n01440764_2.JPEG": b"jpeg2"})
+    outer = tmp_path / "ILSVRC2012_img_train.tar"
+    with tarfile.open(outer, "w") as tf:
+        tf.add(inner, arcname=inner.name)
+    dest = fetch_dataset("imagenet", str(outer), tmp_path / "raw", cache_dir=tmp_path, sample=TINY, seed=0,
+                         min_free_bytes=0)  # fmt: skip
+    assert sorted(p.name for p in (dest / "train" / "n01440764").iterdir()) == [
+        "n01440764_1.JPEG",
+        "n01440764_2.JPEG",
+    ]
+
+
+def test_url_source_downloads_and_extracts(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = make_sample("gopro", tmp_path / "build", TINY, seed=0)
+    archive = shutil.make_archive(str(tmp_path / "GOPRO_Large"), "zip", sample, "GOPRO_Large")
+    server.files["/GOPRO_Large.zip"] = Path(archive).read_bytes()
+    src = DatasetSource("gopro", server.url, (Archive("GOPRO_Large.zip", f"{server.url}/GOPRO_Large.zip"),),
+                        layout_root="GOPRO_Large", required=("train", "test"))  # fmt: skip
+    monkeypatch.setitem(SOURCES, "gopro", src)
+    cache = tmp_path / "cache"
+    dest = fetch_dataset("gopro", "url", tmp_path / "raw" / "gopro", cache_dir=cache, sample=TINY, seed=0,
+                         min_free_bytes=0)  # fmt: skip
+    assert (dest / "GOPRO_Large" / "train").is_dir()
+    assert json.loads((cache / "checksums.json").read_text()) == {
+        "GOPRO_Large.zip": sha(Path(archive).read_bytes())
+    }
+    assert fetch.sha256_file(cache / "GOPRO_Large.zip") == sha(Path(archive).read_bytes())

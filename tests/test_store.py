@@ -1,0 +1,162 @@
+"""Packed stores: sub-image positions, round trips against the PNGs, atomicity, degrade determinism."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restorebench.data.store import (
+    StoreWriter,
+    crop_subimages,
+    degrade_store,
+    open_store,
+    prepare_store,
+)
+
+TASKS = {
+    "dn30": [{"name": "gaussian_noise", "sigma": 30}],
+    "sr2": [{"name": "bicubic_down", "scale": 2}],
+    "sr3": [{"name": "bicubic_down", "scale": 3}],
+    "blur": [{"name": "motion_blur", "size": 15}],
+    "rain": [{"name": "rain_streaks"}],
+}
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 7 + c) * np.cos(yy / 5 - c) for c in range(3)], -1)
+    return np.clip(127 + 100 * base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def pngs(tmp_path: Path) -> list[tuple[str, Path, Path]]:
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i, (h, w) in enumerate([(100, 130), (64, 64), (90, 77)]):
+        gt = smooth_image(rng, h, w)
+        lq = np.clip(gt.astype(int) + rng.integers(-20, 21, gt.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(lq).save(tmp_path / f"lq{i}.png")
+        Image.fromarray(gt).save(tmp_path / f"gt{i}.png")
+        pairs.append((f"im{i}", tmp_path / f"lq{i}.png", tmp_path / f"gt{i}.png"))
+    return pairs
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_crop_subimages_positions_follow_basicsr():
+    # BasicSR extract_subimages: arange(0, h - size + 1, step), plus h - size if the border is missed.
+    assert crop_subimages((100, 130), 64, 48) == [(y, x) for y in (0, 36) for x in (0, 48, 66)]
+    assert crop_subimages((64, 64), 64, 48) == [(0, 0)]
+    assert crop_subimages((1024, 512), 512, 256) == [(0, 0), (256, 0), (512, 0)]
+    sidd = crop_subimages((3000, 4000), 512, 384)
+    assert {y for y, _ in sidd} == {*range(0, 3000 - 512 + 1, 384), 3000 - 512}
+    with pytest.raises(ValueError, match=r"scene7: 50x80 is smaller than the sub-image size 64x64"):
+        crop_subimages(np.zeros((50, 80, 3)), 64, 48, name="scene7")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_round_trip_equals_png_crops(tmp_path, pngs, workers):
+    out = tmp_path / "store" / "train"
+    stats = prepare_store(pngs, out, size=64, step=48, workers=workers, progress=False)
+    store = open_store(out)
+    assert stats["subimages"] == len(store) == 6 + 1 + 4
+    assert sorted(p.name for p in out.iterdir()) == ["gt.u8", "index.parquet", "lq.u8", "meta.json"]
+    assert store.meta["arrays"] == {"lq": [64, 64, 3], "gt": [64, 64, 3]} and store.meta["step"] == 48
+    files = {i: (np.asarray(Image.open(lq)), np.asarray(Image.open(gt))) for i, lq, gt in pngs}
+    for k in range(len(store)):
+        lq, gt, meta = store.get(k)
+        src_lq, src_gt = files[meta["image"]]
+        y, x = meta["y"], meta["x"]
+        np.testing.assert_array_equal(lq, src_lq[y : y + 64, x : x + 64])
+        np.testing.assert_array_equal(gt, src_gt[y : y + 64, x : x + 64])
+    assert [store.get(k)[2]["image"] for k in range(len(store))] == ["im0"] * 6 + ["im1"] + ["im2"] * 4
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_png_names_file_and_leaves_no_store(tmp_path, pngs, workers):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(Image.open(pngs[0][2]).tobytes()[:500])  # not a PNG at all
+    pairs = [pngs[0], ("bad", pngs[1][1], bad), pngs[2]]
+    out = tmp_path / "stores" / "train"
+    with pytest.raises(ValueError, match="broken.png"):
+        prepare_store(pairs, out, size=64, step=48, workers=workers, progress=False)
+    assert not out.exists() and leftovers(out.parent) == []
+    # an existing complete store survives a failed rebuild unchanged
+    prepare_store(pngs, out, size=64, step=48, workers=1, progress=False)
+    before = tree_digest(out)
+    with pytest.raises(ValueError, match="broken.png"):
+        prepare_store(pairs, out, size=64, step=48, workers=workers, progress=False)
+    assert tree_digest(out) == before and leftovers(out.parent) == []
+
+
+def test_writer_is_atomic_and_checks_shapes(tmp_path):
+    target = tmp_path / "s"
+    with pytest.raises(ValueError, match=r"array 'gt' is uint8 \(4, 4, 3\), expected uint8 \(8, 8, 3\)"):
+        with StoreWriter(target, {"lq": (8, 8, 3), "gt": (8, 8, 3)}) as w:
+            w.add(id="a", lq=np.zeros((8, 8, 3), np.uint8), gt=np.zeros((8, 8, 3), np.uint8))
+            assert not target.exists()
+            w.add(id="b", lq=np.zeros((8, 8, 3), np.uint8), gt=np.zeros((4, 4, 3), np.uint8))
+    assert not target.exists() and leftovers(tmp_path) == []
+    with StoreWriter(target, {"lq": (8, 8, 3), "gt": (8, 8, 3)}) as w:
+        pass
+    assert len(open_store(target)) == 0
+
+
+def test_degrade_store_deterministic_and_seed_dependent(tmp_path, pngs):
+    images = [(i, gt) for i, _, gt in pngs]
+    a = degrade_store(
+        images, tmp_path / "a", tasks=TASKS, patch=48, patches_per_image=2, seed=3, workers=1, progress=False
+    )
+    degrade_store(
+        iter(images),
+        tmp_path / "b",
+        tasks=TASKS,
+        patch=48,
+        patches_per_image=2,
+        seed=3,
+        workers=2,
+        progress=False,
+    )
+    degrade_store(
+        images, tmp_path / "c", tasks=TASKS, patch=48, patches_per_image=2, seed=4, workers=1, progress=False
+    )
+    da, db, dc = (tree_digest(tmp_path / n) for n in "abc")
+    assert da == db  # same seed: identical bytes in every file, whatever the worker count
+    assert da["gt.u8"] != dc["gt.u8"] and da["lq_dn30.u8"] != dc["lq_dn30.u8"]
+    assert a["patches"] == 6
+    for task, label in zip(TASKS, range(len(TASKS)), strict=True):
+        s = open_store(tmp_path / "a", task=task)
+        lq, gt, meta = s.get(5)
+        scale = {"sr2": 2, "sr3": 3}.get(task, 1)
+        assert lq.shape == (48 // scale, 48 // scale, 3) and gt.shape == (48, 48, 3)
+        assert meta["label"] == label and meta["image"] == "im2"
+    # gt patches are the clean crops at the recorded positions
+    s = open_store(tmp_path / "a", task="dn30")
+    src = np.asarray(Image.open(pngs[0][2]))
+    _, gt, meta = s.get(1)
+    np.testing.assert_array_equal(gt, src[meta["y"] : meta["y"] + 48, meta["x"] : meta["x"] + 48])
+    with pytest.raises(ValueError, match=r"pass task=, one of \['blur', 'dn30', 'rain', 'sr2', 'sr3'\]"):
+        open_store(tmp_path / "a")
+
+
+def test_degrade_store_errors(tmp_path, pngs):
+    images = [(i, gt) for i, _, gt in pngs]
+    with pytest.raises(ValueError, match=r"im1 .*64x64 is smaller than patch=96"):
+        degrade_store(images, tmp_path / "x", tasks=TASKS, patch=96, seed=0, workers=1, progress=False)
+    assert not (tmp_path / "x").exists() and leftovers(tmp_path) == []
+    with pytest.raises(ValueError, match=r"tasks.sr3.*patch must be a multiple of the scale"):
+        degrade_store(images, tmp_path / "x", tasks=TASKS, patch=50, seed=0, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"tasks.dn\[0\] \(gaussian_noise\): sigma"):
+        degrade_store(
+            images, tmp_path / "x", tasks={"dn": [{"name": "gaussian_noise", "sigma": -1}]}, workers=1
+        )
