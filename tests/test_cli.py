@@ -10,7 +10,17 @@ from typer.testing import CliRunner
 
 from restorebench.cli import app
 
-STAGES = ["fetch", "validate", "degrade", "prepare", "pretrain", "finetune", "evaluate", "aggregate", "report"]
+STAGES = [
+    "fetch",
+    "validate",
+    "degrade",
+    "prepare",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "aggregate",
+    "report",
+]
 
 runner = CliRunner()
 

@@ -47,9 +47,18 @@ def test_grid_lists_hold_known_names(project_root):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("profiles.demo.data.sidd.sorce=url", r"profiles\.demo\.data\.sidd\.sorce: unknown key.*did you mean 'source'"),
-        ("profiles.paper.data.minfree_gb=3", r"profiles\.paper\.data\.minfree_gb: unknown key.*did you mean 'min_free_gb'"),
-        ("profile=papr", r"profile: 'papr' is not allowed; choose from \['demo', 'paper'\]; did you mean 'paper'"),
+        (
+            "profiles.demo.data.sidd.sorce=url",
+            r"profiles\.demo\.data\.sidd\.sorce: unknown key.*did you mean 'source'",
+        ),
+        (
+            "profiles.paper.data.minfree_gb=3",
+            r"profiles\.paper\.data\.minfree_gb: unknown key.*did you mean 'min_free_gb'",
+        ),
+        (
+            "profile=papr",
+            r"profile: 'papr' is not allowed; choose from \['demo', 'paper'\]; did you mean 'paper'",
+        ),
         ("datasets=[sidd,gopr]", r"datasets\[1\]: 'gopr' is not allowed.*did you mean 'gopro'"),
         ("models=[nafnet,resformer]", r"models\[1\]: 'resformer'.*did you mean 'restormer'"),
         ("strategies=[frozn]", r"strategies\[0\]: 'frozn'.*did you mean 'frozen'"),

@@ -58,8 +58,11 @@ def test_frozen_keeps_the_backbone_bit_identical(tmp_path):
 
 def test_strategy_learning_rates():
     model = _model()
-    lrs = {n: g["lr"] for g in strategies.optimizer_groups(model, "full_lowlr", lr=1e-3, weight_decay=0.0)
-           for n in g["names"]}
+    lrs = {
+        n: g["lr"]
+        for g in strategies.optimizer_groups(model, "full_lowlr", lr=1e-3, weight_decay=0.0)
+        for n in g["names"]
+    }
     assert all(v == pytest.approx(1e-4) for v in lrs.values()) and len(lrs) == len(list(model.parameters()))
     groups = strategies.optimizer_groups(model, "llrd", lr=1e-3, weight_decay=0.0, llrd_decay=0.5)
     lrs = {n: g["lr"] for g in groups for n in g["names"]}
@@ -89,6 +92,7 @@ def test_resume_is_bit_identical(tmp_path):
     try:
         ref = _model()
         final_ref, _ = train(ref, make_batches(), _cfg(ema_decay=0.9), run_dir=tmp_path / "a", progress=False)
+
         def crash_at_8(start):
             for step, batch in enumerate(make_batches()(start), start):
                 if step == 9:  # the checkpoint of step 8 is written, step 9 half done
@@ -99,7 +103,9 @@ def test_resume_is_bit_identical(tmp_path):
             train(_model(), crash_at_8, _cfg(ema_decay=0.9), run_dir=tmp_path / "b", progress=False)
         # a fresh process would rebuild the model from scratch: simulate with another init
         again = _model(seed=123)
-        final, result = train(again, make_batches(), _cfg(ema_decay=0.9), run_dir=tmp_path / "b", progress=False)
+        final, result = train(
+            again, make_batches(), _cfg(ema_decay=0.9), run_dir=tmp_path / "b", progress=False
+        )
         assert result.resumed_from == 8
         for key, value in final_ref.state_dict().items():
             assert torch.equal(value, final.state_dict()[key]), key
@@ -148,7 +154,9 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path, project_roo
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT.format(root=str(project_root)))
     env = {**os.environ, "PYTHONPATH": str(project_root)}
-    subprocess.run([sys.executable, str(script), str(tmp_path / "ref")], check=True, env=env, cwd=project_root)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ref")], check=True, env=env, cwd=project_root
+    )
     run = tmp_path / "killed"
     for delay in (2.5, 0.7, 1.3):  # kill a few times, mid-step or mid-save, whatever comes
         proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env, cwd=project_root)

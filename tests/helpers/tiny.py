@@ -11,8 +11,12 @@ class TinyRestorer(nn.Module):
 
     def __init__(self, width: int = 8) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width), nn.GELU(),
-                                      nn.Conv2d(width, width, 3, padding=1))
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.GroupNorm(2, width),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
         self.decoder = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU())
         self.head = nn.Conv2d(width, 3, 3, padding=1)
 
@@ -20,12 +24,16 @@ class TinyRestorer(nn.Module):
         return x + self.head(self.decoder(self.backbone(x)))
 
     def parameter_groups(self):
-        return {g: [(f"{g}.{n}", p) for n, p in getattr(self, g).named_parameters()]
-                for g in ("backbone", "decoder", "head")}
+        return {
+            g: [(f"{g}.{n}", p) for n, p in getattr(self, g).named_parameters()]
+            for g in ("backbone", "decoder", "head")
+        }
 
     def layer_ids(self):
-        return {f"backbone.{n}": (1 if n.startswith("0.") or n.startswith("1.") else 2)
-                for n, _ in self.backbone.named_parameters()}
+        return {
+            f"backbone.{n}": (1 if n.startswith("0.") or n.startswith("1.") else 2)
+            for n, _ in self.backbone.named_parameters()
+        }
 
 
 def make_batches(seed: int = 0, batch: int = 4, size: int = 16, sigma: float = 0.1):

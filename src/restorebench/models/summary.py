@@ -1,0 +1,33 @@
+"""Parameter counts (total and per group) and GMACs at 256x256 for `restorebench models`."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from restorebench.models import build_model
+
+
+def count_macs(model: torch.nn.Module, size: int = 256, **forward_kw) -> float:
+    """Multiply-accumulates of one forward pass on a 1x3xSxS input (FLOPs / 2, as papers report GMACs)."""
+    device = next(model.parameters()).device
+    x = torch.rand(1, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x, **forward_kw)
+    return counter.get_total_flops() / 2
+
+
+def summarize(name: str, variant: str, *, macs: bool = True, size: int = 256) -> dict:
+    """{'params', 'groups': {backbone, decoder, head}, 'gmacs'} for one model variant."""
+    with torch.device("meta"):
+        model = build_model(name, variant=variant)
+    groups = {g: sum(p.numel() for _, p in items) for g, items in model.parameter_groups().items()}
+    row = {"params": sum(p.numel() for p in model.parameters()), "groups": groups, "gmacs": None}
+    if macs:
+        try:
+            row["gmacs"] = count_macs(model.eval(), size) / 1e9
+        except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU
+            model = build_model(name, variant=variant).eval()
+            row["gmacs"] = count_macs(model, size) / 1e9
+    return row

@@ -1,0 +1,303 @@
+"""The three segmentation-derived restorers (swin_upernet, swin_mask2former, vit_adapter), tiny variants on CPU.
+
+What a user would check: any H, W in and out; an untrained model is the identity; every parameter learns;
+a saved model reloads bit-exactly; hub-layout checkpoints (saved here by transformers / timm, no network)
+fill every backbone tensor; a bad checkpoint fails with the tensor's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from restorebench.models import swin_mask2former, swin_upernet, vit_adapter
+from restorebench.models.weights import WeightsError
+
+MODULES = {"swin_upernet": swin_upernet, "swin_mask2former": swin_mask2former, "vit_adapter": vit_adapter}
+
+
+@pytest.fixture(params=sorted(MODULES))
+def name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def demo(name: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return MODULES[name].build(variant="demo", **kw)
+
+
+def perturb_head(model: torch.nn.Module) -> None:
+    """Give the zero-initialised last conv some weight so the output depends on everything."""
+    with torch.no_grad():
+        model.head.out.weight.normal_(std=0.05)
+        model.head.out.bias.normal_(std=0.05)
+
+
+def test_variants_listed(name: str) -> None:
+    assert "demo" in MODULES[name].VARIANTS
+    with pytest.raises(ValueError, match="unknown variant"):
+        MODULES[name].build(variant="nope")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        MODULES[name].build(variant="demo", not_an_option=1)
+
+
+def test_odd_size_and_identity_at_init(name: str) -> None:
+    model = demo(name)
+    x = torch.rand(2, 3, 37, 53)
+    for mode in (True, False):
+        model.train(mode)
+        with torch.no_grad():
+            y = model(x)
+        assert y.shape == x.shape
+        assert torch.equal(y, x), f"untrained {name} should return its input exactly (train={mode})"
+
+
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    model = demo(name)
+    perturb_head(model)
+    model.train()
+    # 40x72 pads to 64x96: a token grid other than the ViT's pretraining grid (resampled position bias)
+    x = torch.rand(2, 3, 40, 72)
+    loss = (model(x) - x.flip(-1)).abs().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:10]}"
+    zero = [n for n, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+    # zero by design at init (Deformable-DETR init): a deformable-attention query reaches the output only
+    # through the zero-initialised offset / attention-weight projections, so what shapes only the query
+    # (query norms, the pixel decoder's level embedding) starts with no gradient; and the ViT-Adapter
+    # injectors sit behind gamma = 0. One optimiser step later all of these move.
+    allowed = (".query_norm.", "decoder.level_embed", ".injector.attn.", ".injector.feat_norm.")
+    unexpected = [n for n in zero if not any(a in n for a in allowed)]
+    assert not unexpected, f"parameters with an all-zero gradient: {unexpected[:10]}"
+
+
+def test_parameter_groups_cover_every_parameter_once(name: str) -> None:
+    model = demo(name)
+    groups = model.parameter_groups()
+    assert set(groups) == {"backbone", "decoder", "head"}
+    ids = [id(p) for g in groups.values() for _, p in g]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert all(n.startswith("backbone.") for n, _ in groups["backbone"])
+    assert all(n.startswith("head.") for n, _ in groups["head"])
+    layer_ids = model.layer_ids()
+    assert set(layer_ids) == {n for n, _ in groups["backbone"]}
+    assert set(layer_ids.values()) == set(range(model.num_layers))
+
+
+def test_layer_ids_follow_depth() -> None:
+    model = swin_upernet.build(variant="demo", depths=[1, 2, 1, 1])
+    ids = model.layer_ids()
+    assert ids["backbone.swin.embeddings.patch_embeddings.projection.weight"] == 0
+    blocks = {k: v for k, v in ids.items() if ".blocks." in k and k.endswith("layernorm_before.weight")}
+    assert sorted(blocks.values()) == [1, 2, 3, 4, 5]
+    vit = vit_adapter.build(variant="demo")
+    vids = vit.layer_ids()
+    assert vids["backbone.cls_token"] == 0 and vids["backbone.blocks.1.attn.qkv.weight"] == 2
+
+
+def test_safetensors_round_trip(name: str, tmp_path: Path) -> None:
+    model = demo(name)
+    perturb_head(model)
+    model.train()
+    with torch.no_grad():  # one training-mode pass so BatchNorm running stats differ from their init
+        model(torch.rand(2, 3, 64, 64))
+    model.eval()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    torch.manual_seed(123)  # a different random init, all of it overwritten by the file
+    loaded = MODULES[name].build(variant="demo", pretrained=str(path)).eval()
+    x = torch.rand(1, 3, 37, 53)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+# ------------------------------------------------------------------- hub-layout checkpoints (no network)
+
+
+@pytest.fixture(scope="module")
+def upernet_snapshot(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+    torch.manual_seed(1)
+    cfg = UperNetConfig(
+        backbone_config=swin_upernet.swin_config(swin_upernet.SWIN_ARCH["demo"]),
+        hidden_size=32,
+        auxiliary_channels=8,
+        num_labels=5,
+    )
+    hf = UperNetForSemanticSegmentation(cfg).eval()
+    folder = tmp_path_factory.mktemp("upernet")
+    hf.save_pretrained(folder)
+    return folder, hf
+
+
+@pytest.fixture(scope="module")
+def mask2former_snapshot(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    torch.manual_seed(2)
+    cfg = Mask2FormerConfig(
+        backbone_config=swin_upernet.swin_config(swin_upernet.SWIN_ARCH["demo"]),
+        **swin_mask2former.PIXEL_DECODER_DEMO,
+        hidden_dim=32,
+        decoder_layers=2,
+        num_queries=4,
+        dim_feedforward=32,
+        num_labels=3,
+    )
+    hf = Mask2FormerForUniversalSegmentation(cfg).eval()
+    folder = tmp_path_factory.mktemp("mask2former")
+    hf.save_pretrained(folder)
+    return folder, hf
+
+
+@pytest.fixture(scope="module")
+def beit_snapshot(tmp_path_factory: pytest.TempPathFactory):
+    """A timm hub snapshot: model.safetensors (timm keys, with classifier) + config.json."""
+    import timm
+
+    torch.manual_seed(3)
+    args = dict(embed_dim=32, depth=2, num_heads=2, img_size=64)
+    vit = timm.create_model("beitv2_base_patch16_224", pretrained=False, num_classes=10, **args).eval()
+    folder = tmp_path_factory.mktemp("beit")
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(folder / "model.safetensors"))
+    config = {
+        "architecture": "beitv2_base_patch16_224",
+        "num_classes": 10,
+        "model_args": args,
+        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, vit
+
+
+def test_upernet_snapshot_fills_backbone_and_decoder(upernet_snapshot) -> None:
+    folder, hf = upernet_snapshot
+    model = swin_upernet.build(pretrained=str(folder)).eval()
+    ref = hf.state_dict()
+    own = model.state_dict()
+    checked = [k for k in own if k.startswith(("backbone.", "decode_head."))]
+    assert len(checked) > 100
+    for k in checked:  # same in-memory names as transformers' own model
+        assert torch.equal(own[k], ref[k]), k
+    x = model.normalize(torch.rand(1, 3, 64, 96))
+    pre_classifier = copy.deepcopy(hf.decode_head)
+    pre_classifier.classifier = torch.nn.Identity()
+    with torch.no_grad():
+        ours = model.decode(x)
+        expected = pre_classifier(list(hf.backbone(x).feature_maps))
+    assert ours.shape == (1, 32, 16, 24)
+    assert torch.allclose(ours, expected, atol=1e-6)
+
+
+def test_mask2former_snapshot_fills_pixel_level_module(mask2former_snapshot) -> None:
+    folder, hf = mask2former_snapshot
+    model = swin_mask2former.build(pretrained=str(folder), variant="demo").eval()
+    ref = hf.state_dict()
+    own = model.state_dict()
+    prefix = {
+        "backbone.": "model.pixel_level_module.encoder.",
+        "decoder.": "model.pixel_level_module.decoder.",
+    }
+    checked = 0
+    for k, v in own.items():
+        for ours, theirs in prefix.items():
+            if k.startswith(ours):
+                assert torch.equal(v, ref[theirs + k[len(ours) :]]), k
+                checked += 1
+    assert checked > 100
+    x = model.normalize(torch.rand(1, 3, 64, 64))
+    with torch.no_grad():
+        expected = hf.model.pixel_level_module(x).decoder_last_hidden_state
+        assert torch.allclose(model.decode(x), expected, atol=1e-6)
+
+
+def test_beit_snapshot_fills_the_vit_only(beit_snapshot) -> None:
+    folder, vit = beit_snapshot
+    model = vit_adapter.build(pretrained=str(folder), variant="demo").eval()
+    ref = load_file(str(folder / "model.safetensors"))
+    own = model.state_dict()
+    backbone = [k for k in own if k.startswith("backbone.")]
+    assert len(backbone) > 20
+    for k in backbone:
+        assert torch.equal(own[k], ref[k[len("backbone.") :]]), k
+    # at the pretraining grid the (replaced) relative position bias equals timm's own
+    attn, ref_attn = model.backbone.blocks[0].attn, vit.blocks[0].attn
+    vit_adapter.set_token_grid(model.backbone, (4, 4))
+    assert torch.equal(attn._get_rel_pos_bias(), ref_attn._get_rel_pos_bias())
+    vit_adapter.set_token_grid(model.backbone, (4, 6))
+    assert attn._get_rel_pos_bias().shape == (1, 2, 25, 25)
+
+
+# (fixture, checkpoint key to corrupt, checkpoint key to delete, module names the errors must contain)
+SNAPSHOT_CASES = {
+    "swin_upernet": (
+        "upernet_snapshot",
+        "backbone.embeddings.patch_embeddings.projection.weight",
+        "backbone.encoder.layers.0.blocks.0.layernorm_before.weight",
+        ("embeddings.patch_embeddings.projection.weight", "layers.0.blocks.0.layernorm_before.weight"),
+    ),
+    "swin_mask2former": (
+        "mask2former_snapshot",
+        "model.pixel_level_module.encoder.embeddings.norm.weight",
+        "model.pixel_level_module.decoder.mask_projection.weight",
+        ("embeddings.norm.weight", "decoder.mask_projection.weight"),
+    ),
+    "vit_adapter": (
+        "beit_snapshot",
+        "patch_embed.proj.weight",
+        "blocks.1.attn.qkv.weight",
+        ("backbone.patch_embed.proj.weight", "backbone.blocks.1.attn.qkv.weight"),
+    ),
+}
+
+
+def _rewrite(folder: Path, dest: Path, edit) -> Path:
+    dest.mkdir()
+    sd = load_file(str(folder / "model.safetensors"))
+    edit(sd)
+    save_file(sd, str(dest / "model.safetensors"))
+    (dest / "config.json").write_text((folder / "config.json").read_text())
+    return dest
+
+
+def test_wrong_shape_is_named(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    fixture, bad_key, _, (named, _) = SNAPSHOT_CASES[name]
+    folder, _ = request.getfixturevalue(fixture)
+
+    def edit(sd):
+        sd[bad_key] = torch.cat([sd[bad_key], sd[bad_key][:1]], dim=0)
+
+    broken = _rewrite(folder, tmp_path / "broken", edit)
+    with pytest.raises(WeightsError, match="wrong shape") as err:
+        MODULES[name].build(pretrained=str(broken), variant="demo")
+    assert named in str(err.value)
+
+
+def test_missing_backbone_key_is_named(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    fixture, _, gone, (_, named) = SNAPSHOT_CASES[name]
+    folder, _ = request.getfixturevalue(fixture)
+    broken = _rewrite(folder, tmp_path / "broken", lambda sd: sd.pop(gone))
+    with pytest.raises(WeightsError, match="missing") as err:
+        MODULES[name].build(pretrained=str(broken), variant="demo")
+    assert named in str(err.value)
+
+
+def test_variant_must_agree_with_snapshot(upernet_snapshot) -> None:
+    folder, _ = upernet_snapshot
+    with pytest.raises(ValueError, match="embed_dim"):
+        swin_upernet.build(pretrained=str(folder), variant="swin-t")
+
+
+def test_swin_t_backbone_size() -> None:
+    """Swin-T without its classifier: 28.29M - 0.77M = 27.5M (Liu et al. 2021, Table 1)."""
+    with torch.device("meta"):
+        model = swin_upernet.build(variant="swin-t")
+    n = sum(p.numel() for _, p in model.parameter_groups()["backbone"])
+    assert abs(n - 27.5e6) / 27.5e6 < 0.005, n
