@@ -25,6 +25,7 @@ def _normalise(cmd: str) -> str:
     """`restorebench -S profile=demo fetch --dataset x > log 2>&1` -> `restorebench fetch --dataset x`."""
     cmd = re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", cmd.strip())
     cmd = re.sub(r"\s-S profile=\S+", "", cmd)
+    cmd = re.sub(r"\s--threads \d+", "", cmd)
     return " ".join(cmd.split())
 
 

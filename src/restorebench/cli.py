@@ -42,9 +42,16 @@ def main(
         list[str] | None,
         typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
     ] = None,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
+    ] = 0,
 ) -> None:
     state.params = params
     state.overrides = list(set_ or [])
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -391,7 +398,7 @@ def models() -> None:
 
     table = Table(title="restorebench models")
     for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):
-        table.add_column(col, justify="right" if col not in ("model", "variant") else "left")
+        table.add_column(col, justify="right" if col not in ("model", "variant") else "left", no_wrap=True)
     for name, variants in VARIANTS.items():
         for variant in variants:
             row = summarize(name, variant)

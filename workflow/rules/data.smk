@@ -16,7 +16,7 @@ rule fetch:
     wildcard_constraints:
         dataset="sidd|gopro|imagenet",
     shell:
-        "restorebench -S profile={params.profile} fetch --dataset {wildcards.dataset} > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} fetch --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule validate:
@@ -35,4 +35,4 @@ rule validate:
     wildcard_constraints:
         dataset="sidd|gopro|imagenet",
     shell:
-        "restorebench -S profile={params.profile} validate --dataset {wildcards.dataset} > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} validate --dataset {wildcards.dataset} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule evaluate_identity:
     wildcard_constraints:
         task="denoise|deblur",
     shell:
-        "restorebench -S profile={params.profile} evaluate --task {wildcards.task} --model identity --strategy none > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} evaluate --task {wildcards.task} --model identity --strategy none > {log} 2>&1"
 
 
 rule aggregate:
@@ -35,7 +35,7 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} aggregate > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} aggregate > {log} 2>&1"
 
 
 rule report:
@@ -50,4 +50,4 @@ rule report:
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} report > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} report > {log} 2>&1"

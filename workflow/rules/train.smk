@@ -17,7 +17,7 @@ rule prepare:
     wildcard_constraints:
         dataset="sidd|gopro",
     shell:
-        "restorebench -S profile={params.profile} prepare --dataset {wildcards.dataset} > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} prepare --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule degrade:
@@ -34,7 +34,7 @@ rule degrade:
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} degrade > {log} 2>&1"
+        "restorebench -S profile={params.profile} --threads {threads} degrade > {log} 2>&1"
 
 
 rule finetune:
@@ -57,7 +57,7 @@ rule finetune:
         task="denoise|deblur",
         model="(?!identity)\\w+",
     shell:
-        "restorebench -S profile={params.profile} finetune --task {wildcards.task} --model {wildcards.model} "
+        "restorebench -S profile={params.profile} --threads {threads} finetune --task {wildcards.task} --model {wildcards.model} "
         "--strategy {wildcards.strategy} > {log} 2>&1"
 
 
@@ -79,5 +79,5 @@ rule evaluate:
         task="denoise|deblur",
         model="(?!identity)\\w+",
     shell:
-        "restorebench -S profile={params.profile} evaluate --task {wildcards.task} --model {wildcards.model} "
+        "restorebench -S profile={params.profile} --threads {threads} evaluate --task {wildcards.task} --model {wildcards.model} "
         "--strategy {wildcards.strategy} > {log} 2>&1"

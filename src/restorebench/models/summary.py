@@ -13,8 +13,14 @@ def count_macs(model: torch.nn.Module, size: int = 256, **forward_kw) -> float:
     device = next(model.parameters()).device
     x = torch.rand(1, 3, size, size, device=device)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x, **forward_kw)
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)  # the counter's module tracker trips over grad hooks under no_grad
+    try:
+        with counter, torch.no_grad():
+            model(x, **forward_kw)
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
     return counter.get_total_flops() / 2
 
 

@@ -23,6 +23,21 @@ from restorebench.models import build_model
 from restorebench.train.loop import TrainConfig, train
 
 
+# From a random init, the restoration baselines start at the identity as the head-based models do: their
+# last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
+ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
+
+
+def start_at_identity(model: torch.nn.Module, name: str) -> None:
+    attr = ZERO_INIT_OUTPUT.get(name)
+    if attr is None:
+        return
+    layer = getattr(model, attr)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+
+
 class StepBatches(Sampler):
     """Batches of (epoch, index) keys for steps start, start+1, ... of a run that walks through shuffled
     epochs: sample k of the run is position k % n of epoch k // n's permutation (seeded by (seed, epoch)).
@@ -85,6 +100,8 @@ def finetune(cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *
     pretrained = cfg.pretrained.get(model)
     variant = cfg.variant(model, task)
     net = build_model(model, variant=variant, pretrained=pretrained)
+    if pretrained is None:
+        start_at_identity(net, model)
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     dataset = PairedPatchDataset(store, cfg.train.patch, augment=True, seed=cfg.seed)
     per_step = cfg.train.batch // cfg.train.accumulate
