@@ -112,5 +112,5 @@ def summary(table: pd.DataFrame) -> dict:
 
 def write_outputs(table: pd.DataFrame, table_path: Path, summary_path: Path) -> None:
     with io.atomic_path(table_path, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False, float_format="%.8g")
     io.write_json(summary_path, summary(table))

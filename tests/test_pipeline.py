@@ -1,0 +1,91 @@
+"""End to end: a throwaway git + DVC repo of the project runs the demo pipeline on two branches that differ
+in one parameter; `dvc metrics diff` shows numeric deltas per cell and `dvc params diff` the parameter.
+The grid is cut to one model and one strategy to keep it to a couple of minutes on two cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BIN = Path(sys.executable).parent
+COPY = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def _set_params(path: Path, **changes) -> None:
+    import yaml
+
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in COPY:
+        src = project_root / item
+        dst = repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    _set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"], **{"profiles.demo.train.steps": 20})
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    _run(["git", "init", "-q", "-b", "main"], repo)
+    _run([*git, "add", "-A"], repo)
+    _run([*git, "commit", "-qm", "project"], repo)  # dvclive needs a repo with a commit
+    _run(["dvc", "repro"], repo)
+    table = pd.read_csv(repo / "results" / "table.csv")
+    measured = table[table["source"] == "measured"]
+    assert set(measured["model"]) == {"identity", "nafnet"}
+    assert set(table["source"]) == {"measured", "published"}
+    assert (repo / "results" / "report.html").stat().st_size > 10_000
+    # the identity floor equals the PSNR of the sample's noisy SIDD blocks, computed directly from the .mat
+    from scipy.io import loadmat
+
+    raw = repo / "data/raw/sidd"
+    noisy = loadmat(raw / "ValidationNoisyBlocksSrgb.mat")["ValidationNoisyBlocksSrgb"].astype(np.float64) / 255
+    gt = loadmat(raw / "ValidationGtBlocksSrgb.mat")["ValidationGtBlocksSrgb"].astype(np.float64) / 255
+    mse = ((noisy - gt) ** 2).reshape(-1, *noisy.shape[2:]).mean(axis=(1, 2, 3))
+    direct = float(np.mean(10 * np.log10(1.0 / mse)))
+    floor = measured.query("task == 'denoise' and model == 'identity'")["psnr"].item()
+    assert floor == pytest.approx(direct, abs=1e-5)
+    _run([*git, "add", "-A"], repo)
+    _run([*git, "commit", "-qm", "demo"], repo)
+
+    _run(["git", "checkout", "-q", "-b", "more-steps"], repo)
+    _set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
+    _run(["dvc", "repro"], repo)
+    _run([*git, "commit", "-qam", "more steps"], repo)
+
+    params = json.loads(_run(["dvc", "params", "diff", "main", "--json"], repo))
+    changed = params["params.yaml"]
+    assert changed["profiles.demo.train.steps"] == {"old": 20, "new": 30, "diff": 10}
+    metrics = json.loads(_run(["dvc", "metrics", "diff", "main", "--json"], repo))
+    summary = metrics["metrics/summary.json"]
+    cell = summary["denoise.nafnet.full.psnr"]
+    assert isinstance(cell["diff"], float) and cell["diff"] != 0.0
+    assert cell["new"] == pytest.approx(cell["old"] + cell["diff"])
+    assert "denoise.identity.none.psnr" not in summary  # unchanged cells show no delta
