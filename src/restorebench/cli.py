@@ -390,11 +390,11 @@ def report() -> None:
 @app.command()
 def models() -> None:
     """List models and variants with parameter counts (total and per group)."""
-    from restorebench.models import VARIANTS
-    from restorebench.models.summary import summarize
-
     from rich.console import Console
     from rich.table import Table
+
+    from restorebench.models import VARIANTS
+    from restorebench.models.summary import summarize
 
     table = Table(title="restorebench models")
     for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):

@@ -401,11 +401,5 @@ def resolve(raw: dict) -> Config:
         tasks=list(raw["tasks"]),
         models=list(raw["models"]),
         strategies=list(raw["strategies"]),
-        data=active.data,
-        variants=active.variants,
-        pretrained=active.pretrained,
-        evaluate=active.evaluate,
-        degrade=active.degrade,
-        prepare=active.prepare,
-        train=active.train,
+        **{f.name: getattr(active, f.name) for f in fields(ProfileConfig)},
     )

@@ -127,7 +127,8 @@ SOURCES: dict[str, DatasetSource] = {
         manual_download=(
             "ImageNet cannot be downloaded anonymously (image-net.org requires a login). "
             "Download ILSVRC2012_img_train.tar yourself from " + IMAGENET_HOME + " and set "
-            "data.imagenet.source to its path (or to the unpacked folder holding train/nXXXXXXXX/)."
+            "profiles.<profile>.data.imagenet.source in params.yaml to its path (or to the unpacked folder "
+            "holding train/nXXXXXXXX/)."
         ),
     ),
 }

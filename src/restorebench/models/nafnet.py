@@ -2,7 +2,7 @@
 
 Architecture, module names and parameter names follow megvii-research/NAFNet
 `basicsr/models/archs/NAFNet_arch.py` (and `arch_util.LayerNorm2d`, `local_arch.py` for TLC) exactly, so
-an official checkpoint (`torch.load(f)["params"]`) loads with `strict=True` and gives the official outputs.
+an official checkpoint (`torch.load(f, weights_only=True)["params"]`) loads with `strict=True` and gives the official outputs.
 The code here is written afresh from that structure; nothing is copied.
 
 State-dict keys (width 32, SIDD config): `intro.weight (32,3,3,3)`, `encoders.{i}.{j}.{conv1..conv5,

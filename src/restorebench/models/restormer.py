@@ -1,7 +1,7 @@
 """Restormer (Zamir et al., "Restormer: Efficient Transformer for High-Resolution Image Restoration", CVPR 2022).
 
 Architecture, module names and parameter names follow swz30/Restormer
-`basicsr/models/archs/restormer_arch.py` exactly, so an official checkpoint (`torch.load(f)["params"]`, as
+`basicsr/models/archs/restormer_arch.py` exactly, so an official checkpoint (`torch.load(f, weights_only=True)["params"]`, as
 the official test scripts load it) loads with `strict=True` and gives the official outputs. Written afresh
 from that structure; nothing is copied.
 

@@ -22,7 +22,6 @@ from restorebench.degrade.pipeline import derive_rng
 from restorebench.models import build_model
 from restorebench.train.loop import TrainConfig, train
 
-
 # From a random init, the restoration baselines start at the identity as the head-based models do: their
 # last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
 ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
