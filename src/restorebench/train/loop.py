@@ -173,8 +173,8 @@ def train(
             total = 0.0
             for _ in range(cfg.accumulate):
                 lq, gt = next(data)
-                lq = lq.to(device, non_blocking=True)
-                gt = gt.to(device, non_blocking=True)
+                lq = _as_float(lq.to(device, non_blocking=True))
+                gt = _as_float(gt.to(device, non_blocking=True))
                 if cfg.channels_last and cuda:
                     lq = lq.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp):
@@ -225,6 +225,11 @@ def train(
         history=history,
     )
     return final, result
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 batches (0-255) become float in [0, 1] on the device; float batches pass through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _in_main_thread() -> bool:
