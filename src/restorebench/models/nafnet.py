@@ -24,17 +24,15 @@ The exact integral-image implementation is used (the official `fast_imp=False`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from restorebench.models.weights import WeightsError, read_state_dict, resolve_pretrained
+from restorebench.models.weights import load_strict, resolve_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -303,81 +301,6 @@ class NAFNet(nn.Module):
             else:
                 ids[name] = len(self.encoders) + 1
         return ids
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-
-def load_strict(
-    model: nn.Module, pretrained: str | Path, *, fill_missing: Sequence[str] = (), source: str | None = None
-) -> None:
-    """Load `pretrained` into `model` with exact key and shape matching, or raise WeightsError naming keys.
-
-    pretrained: a .safetensors/.pth/.pt file, a snapshot folder (model.safetensors ...), or a hub id; read
-    with `restorebench.models.weights.read_state_dict` (safetensors first, else torch.load with
-    weights_only=True; containers params_ema > params > state_dict > model are unwrapped, "module." is
-    stripped). Note: the official test code loads "params" (BasicSR `param_key` default "params";
-    Restormer's test scripts `checkpoint["params"]`), while `read_state_dict` prefers "params_ema" when a
-    file holds both; the two agree for files that hold only "params".
-    fill_missing: names of deterministic buffers that may be absent from a checkpoint and are then kept.
-    """
-    path = resolve_pretrained(pretrained)
-    sd = read_state_dict(path)
-    own = model.state_dict()
-    for k in fill_missing:
-        if k in own and k not in sd:
-            sd[k] = own[k]
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} wrong shape: " + "; ".join(wrong[:5]))
-        if missing:
-            parts.append(f"{len(missing)} missing: " + ", ".join(missing[:5]))
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:5]))
-        raise WeightsError(
-            f"{source or path}: checkpoint does not match {type(model).__name__} exactly (wrong variant or "
-            f"constructor arguments?): " + " | ".join(parts)
-        )
-    model.load_state_dict(sd, strict=True)
-    log.info("%s: loaded all %d tensors strictly", source or path, len(own))
-
-
-def resolve_kwargs(
-    variants: dict[str, dict],
-    default: str,
-    variant: str | None,
-    kwargs: dict,
-    allowed: Sequence[str],
-    model: str,
-    pretrained: str | Path | None = None,
-) -> dict:
-    """The variant's config (default variant when None) overridden by kwargs; unknown keys fail loudly.
-
-    When `pretrained` is a snapshot folder whose config.json names a "variant" and/or architecture keywords,
-    those fill in what the call leaves unset (other config.json entries are ignored).
-    """
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise TypeError(f"{model}: unknown keyword argument(s) {unknown}; allowed: {list(allowed)}")
-    if pretrained is not None and (Path(pretrained) / "config.json").is_file():
-        snap = json.loads((Path(pretrained) / "config.json").read_text())
-        if isinstance(snap, dict):
-            variant = variant if variant is not None else snap.get("variant")
-            kwargs = {**{k: v for k, v in snap.items() if k in allowed}, **kwargs}
-    name = default if variant is None else variant
-    if name not in variants:
-        raise ValueError(f"{model}: unknown variant {name!r}; choose from {list(variants)}")
-    cfg = dict(variants[name])
-    cfg.update(kwargs)
-    return cfg
 
 
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs) -> NAFNet:

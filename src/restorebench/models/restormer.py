@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from restorebench.models.nafnet import load_strict, resolve_kwargs
+from restorebench.models.weights import load_strict, resolve_kwargs
 
 _ARCH_KEYS = (
     "inp_channels",

@@ -80,6 +80,24 @@ M2F_KEY_RULES: list[tuple[str, str]] = [
 ]
 
 
+def deformable_init_(
+    sampling_offsets: nn.Linear, attention_weights: nn.Linear, n_heads: int, n_levels: int, n_points: int
+) -> None:
+    """Deformable DETR init: offsets start on a ring of head directions (point i at distance i + 1), uniform
+    attention (zero weights). Shared by the Mask2Former pixel decoder and the ViT-Adapter's attention."""
+    with torch.no_grad():
+        nn.init.zeros_(sampling_offsets.weight)
+        thetas = torch.arange(n_heads, dtype=torch.float32) * (2.0 * math.pi / n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(n_heads, 1, 1, 2)
+        grid = grid.repeat(1, n_levels, n_points, 1)
+        for i in range(n_points):
+            grid[:, :, i, :] *= i + 1
+        sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.zeros_(attention_weights.weight)
+        nn.init.zeros_(attention_weights.bias)
+
+
 def init_pixel_decoder_(decoder: Mask2FormerPixelDecoder) -> None:
     """Initialise a standalone Mask2FormerPixelDecoder as Mask2Former does.
 
@@ -93,16 +111,7 @@ def init_pixel_decoder_(decoder: Mask2FormerPixelDecoder) -> None:
     with torch.no_grad():
         for m in decoder.modules():
             if isinstance(m, Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention):
-                nn.init.zeros_(m.sampling_offsets.weight)
-                thetas = torch.arange(m.n_heads, dtype=torch.float32) * (2.0 * math.pi / m.n_heads)
-                grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-                grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(m.n_heads, 1, 1, 2)
-                grid = grid.repeat(1, m.n_levels, m.n_points, 1)
-                for i in range(m.n_points):
-                    grid[:, :, i, :] *= i + 1
-                m.sampling_offsets.bias.copy_(grid.view(-1))
-                nn.init.zeros_(m.attention_weights.weight)
-                nn.init.zeros_(m.attention_weights.bias)
+                deformable_init_(m.sampling_offsets, m.attention_weights, m.n_heads, m.n_levels, m.n_points)
                 nn.init.xavier_uniform_(m.value_proj.weight)
                 nn.init.zeros_(m.value_proj.bias)
                 nn.init.xavier_uniform_(m.output_proj.weight)

@@ -57,6 +57,7 @@ from restorebench.models.swin_mask2former import (
     PIXEL_DECODER_DEFAULT,
     PIXEL_DECODER_DEMO,
     PIXEL_DECODER_KEYS,
+    deformable_init_,
     make_pixel_decoder,
 )
 from restorebench.models.weights import load_checked, read_pretrained
@@ -125,18 +126,8 @@ class MSDeformAttn(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Deformable DETR init: offsets start on a ring of head directions (point i at distance i + 1)."""
-        nn.init.zeros_(self.sampling_offsets.weight)
-        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
-        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
-        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
-        for i in range(self.n_points):
-            grid[:, :, i, :] *= i + 1
-        with torch.no_grad():
-            self.sampling_offsets.bias.copy_(grid.view(-1))
-        nn.init.zeros_(self.attention_weights.weight)
-        nn.init.zeros_(self.attention_weights.bias)
+        """Deformable DETR init (ring of sampling offsets, uniform attention), Xavier projections."""
+        deformable_init_(self.sampling_offsets, self.attention_weights, self.n_heads, self.n_levels, self.n_points)
         nn.init.xavier_uniform_(self.value_proj.weight)
         nn.init.zeros_(self.value_proj.bias)
         nn.init.xavier_uniform_(self.output_proj.weight)

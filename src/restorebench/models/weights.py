@@ -331,3 +331,78 @@ def load_checked(
     if report.unexpected:
         log.info("%s: in checkpoint but unused: %s", source, _names(report.unexpected))
     return report
+
+
+# ------------------------------------------------------------------- strict loading for the official architectures
+
+
+def load_strict(
+    model: nn.Module, pretrained: str | Path, *, fill_missing: Sequence[str] = (), source: str | None = None
+) -> None:
+    """Load `pretrained` into `model` with exact key and shape matching, or raise WeightsError naming keys.
+
+    pretrained: a .safetensors/.pth/.pt file, a snapshot folder (model.safetensors ...), or a hub id; read
+    with `restorebench.models.weights.read_state_dict` (safetensors first, else torch.load with
+    weights_only=True; containers params_ema > params > state_dict > model are unwrapped, "module." is
+    stripped). Note: the official test code loads "params" (BasicSR `param_key` default "params";
+    Restormer's test scripts `checkpoint["params"]`), while `read_state_dict` prefers "params_ema" when a
+    file holds both; the two agree for files that hold only "params".
+    fill_missing: names of deterministic buffers that may be absent from a checkpoint and are then kept.
+    """
+    path = resolve_pretrained(pretrained)
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    for k in fill_missing:
+        if k in own and k not in sd:
+            sd[k] = own[k]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} wrong shape: " + "; ".join(wrong[:5]))
+        if missing:
+            parts.append(f"{len(missing)} missing: " + ", ".join(missing[:5]))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:5]))
+        raise WeightsError(
+            f"{source or path}: checkpoint does not match {type(model).__name__} exactly (wrong variant or "
+            f"constructor arguments?): " + " | ".join(parts)
+        )
+    model.load_state_dict(sd, strict=True)
+    log.info("%s: loaded all %d tensors strictly", source or path, len(own))
+
+
+def resolve_kwargs(
+    variants: dict[str, dict],
+    default: str,
+    variant: str | None,
+    kwargs: dict,
+    allowed: Sequence[str],
+    model: str,
+    pretrained: str | Path | None = None,
+) -> dict:
+    """The variant's config (default variant when None) overridden by kwargs; unknown keys fail loudly.
+
+    When `pretrained` is a snapshot folder whose config.json names a "variant" and/or architecture keywords,
+    those fill in what the call leaves unset (other config.json entries are ignored).
+    """
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(f"{model}: unknown keyword argument(s) {unknown}; allowed: {list(allowed)}")
+    if pretrained is not None and (Path(pretrained) / "config.json").is_file():
+        snap = json.loads((Path(pretrained) / "config.json").read_text())
+        if isinstance(snap, dict):
+            variant = variant if variant is not None else snap.get("variant")
+            kwargs = {**{k: v for k, v in snap.items() if k in allowed}, **kwargs}
+    name = default if variant is None else variant
+    if name not in variants:
+        raise ValueError(f"{model}: unknown variant {name!r}; choose from {list(variants)}")
+    cfg = dict(variants[name])
+    cfg.update(kwargs)
+    return cfg
