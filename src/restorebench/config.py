@@ -174,6 +174,7 @@ class TrainConfig:
     patch: int = 256
     workers: int = 4
     accumulate: int = 1
+    gpus: int = 1  # GPUs per grid cell; >1 runs DDP under torchrun (global batch = batch, split across them)
     grad_clip: float = 0.0
     ema_decay: float = 0.0
     llrd_decay: float = 0.75

@@ -26,7 +26,9 @@ from restorebench.train.ema import EMA
 from restorebench.train.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
-Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+Batches = Callable[[int], Iterator[tuple]]
+# objective(forward, batch, device) -> (loss, scalars to log); `forward` is the (compiled / DDP) model
+Objective = Callable[[Callable, tuple, torch.device], tuple[torch.Tensor, dict[str, float]]]
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -47,6 +49,32 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "charbonnier": charbonnier,
     "psnr": psnr_loss,
 }
+
+
+def pixel_objective(loss: str, *, channels_last: bool = False, amp: bool = True) -> Objective:
+    """The finetuning objective: restore lq, compare with gt under `loss` (l1, charbonnier, psnr)."""
+    if loss not in LOSSES:
+        raise ValueError(f"train.loss: {loss!r} unknown; choose from {sorted(LOSSES)}")
+    loss_fn = LOSSES[loss]
+
+    def objective(forward, batch, device):
+        lq, gt = batch
+        lq = to_device(lq, device, channels_last=channels_last)
+        gt = to_device(gt, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and amp):
+            out = forward(lq)
+        return loss_fn(out.float(), gt.float()), {}
+
+    return objective
+
+
+def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """Move a batch to the device; uint8 (0-255) becomes float in [0, 1] there, float passes through."""
+    x = x.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+    if channels_last and device.type == "cuda" and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,12 +129,16 @@ def train(
     device: str | torch.device = "cpu",
     run_dir: Path,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    objective: Objective | None = None,
     live=None,
     progress: bool = True,
 ) -> tuple[nn.Module, TrainResult]:
-    """Train `model` in place for cfg.steps; return the weights to keep (EMA when on) and a summary."""
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"train.loss: {cfg.loss!r} unknown; choose from {sorted(LOSSES)}")
+    """Train `model` in place for cfg.steps; return the weights to keep (EMA when on) and a summary.
+
+    `objective` computes the loss of one batch (default: the pixel loss cfg.loss on (lq, gt) pairs;
+    pretraining passes its own). `validate(model)` runs every cfg.validate_every steps and at the end.
+    """
+    objective = objective or pixel_objective(cfg.loss, channels_last=cfg.channels_last, amp=cfg.amp)
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     device = torch.device(device)
@@ -123,7 +155,6 @@ def train(
     )
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     step_fn = torch.compile(model) if cfg.compile else model
-    loss_fn = LOSSES[cfg.loss]
     ckpt_dir = run_dir / "checkpoints"
 
     start = 0
@@ -171,18 +202,15 @@ def train(
             strategies.train_mode(model, cfg.strategy)
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
+            scalars: dict[str, float] = {}
             for _ in range(cfg.accumulate):
-                lq, gt = next(data)
-                lq = _as_float(lq.to(device, non_blocking=True))
-                gt = _as_float(gt.to(device, non_blocking=True))
-                if cfg.channels_last and cuda:
-                    lq = lq.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp):
-                    out = step_fn(lq)
-                loss = loss_fn(out.float(), gt.float()) / cfg.accumulate
-                loss.backward()
-                total += float(loss.detach())
-                images += lq.shape[0]
+                batch = next(data)
+                loss, extra = objective(step_fn, batch, device)
+                (loss / cfg.accumulate).backward()
+                total += float(loss.detach()) / cfg.accumulate
+                for key, value in extra.items():
+                    scalars[key] = scalars.get(key, 0.0) + float(value) / cfg.accumulate
+                images += batch[0].shape[0]
             if not math.isfinite(total):
                 last = checkpoint.list_checkpoints(ckpt_dir)
                 raise TrainingDiverged(
@@ -196,10 +224,14 @@ def train(
                 ema.update(model)
             loss_value = total
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            validating = validate is not None and (
+                done == cfg.steps or (cfg.validate_every > 0 and done % cfg.validate_every == 0)
+            )
+            if validating or done % cfg.log_every == 0 or done == cfg.steps:
                 rate = images / max(time.perf_counter() - t0, 1e-9)
                 row = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
-                if validate is not None and cfg.validate_every and done % cfg.validate_every == 0:
+                row.update(scalars)
+                if validating:
                     row.update(validate(ema.shadow if ema is not None else model))
                 history.append(row)
                 _log_live(live, row)
@@ -225,11 +257,6 @@ def train(
         history=history,
     )
     return final, result
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 batches (0-255) become float in [0, 1] on the device; float batches pass through."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _in_main_thread() -> bool:
