@@ -29,7 +29,7 @@ H, W = 720, 1280
 TARGET_BOTH_SSIM_S = 0.5
 
 
-def _images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def gopro_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A GoPro-sized uint8 pair: smooth content plus noise (values do not change the cost)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:H, 0:W]
@@ -56,7 +56,7 @@ def _time(fn: Callable[[], object], repeats: int, per: int = 1, sync: bool = Fal
 
 
 def run(repeats: int) -> list[dict]:
-    pu, tu = _images()
+    pu, tu = gopro_pair()
     pf, tf = pu / 255.0, tu / 255.0
     rows: list[dict] = []
 

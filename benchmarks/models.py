@@ -3,34 +3,75 @@
     python benchmarks/models.py                      # CPU: demo variants, fp32 eager (this machine)
     python benchmarks/models.py --paper --batch 8    # GPU: paper variants, fp32 and bf16, eager and compiled
 
-A step is forward + backward + AdamW on a batch of `--batch` images at `--size`; FLOPs come from
-torch.utils.flop_counter (forward + backward of one step), MFU divides the achieved rate by the device's
-dense peak (--peak-tflops; defaults: H100 SXM bf16 989, fp32 (TF32 off) 67). Prints a table, writes JSON.
+A step is the training loop's own (src/restorebench/train/loop.py): a uint8 batch converted to float on the
+device, the model's pixel objective (its recipe's loss, bf16 autocast on CUDA), backward, fused AdamW on
+CUDA over the strategy's parameter groups ("full"), the LR schedule step, and the loss read back to the host
+as the loop does every step. Variants and recipes come from params.yaml (`--task`'s variant of the demo or
+paper profile). FLOPs come from torch.utils.flop_counter (forward + backward of one step, counted, not
+estimated as 3x forward); MFU divides the achieved rate by the device's dense peak (--peak-tflops, else
+`device_peak`: H100/H200 SXM bf16 989, TF32 494, fp32 without tensor cores 67; none for a CPU).
+Prints a table, writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from restorebench.models import VARIANTS, build_model
+from restorebench.config import MODEL_NAMES, Config, load_config
+from restorebench.models import build_model
+from restorebench.train import strategies
+from restorebench.train.loop import pixel_objective
+from restorebench.train.schedule import warmup_cosine
 
-PAPER = {
-    "swin_upernet": "swin-t",
-    "swin_mask2former": "swin-t",
-    "vit_adapter": "beitv2-b",
-    "nafnet": "sidd-width32",
-    "restormer": "denoise",
-}
-PEAK_TFLOPS = {"cuda-bf16": 989.0, "cuda-fp32": 67.0}
+# Dense peaks, TFLOP/s (NVIDIA H100 SXM datasheet; H200 has the same compute). fp32 matmuls run on the
+# tensor cores as TF32 only where PyTorch allows it (cudnn.allow_tf32 is on by default for convolutions).
+GPU_PEAKS = {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0}
+
+
+def device_peak(device: str, dtype: str) -> tuple[float | None, str]:
+    """(peak TFLOP/s, which peak) of the device for `dtype`; (None, reason) where it is not known."""
+    if device != "cuda":
+        return None, "n/a: no honest peak for a CPU"
+    name = torch.cuda.get_device_name(0)
+    if not ("H200" in name or ("H100" in name and "PCIe" not in name)):
+        return None, f"n/a: peak of {name!r} unknown (pass --peak-tflops)"
+    if dtype == "bf16":
+        return GPU_PEAKS["bf16"], "bf16 dense"
+    if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+        return GPU_PEAKS["tf32"], "tf32 dense (cudnn/matmul TF32 on)"
+    return GPU_PEAKS["fp32"], "fp32 (no tensor cores)"
+
+
+@functools.cache
+def _config(profile: str, params: str | Path) -> Config:
+    return load_config(params, [f"profile={profile}"])
+
+
+def profile_variants(profile: str, task: str = "denoise", params: str | Path = "params.yaml") -> dict[str, str]:
+    """model -> the variant `profile` trains for `task` (params.yaml's `variants` section)."""
+    cfg = _config(profile, params)
+    return {m: cfg.variant(m, task) for m in MODEL_NAMES}
+
+
+def profile_recipe(profile: str, model: str, params: str | Path = "params.yaml") -> dict:
+    """The model's training recipe (loss, lr, betas, weight decay) and the profile's batch and patch."""
+    cfg = _config(profile, params)
+    r = cfg.train.recipe(model)
+    return {"loss": r.loss, "lr": r.lr, "betas": (float(r.betas[0]), float(r.betas[1])),
+            "weight_decay": r.weight_decay, "batch": cfg.train.batch, "patch": cfg.train.patch,
+            "channels_last": cfg.train.channels_last}
 
 
 def step_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of forward + backward on `x` (float), counted by FlopCounterMode."""
     counter = FlopCounterMode(display=False)
     with counter:
         model(x).float().mean().backward()
@@ -38,36 +79,80 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
+def training_step(
+    model: torch.nn.Module,
+    *,
+    device: torch.device,
+    amp: bool,
+    compiled: bool,
+    channels_last: bool,
+    loss: str = "l1",
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    total_steps: int = 1000,
+) -> Callable[[tuple[torch.Tensor, torch.Tensor]], float]:
+    """One step of train/loop.py's `train` (strategy "full", accumulate 1) as a function of a (lq, gt) batch.
+
+    bf16 (amp) is CUDA autocast inside the loop's objective; on a CPU the loop runs fp32 only, and amp here
+    wraps the step in CPU autocast so that a bf16/fp32 ratio can still be measured.
+    """
+    cuda = device.type == "cuda"
+    model.to(device)
+    if channels_last and cuda:
+        model.to(memory_format=torch.channels_last)
+    objective = pixel_objective(loss, channels_last=channels_last, amp=amp)
+    groups = strategies.optimizer_groups(model, "full", lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=cuda or None)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total=total_steps, base_lr=lr, min_lr=lr * 1e-3)
+    )
+    forward = torch.compile(model) if compiled else model
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        strategies.train_mode(model, "full")
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp and not cuda):
+            value, _ = objective(forward, batch, device)
+        value.backward()
+        total = float(value.detach())  # the loop reads the loss every step (a device sync)
+        optimizer.step()
+        schedule.step()
+        return total
+
+    return step
+
+
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
-          device: str, peak: float | None) -> dict:
+          device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
+          channels_last: bool | None = None) -> dict:
+    """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant."""
     torch.manual_seed(0)
-    model = build_model(name, variant=variant).to(device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
-    x = torch.rand(batch, 3, size, size, device=device)
-    gt = torch.rand_like(x)
-    flops = step_flops(model, x)
-    fn = torch.compile(model) if compiled else model
-    amp = dtype == "bf16"
-
-    def step() -> None:
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
-            out = fn(x)
-        loss = (out.float() - gt).abs().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(2):  # warm-up (and compilation)
-        step()
-    if device == "cuda":
+    dev = torch.device(device)
+    recipe = dict(recipe or {})
+    channels_last = recipe.pop("channels_last", True) if channels_last is None else channels_last
+    recipe = {k: recipe[k] for k in ("loss", "lr", "betas", "weight_decay") if k in recipe}
+    model = build_model(name, variant=variant).to(dev)
+    g = torch.Generator().manual_seed(0)
+    # uint8 batches on the host, as the loader yields them; pinned so the copy can overlap on CUDA
+    lq = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    gt = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    if dev.type == "cuda":
+        lq, gt = lq.pin_memory(), gt.pin_memory()
+    flops = step_flops(model, lq.to(dev).float().div_(255))
+    step = training_step(model, device=dev, amp=dtype == "bf16", compiled=compiled,
+                         channels_last=channels_last, total_steps=warmup + steps, **recipe)
+    t_compile = time.perf_counter()
+    for _ in range(warmup):  # warm-up (and compilation)
+        step((lq, gt))
+    warmup_s = time.perf_counter() - t_compile
+    if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
-    if device == "cuda":
+        step((lq, gt))
+    if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / steps
     tflops = flops / seconds / 1e12
@@ -78,19 +163,23 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "compiled": compiled,
         "batch": batch,
         "size": size,
+        "channels_last": bool(channels_last and dev.type == "cuda"),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "gflops_per_step": flops / 1e9,
+        "warmup_s": warmup_s,
         "step_s": seconds,
         "images_per_s": batch / seconds,
         "tflops": tflops,
         "mfu": tflops / peak if peak else None,
-        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None,
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paper", action="store_true", help="paper variants (default: demo variants)")
-    ap.add_argument("--models", nargs="*", default=list(PAPER))
+    ap.add_argument("--task", default="denoise", help="whose variant (NAFNet and Restormer differ per task)")
+    ap.add_argument("--models", nargs="*", default=list(MODEL_NAMES))
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -103,16 +192,18 @@ def main() -> None:
     size = args.size or (256 if device == "cuda" else 64)
     steps = args.steps or (10 if device == "cuda" else 3)
     dtypes = ["fp32", "bf16"] if device == "cuda" else ["fp32"]
+    profile = "paper" if args.paper else "demo"
+    variants = profile_variants(profile, args.task)
     rows = []
     for name in args.models:
-        variant = PAPER[name] if args.paper else "demo"
-        assert variant in VARIANTS[name]
+        variant = variants[name]
+        recipe = profile_recipe(profile, name)
         for dtype in dtypes:
             for compiled in [False, True] if args.compile else [False]:
-                peak = args.peak_tflops or PEAK_TFLOPS.get(f"{device}-{dtype}")
+                peak = args.peak_tflops or device_peak(device, dtype)[0]
                 try:
                     rows.append(bench(name, variant, batch=batch, size=size, dtype=dtype, compiled=compiled,
-                                      steps=steps, device=device, peak=peak))
+                                      steps=steps, device=device, peak=peak, recipe=recipe))
                 except torch.OutOfMemoryError as err:
                     rows.append({"model": name, "variant": variant, "dtype": dtype, "compiled": compiled,
                                  "error": f"out of memory: {str(err).splitlines()[0]}"})

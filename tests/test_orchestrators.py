@@ -56,8 +56,9 @@ def dvc_stages(root: Path) -> dict[tuple[str, frozenset[str]], str]:
     stages = {}
     with Repo(str(root)) as repo:
         for stage in repo.index.stages:
-            # dvc.yaml writes the grid out per task (finetune_denoise, ...); Snakemake has one rule
-            rule = re.sub(r"_(denoise|deblur)$", "", stage.name.split("@")[0])
+            # dvc.yaml writes the grid out per task and pretraining (finetune_denoise, finetune_denoise_dcpt,
+            # pretrain_dcpt_deblur, ...); Snakemake has one rule for each
+            rule = re.sub(r"_(denoise|deblur)(_(ipt|dcpt))?$", "", stage.name.split("@")[0])
             # plots are DVC's own notion (dvclive curves); Snakemake need not declare them
             paths = frozenset(str(out.def_path) for out in stage.outs if not out.plot)
             stages[(rule, paths)] = _normalise(stage.cmd)
@@ -80,15 +81,22 @@ def test_paper_profile_plans_the_whole_grid(project_root):
 
     params = yaml.safe_load((project_root / "params.yaml").read_text())
     snake = snakemake_jobs(project_root, "--config", "profile=paper")
-    cells = len(params["tasks"]) * len(params["models"]) * len(params["strategies"])
-    assert sum(rule == "finetune" for rule, _ in snake) == cells
-    assert sum(rule == "evaluate" for rule, _ in snake) == cells
+    tasks, models = len(params["tasks"]), len(params["models"])
+    plain = tasks * models * len(params["strategies"])
+    pretrained = tasks * (models + 1) * len(params["pretrain_strategies"])  # DCPT: every model; IPT: ipt
+    assert set(params["pretrains"]) == {"none", "ipt", "dcpt"}
+    assert sum(rule == "finetune" for rule, _ in snake) == plain + pretrained
+    assert sum(rule == "evaluate" for rule, _ in snake) == plain + pretrained
+    assert sum(rule == "pretrain_dcpt" for rule, _ in snake) == tasks * models
+    assert sum(rule == "pretrain_ipt" for rule, _ in snake) == 1
 
 
 def test_grid_commands_are_the_same_cells(project_root):
     snake = {cmd for (rule, _), cmd in snakemake_jobs(project_root).items() if rule == "finetune"}
-    assert "restorebench finetune --task denoise --model nafnet --strategy frozen" in snake
-    assert "restorebench finetune --task deblur --model restormer --strategy llrd" in snake
+    assert "restorebench finetune --task denoise --model nafnet --strategy frozen --pretrain none" in snake
+    assert "restorebench finetune --task deblur --model restormer --strategy llrd --pretrain none" in snake
+    assert "restorebench finetune --task deblur --model restormer --strategy full --pretrain dcpt" in snake
+    assert "restorebench finetune --task denoise --model ipt --strategy full --pretrain ipt" in snake
 
 
 def test_snakemake_lint_is_clean(project_root, tmp_path):

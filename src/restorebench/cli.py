@@ -145,13 +145,54 @@ def validate(dataset: Dataset) -> None:
 # ---------------------------------------------------------------------------------------------- later stages
 
 
-def _not_yet(stage: str, issue: int) -> typer.Exit:
-    return fail(f"the {stage} stage is not built yet (tracked in issue {issue})", code=2)
-
-
 Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur (GoPro)")]
 Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
+Pretrain = Annotated[str, typer.Option("--pretrain", "-p", help="none | ipt | dcpt: the restoration-pretrained init")]
+
+
+def _check_choices(**choices: tuple[str, list[str] | tuple[str, ...]]) -> None:
+    from restorebench.config import check_choice
+
+    try:
+        for name, (value, allowed) in choices.items():
+            check_choice(name, value, allowed)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
+def _training_errors(what: str, cfg: Config, err: Exception) -> typer.Exit:
+    """A clear message for the ways a training run (pretrain or finetune) ends early."""
+    from restorebench.train.loop import Preempted
+
+    if isinstance(err, Preempted):
+        return fail(str(err), code=143)
+    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
+        return fail(
+            f"{what}: out of GPU memory at batch {cfg.train.batch}, patch {cfg.train.patch}: "
+            f"{str(err).splitlines()[0]}\n  hint: lower the batch and raise train.accumulate (same global "
+            f"batch), or lower the patch"
+        )
+    return fail(f"{what}: {err}")
+
+
+def _launch(cfg: Config) -> None:
+    """Before CUDA starts: pin this job to its own GPU(s) (Snakemake runs several on one machine without
+    setting CUDA_VISIBLE_DEVICES), and with train.gpus > 1 re-run this command under torchrun (DDP)."""
+    from restorebench.train import distributed
+
+    try:
+        distributed.pin_devices(cfg.train.gpus)
+    except (TimeoutError, RuntimeError, ValueError) as err:
+        raise fail(str(err)) from None
+    distributed.relaunch_under_torchrun(sys.argv[1:], cfg.train.gpus)
+
+
+def _handled(err: Exception) -> bool:
+    from restorebench.train.loop import Preempted, TrainingDiverged
+
+    oom = isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    return isinstance(err, Preempted | TrainingDiverged | ValueError | FileNotFoundError) or oom
 
 
 @app.command()
@@ -227,75 +268,105 @@ def prepare(dataset: Dataset) -> None:
 
 
 @app.command()
-def pretrain() -> None:
-    """Restoration pretraining: IPT or DCPT (not built yet)."""
-    raise _not_yet("pretrain", 7)
+def pretrain(
+    method: Annotated[str, typer.Option("--method", help="ipt | dcpt")],
+    model: Annotated[str, typer.Option("--model", "-m", help="DCPT: the model to pretrain (IPT: ipt)")] = "ipt",
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="DCPT: the task whose variant and init it pretrains")
+    ] = None,
+) -> None:
+    """Restoration pretraining on the degraded ImageNet store: IPT (multi-task + contrastive) or DCPT
+    (degradation classification); resumes from its last good checkpoint."""
+    from restorebench.config import MODEL_NAMES, TASKS
+    from restorebench.train.finetune import pretrain_dir
+
+    cfg = load()
+    _check_choices(method=(method, ("ipt", "dcpt")), model=(model, MODEL_NAMES))
+    if method == "ipt" and model != "ipt":
+        raise fail(f"pretrain --method ipt trains the ipt model, not {model!r}")
+    if method == "dcpt":
+        if task is None:
+            raise fail("pretrain --method dcpt needs --task (denoise | deblur): it pretrains that task's variant")
+        _check_choices(task=(task, TASKS))
+    run_dir = pretrain_dir(method, model, task)
+    _launch(cfg)
+    what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
+    try:
+        if method == "ipt":
+            from restorebench.pretrain.ipt import pretrain_ipt
+
+            summary = pretrain_ipt(cfg, run_dir)
+        else:
+            from restorebench.pretrain.dcpt import pretrain_dcpt
+
+            summary = pretrain_dcpt(cfg, model, task, run_dir)
+    except Exception as err:
+        if _handled(err):
+            raise _training_errors(what, cfg, err) from None
+        raise
+    if not summary:  # a DDP rank other than 0
+        return
+    after = ", ".join(f"{k} {v:.4g}" for k, v in summary["after"].items() if k.startswith("val"))
+    typer.echo(
+        f"{what}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
+        f"({summary['train_images_per_s']:.1f} img/s); {after} -> {run_dir / 'model.safetensors'}"
+    )
 
 
 @app.command()
-def finetune(task: Task, model: Model, strategy: Strategy) -> None:
-    """Finetune one grid cell (TASK x MODEL x STRATEGY); resumes from its last good checkpoint."""
-    from restorebench.config import MODEL_NAMES, STRATEGIES, TASKS, check_choice
+def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none") -> None:
+    """Finetune one grid cell (TASK x MODEL x STRATEGY, from PRETRAIN's weights); resumes from its last
+    good checkpoint. Writes runs/finetune/{task}/{model}/{cell}/ (cell: STRATEGY, or PRETRAIN-STRATEGY)."""
+    from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, STRATEGIES, TASKS, cell_name
     from restorebench.train.finetune import finetune as run_cell
-    from restorebench.train.loop import Preempted, TrainingDiverged
 
     cfg = load()
+    _check_choices(task=(task, TASKS), model=(model, MODEL_NAMES), strategy=(strategy, STRATEGIES),
+                   pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
+    if pretrain == "ipt" and model != "ipt":
+        raise fail(f"--pretrain ipt applies to the ipt model only, not {model!r}")
+    cell = cell_name(strategy, pretrain)
+    run_dir = Path("runs/finetune") / task / model / cell
+    _launch(cfg)
     try:
-        check_choice("task", task, TASKS)
-        check_choice("model", model, MODEL_NAMES)
-        check_choice("strategy", strategy, STRATEGIES)
-    except ConfigError as err:
-        raise fail(str(err)) from None
-    run_dir = Path("runs/finetune") / task / model / strategy
-    try:
-        summary = run_cell(cfg, task, model, strategy, run_dir)
-    except Preempted as err:
-        raise fail(str(err), code=143) from None
-    except TrainingDiverged as err:
-        raise fail(f"finetune {task}/{model}/{strategy}: {err}") from None
-    except (ValueError, FileNotFoundError) as err:
-        raise fail(f"finetune {task}/{model}/{strategy}: {err}") from None
-    except RuntimeError as err:
-        if "out of memory" in str(err).lower():
-            raise fail(
-                f"finetune {task}/{model}/{strategy}: out of GPU memory at batch {cfg.train.batch}, patch "
-                f"{cfg.train.patch}: {str(err).splitlines()[0]}\n  hint: lower train.batch and raise "
-                f"train.accumulate (same global batch), or lower train.patch"
-            ) from None
+        summary = run_cell(cfg, task, model, strategy, run_dir, pretrain=pretrain)
+    except Exception as err:
+        if _handled(err):
+            raise _training_errors(f"finetune {task}/{model}/{cell}", cfg, err) from None
         raise
+    if not summary:  # a DDP rank other than 0
+        return
     typer.echo(
-        f"{task}/{model}/{strategy}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
+        f"{task}/{model}/{cell}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
         f"({summary['train_images_per_s']:.1f} img/s) -> {run_dir / 'model.safetensors'}"
     )
 
 
 @app.command()
-def evaluate(task: Task, model: Model, strategy: Strategy = "none") -> None:
-    """Evaluate MODEL (finetuned with STRATEGY) on TASK by the published protocol.
+def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none") -> None:
+    """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
-    Writes metrics/finetune/{task}/{model}/{strategy}.json and, under results/eval/{task}/{model}/{strategy}/,
-    per_image.csv and sample crops (input | output | ground truth).
+    Writes metrics/finetune/{task}/{model}/{cell}.json and, under results/eval/{task}/{model}/{cell}/,
+    per_image.csv and sample crops (input | output | ground truth); cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench import evaluate as ev
     from restorebench import io
-    from restorebench.config import MODEL_NAMES, TASK_DATASET, TASKS, check_choice
+    from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, TASK_DATASET, TASKS, cell_name
 
     cfg = load()
-    try:
-        check_choice("task", task, TASKS)
-        check_choice("model", model, ["identity", *MODEL_NAMES])
-    except ConfigError as err:
-        raise fail(str(err)) from None
+    _check_choices(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]),
+                   pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
+    cell = cell_name(strategy, pretrain)
     checkpoint = None
     extra: dict = {}
     if model == "identity":
         restorer = ev.identity
         extra = {"params": 0, "init": "none", "pretrain": "none"}
     else:
-        restorer, checkpoint, extra = _load_finetuned(cfg, task, model, strategy)
+        restorer, checkpoint, extra = _load_finetuned(cfg, task, model, cell, strategy, pretrain)
     data_root = Path(cfg.data.root)
     dataset = TASK_DATASET[task]
-    out_dir = Path("results/eval") / task / model / strategy
+    out_dir = Path("results/eval") / task / model / cell
     try:
         table, summary = ev.evaluate(
             restorer,
@@ -307,41 +378,44 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none") -> None:
             crop_size=cfg.evaluate.crop_size,
         )
     except (FileNotFoundError, KeyError, ValueError) as err:
-        raise fail(f"evaluate {task}/{model}/{strategy}: {err}") from None
+        raise fail(f"evaluate {task}/{model}/{cell}: {err}") from None
     with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     summary.update(extra)
-    summary.update(model=model, strategy=strategy, profile=cfg.profile)
+    summary.update(model=model, strategy=strategy, pretrain=pretrain, profile=cfg.profile)
     summary["provenance"] = ev.provenance(
         params_hash=cfg.digest(),
         data_files=[data_root / "manifests" / f"{dataset}.parquet"],
         checkpoint=checkpoint,
     )
-    dest = Path("metrics/finetune") / task / model / f"{strategy}.json"
+    dest = Path("metrics/finetune") / task / model / f"{cell}.json"
     io.write_json(dest, summary)
     typer.echo(
-        f"{task}/{model}/{strategy}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
+        f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
         f"over {summary['images']} images -> {dest}"
     )
 
 
-def _load_finetuned(cfg: Config, task: str, model: str, strategy: str):
+def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
     """The finetuned weights of one grid cell, as a restorer with the profile's tiling."""
     import torch
     from safetensors.torch import load_file
 
     from restorebench.infer import restore
-    from restorebench.models import build_model
+    from restorebench.train.finetune import cell_model
 
-    run = Path("runs/finetune") / task / model / strategy
+    run = Path("runs/finetune") / task / model / cell
     weights = run / "model.safetensors"
     if not weights.exists():
         raise fail(
             f"{weights}: no finetuned weights; run `restorebench finetune --task {task} --model {model} "
-            f"--strategy {strategy}` first"
+            f"--strategy {strategy} --pretrain {pretrain}` first"
         )
-    net = build_model(model, variant=cfg.variant(model, task))
-    net.load_state_dict(load_file(weights), strict=True)
+    net = cell_model(cfg, model, task)
+    try:
+        net.load_state_dict(load_file(weights), strict=True)
+    except RuntimeError as err:
+        raise fail(f"{weights} does not fit {model} variant {cfg.variant(model, task)}: {err}") from None
     e = cfg.evaluate
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net.to(device)

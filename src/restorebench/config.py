@@ -31,6 +31,12 @@ PRETRAIN_METHODS = ("none", "ipt", "dcpt")
 LOSS_NAMES = ("l1", "charbonnier", "psnr")
 
 
+def cell_name(strategy: str, pretrain: str = "none") -> str:
+    """A grid cell's folder / file name: the strategy, prefixed by a restoration pretraining when one is used
+    (runs/finetune/denoise/nafnet/full/, .../dcpt-full/)."""
+    return strategy if pretrain == "none" else f"{pretrain}-{strategy}"
+
+
 class ConfigError(ValueError):
     """A params file or override that does not fit the schema; the message names the key."""
 
@@ -191,6 +197,66 @@ class TrainConfig:
         return self.models.get(model, ModelTrainConfig())
 
 
+@dataclass
+class PretrainRunConfig:
+    """One pretraining run's schedule (the iteration budget is `steps`)."""
+
+    steps: int = 300_000
+    batch: int = 32  # global batch (IPT: 32 per task batch on 32 GPUs in the paper; scale to your budget)
+    lr: float = 5e-5  # IPT's pretraining LR (Adam, decayed); DCPT uses its model's own recipe scale
+    min_lr: float = 1e-7
+    warmup: int = 0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 0.0
+    checkpoint_every: int = 5000
+    log_every: int = 100
+    validate_every: int = 0  # 0: only at the end
+    workers: int = 4
+
+
+@dataclass
+class IPTPretrainConfig(PretrainRunConfig):
+    """IPT (Chen et al. 2021): multi-task pretraining on degraded ImageNet with a contrastive term."""
+
+    variant: str = "paper"  # the IPT variant pretrained (and later finetuned)
+    # IPT task name (the head/tail/query it trains) -> task (array) of the degrade store; each batch is one task
+    tasks: dict[str, str] = field(
+        default_factory=lambda: {
+            "sr2": "sr_x2", "sr3": "sr_x3", "sr4": "sr_x4", "noise30": "noise_30", "noise50": "noise_50",
+            "rain": "rain",
+        }
+    )  # fmt: skip
+    contrastive_weight: float = 0.1  # lambda in L = L1 + lambda * L_contrastive (IPT eq. 5)
+    temperature: float = 0.07
+    tokens_per_image: int = 0  # decoder tokens per image in the contrastive loss; 0: all of them
+    # finetuning task -> the pretrained IPT task whose head and tail it starts from (null: new head/tail)
+    heads: dict[str, str | None] = field(default_factory=lambda: {"denoise": "noise30", "deblur": None})
+
+
+@dataclass
+class DCPTPretrainConfig(PretrainRunConfig):
+    """DCPT (Hu et al., ICLR 2025): degradation classification from the model's decoder features."""
+
+    # degrade-store tasks used as the classes, in label order (the default five: noise, motion blur,
+    # rain, haze, low light; add the ten-type set's defocus_blur / jpeg / ... as degrade tasks first)
+    degradations: list[str] = field(
+        default_factory=lambda: ["noise_30", "motion_blur", "rain", "haze", "low_light"]
+    )
+    patch: int = 48  # training crop (gt side); must fit in the store's patches
+    classifier_width: int = 64
+    classify_weight: float = 1.0
+    knn_k: int = 5
+    knn_max_train: int = 2000  # reference features per k-NN evaluation (held-out items are the queries)
+
+
+@dataclass
+class PretrainConfig:
+    holdout: float = 0.1  # fraction of the degrade store's source images held out for validation / k-NN
+    ipt: IPTPretrainConfig = field(default_factory=IPTPretrainConfig)
+    dcpt: DCPTPretrainConfig = field(default_factory=DCPTPretrainConfig)
+
+
 def _demo_variants() -> dict[str, dict[str, str]]:
     return {name: {task: "demo" for task in TASKS} for name in MODEL_NAMES}
 
@@ -208,6 +274,7 @@ class ProfileConfig:
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 @dataclass
@@ -220,6 +287,8 @@ class Config:
     tasks: list[str]
     models: list[str]
     strategies: list[str]
+    pretrains: list[str]
+    pretrain_strategies: list[str]
     data: DataConfig
     variants: dict[str, dict[str, str]]
     pretrained: dict[str, str]
@@ -227,6 +296,7 @@ class Config:
     degrade: DegradeConfig
     prepare: PrepareConfig
     train: TrainConfig
+    pretrain: PretrainConfig
 
     def variant(self, model: str, task: str) -> str:
         check_choice("model", model, MODEL_NAMES)
@@ -252,6 +322,8 @@ TOP_LEVEL = {
     "tasks": list,
     "models": list,
     "strategies": list,
+    "pretrains": list,
+    "pretrain_strategies": list,
     "profiles": dict,
 }
 
@@ -380,6 +452,8 @@ def resolve(raw: dict) -> Config:
         ("tasks", TASKS),
         ("models", MODEL_NAMES),
         ("strategies", STRATEGIES),
+        ("pretrains", PRETRAIN_METHODS),
+        ("pretrain_strategies", STRATEGIES),
     ):
         for i, value in enumerate(raw[key]):
             check_choice(f"{key}[{i}]", value, allowed)
@@ -402,5 +476,7 @@ def resolve(raw: dict) -> Config:
         tasks=list(raw["tasks"]),
         models=list(raw["models"]),
         strategies=list(raw["strategies"]),
+        pretrains=list(raw["pretrains"]),
+        pretrain_strategies=list(raw["pretrain_strategies"]),
         **{f.name: getattr(active, f.name) for f in fields(ProfileConfig)},
     )

@@ -21,9 +21,44 @@ def model_variant(wildcards):
     return P.get("variants", {}).get(wildcards.model, {}).get(wildcards.task, "demo")
 
 
-GRID = expand(
-    "metrics/finetune/{task}/{model}/{strategy}.json",
-    task=TASKS,
-    model=config["models"],
-    strategy=config["strategies"],
-)
+# The grid: task x model x strategy from the initialisation of `pretrained` (pretrain "none"), plus the
+# restoration-pretrained cells: IPT for the ipt model, DCPT for every model, each finetuned with
+# `pretrain_strategies`. A cell's name is its strategy, prefixed by its pretraining ("dcpt-full").
+PRETRAINS = config.get("pretrains", ["none"])
+CELL_PATTERN = "(?:(?:ipt|dcpt)-)?(?:frozen|full_lowlr|full|llrd)"
+
+
+def cell_name(strategy, pretrain):
+    return strategy if pretrain == "none" else f"{pretrain}-{strategy}"
+
+
+def grid_cells():
+    """(task, model, strategy, pretrain) of every cell, in the order of the params lists."""
+    cells = []
+    for task in TASKS:
+        for pretrain in PRETRAINS:
+            models = ["ipt"] if pretrain == "ipt" else config["models"]
+            strategies = config["strategies"] if pretrain == "none" else config["pretrain_strategies"]
+            cells += [(task, m, s, pretrain) for m in models for s in strategies]
+    return cells
+
+
+GRID = [f"metrics/finetune/{t}/{m}/{cell_name(s, p)}.json" for t, m, s, p in grid_cells()]
+
+
+def cell_strategy(wildcards):
+    return wildcards.cell.rpartition("-")[2]
+
+
+def cell_pretrain(wildcards):
+    return wildcards.cell.rpartition("-")[0] or "none"
+
+
+def pretrained_weights(wildcards):
+    """The finetuning init a cell's pretraining produced (none for pretrain "none")."""
+    pretrain = cell_pretrain(wildcards)
+    if pretrain == "ipt":
+        return ["runs/pretrain/ipt/ipt/model.safetensors"]
+    if pretrain == "dcpt":
+        return [f"runs/pretrain/dcpt/{wildcards.task}/{wildcards.model}/model.safetensors"]
+    return []

@@ -37,47 +37,100 @@ rule degrade:
         "restorebench -S profile={params.profile} --threads {threads} degrade > {log} 2>&1"
 
 
+rule pretrain_ipt:
+    input:
+        store="data/store/imagenet/train",
+    output:
+        weights="runs/pretrain/ipt/ipt/model.safetensors",
+        summary="runs/pretrain/ipt/ipt/pretrain.json",
+        metrics="metrics/pretrain/ipt/ipt.json",
+    params:
+        profile=PROFILE,
+        pretrain=P.get("pretrain", {}).get("ipt", {}),
+    log:
+        "logs/pretrain/ipt/ipt.log",
+    conda:
+        ENV
+    resources:
+        gpu=GPUS,
+    shell:
+        "restorebench -S profile={params.profile} --threads {threads} pretrain --method ipt > {log} 2>&1"
+
+
+rule pretrain_dcpt:
+    input:
+        store="data/store/imagenet/train",
+    output:
+        weights="runs/pretrain/dcpt/{task}/{model}/model.safetensors",
+        summary="runs/pretrain/dcpt/{task}/{model}/pretrain.json",
+        metrics="metrics/pretrain/dcpt/{task}/{model}.json",
+    params:
+        profile=PROFILE,
+        pretrain=P.get("pretrain", {}).get("dcpt", {}),
+        variant=model_variant,
+    log:
+        "logs/pretrain/dcpt/{task}/{model}.log",
+    conda:
+        ENV
+    resources:
+        gpu=GPUS,
+    wildcard_constraints:
+        task="denoise|deblur",
+    shell:
+        "restorebench -S profile={params.profile} --threads {threads} pretrain --method dcpt --task {wildcards.task} "
+        "--model {wildcards.model} > {log} 2>&1"
+
+
+# One grid cell. Checkpoints go to runs/finetune/.../checkpoints/, which is not declared: Snakemake would
+# delete a declared output of an interrupted job, and the restarted job resumes from them instead.
 rule finetune:
     input:
         store=task_store,
+        pretrained=pretrained_weights,
     output:
-        weights="runs/finetune/{task}/{model}/{strategy}/model.safetensors",
-        summary="runs/finetune/{task}/{model}/{strategy}/train.json",
+        weights="runs/finetune/{task}/{model}/{cell}/model.safetensors",
+        summary="runs/finetune/{task}/{model}/{cell}/train.json",
     params:
         profile=PROFILE,
         train=P.get("train", {}),
         variant=model_variant,
+        strategy=cell_strategy,
+        pretrain=cell_pretrain,
     log:
-        "logs/finetune/{task}/{model}/{strategy}.log",
+        "logs/finetune/{task}/{model}/{cell}.log",
     conda:
         ENV
     resources:
-        gpu=1,
+        gpu=GPUS,
     wildcard_constraints:
         task="denoise|deblur",
         model="(?!identity)\\w+",
+        cell=CELL_PATTERN,
     shell:
         "restorebench -S profile={params.profile} --threads {threads} finetune --task {wildcards.task} --model {wildcards.model} "
-        "--strategy {wildcards.strategy} > {log} 2>&1"
+        "--strategy {params.strategy} --pretrain {params.pretrain} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        weights="runs/finetune/{task}/{model}/{strategy}/model.safetensors",
+        weights="runs/finetune/{task}/{model}/{cell}/model.safetensors",
         validation=task_validation,
     output:
-        metrics="metrics/finetune/{task}/{model}/{strategy}.json",
-        per_image="results/eval/{task}/{model}/{strategy}/per_image.csv",
+        metrics="metrics/finetune/{task}/{model}/{cell}.json",
+        per_image="results/eval/{task}/{model}/{cell}/per_image.csv",
     params:
         profile=PROFILE,
         evaluate=P.get("evaluate", {}),
+        strategy=cell_strategy,
+        pretrain=cell_pretrain,
     log:
-        "logs/evaluate/{task}/{model}/{strategy}.log",
+        "logs/evaluate/{task}/{model}/{cell}.log",
     conda:
         ENV
     wildcard_constraints:
         task="denoise|deblur",
         model="(?!identity)\\w+",
+        cell=CELL_PATTERN,
     shell:
         "restorebench -S profile={params.profile} --threads {threads} evaluate --task {wildcards.task} --model {wildcards.model} "
-        "--strategy {wildcards.strategy} > {log} 2>&1"
+        "--strategy {params.strategy} --pretrain {params.pretrain} > {log} 2>&1"

@@ -12,29 +12,48 @@ arguments, which override the variant's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch.nn as nn
 
-from restorebench.models import ipt, nafnet, restormer, swin_mask2former, swin_upernet, vit_adapter
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "swin_upernet": swin_upernet.build,
-    "swin_mask2former": swin_mask2former.build,
-    "vit_adapter": vit_adapter.build,
-    "nafnet": nafnet.build,
-    "restormer": restormer.build,
-    "ipt": ipt.build,
+# name -> module under restorebench.models. Modules are imported on first use: the Swin models pull in
+# transformers (~3 s), which a NAFNet job should not pay for.
+_MODULES = {
+    "swin_upernet": "swin_upernet",
+    "swin_mask2former": "swin_mask2former",
+    "vit_adapter": "vit_adapter",
+    "nafnet": "nafnet",
+    "restormer": "restormer",
+    "ipt": "ipt",
 }
 
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "swin_upernet": swin_upernet.VARIANTS,
-    "swin_mask2former": swin_mask2former.VARIANTS,
-    "vit_adapter": vit_adapter.VARIANTS,
-    "nafnet": nafnet.VARIANTS,
-    "restormer": restormer.VARIANTS,
-    "ipt": ipt.VARIANTS,
-}
+
+class _Registry(Mapping):
+    """A read-only name -> module attribute mapping that imports a model's module on first access."""
+
+    def __init__(self, attr: str) -> None:
+        self._attr = attr
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _MODULES:
+            raise KeyError(name)
+        module = importlib.import_module(f"restorebench.models.{_MODULES[name]}")
+        return getattr(module, self._attr)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+    def __repr__(self) -> str:
+        return f"<models registry {self._attr}: {list(_MODULES)}>"
+
+
+MODELS: Mapping[str, Callable[..., nn.Module]] = _Registry("build")
+VARIANTS: Mapping[str, tuple[str, ...]] = _Registry("VARIANTS")
 
 
 def build_model(name: str, *, variant: str | None = None, pretrained: str | None = None, **kwargs) -> nn.Module:

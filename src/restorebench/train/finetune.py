@@ -20,7 +20,8 @@ from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import open_store
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.models import build_model
-from restorebench.train.loop import TrainConfig, train
+from restorebench.train.loop import TrainConfig
+from restorebench.train.session import train_and_save
 
 # From a random init, the restoration baselines start at the identity as the head-based models do: their
 # last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
@@ -88,19 +89,104 @@ def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None
     )
 
 
-def finetune(cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train one cell and write its outputs; returns the train.json contents."""
-    from dvclive import Live
-    from safetensors.torch import save_file
+def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
+    """Where a pretraining run writes: runs/pretrain/ipt/ipt/ (one multi-task run) and
+    runs/pretrain/dcpt/{task}/{model}/ (DCPT pretrains the exact architecture each task finetunes)."""
+    if method == "ipt":
+        return Path("runs/pretrain/ipt/ipt")
+    if method == "dcpt":
+        if task is None:
+            raise ValueError("DCPT pretraining is per task: pass the task whose architecture it pretrains")
+        return Path("runs/pretrain/dcpt") / task / model
+    raise ValueError(f"pretrain method {method!r} unknown; choose from ['ipt', 'dcpt']")
 
+
+def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
+    """The architecture a cell of TASK trains: the profile's variant; IPT with one same-size task (the
+    finetuning task, named after the pretrained head it starts from), as IPT finetunes."""
+    kwargs = {}
+    if model == "ipt":
+        head = cfg.pretrain.ipt.heads.get(task)
+        kwargs = {"tasks": (head or task,), "scales": (1,), "num_queries": 1}
+    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained, **kwargs)
+
+
+def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
+    """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
+    checkpoint when `pretrained` names one, else a seeded random init that starts at the identity.
+    Returns (model, init description)."""
+    pretrained = cfg.pretrained.get(model)
+    net = cell_model(cfg, model, task, pretrained)
+    if pretrained is None:
+        start_at_identity(net, model)
+    return net, pretrained or f"random(seed={cfg.seed})"
+
+
+def ipt_finetune_state(state: dict[str, torch.Tensor], tasks: list[str], head: str | None) -> dict[str, torch.Tensor]:
+    """IPT's finetuning init from a multi-task pretrained state: the body, plus the `head` task's head, tail
+    and decoder query as task 0 (the rest dropped, as the paper does). head None: body only."""
+    out = {k: v for k, v in state.items() if k.startswith("body.") and k != "body.query_embed.weight"}
+    out.update({k: v for k, v in state.items() if k in ("sub_mean.weight", "sub_mean.bias", "add_mean.weight",
+                                                      "add_mean.bias")})  # fmt: skip
+    if head is not None:
+        if head not in tasks:
+            raise ValueError(f"pretrain.ipt.heads: {head!r} is not a pretrained IPT task; tasks: {tasks}")
+        t = tasks.index(head)
+        out["body.query_embed.weight"] = state["body.query_embed.weight"][t : t + 1].clone()
+        for part in ("head", "tail"):
+            prefix = f"{part}.{t}."
+            out.update({f"{part}.0.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
+    return out
+
+
+def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: str, pretrain: str) -> str:
+    """Load a restoration-pretrained init into `net` (every tensor it provides, shape-checked); returns the
+    init description recorded in train.json and the metrics."""
+    import json
+
+    from safetensors.torch import load_file
+
+    run = pretrain_dir(pretrain, model, task)
+    path = run / "model.safetensors"
+    if not path.exists():
+        hint = "--method ipt" if pretrain == "ipt" else f"--method dcpt --task {task} --model {model}"
+        raise FileNotFoundError(f"{path}: no pretrained weights; run `restorebench pretrain {hint}` first")
+    state = load_file(str(path))
+    if pretrain == "ipt":
+        meta = json.loads((run / "pretrain.json").read_text())
+        head = cfg.pretrain.ipt.heads.get(task)
+        tasks = list(meta["task_names"])
+        if head is not None and int(meta["scales"][tasks.index(head)]) != 1:
+            raise ValueError(f"pretrain.ipt.heads.{task}: {head!r} is an SR task; pick a same-size task")
+        state = ipt_finetune_state(state, tasks, head)
+    own = net.state_dict()
+    allowed_missing = set()
+    if pretrain == "ipt" and head is None:  # a task IPT was not pretrained on: new head, tail and query
+        allowed_missing = {k for k in own if k.startswith(("head.", "tail.")) or k == "body.query_embed.weight"}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    unknown = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state and k not in allowed_missing]
+    if wrong or unknown or missing:
+        raise ValueError(
+            f"{path} does not fit {model} (variant {cfg.variant(model, task)}): shape mismatches {wrong[:3]}, "
+            f"unexpected {unknown[:3]}, missing {missing[:3]}; pretrain and finetune the same variant"
+        )
+    net.load_state_dict(state, strict=False)
+    return f"{pretrain}:{path} (sha256 {io.sha256_file(path)[:16]})"
+
+
+def finetune(
+    cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *, pretrain: str = "none", progress: bool = True
+) -> dict:
+    """Train one cell (from `pretrain`'s weights unless "none") and write its outputs; returns train.json."""
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)  # the seeded init of everything not loaded from a checkpoint
-    pretrained = cfg.pretrained.get(model)
     variant = cfg.variant(model, task)
-    net = build_model(model, variant=variant, pretrained=pretrained)
-    if pretrained is None:
-        start_at_identity(net, model)
+    net, init = init_model(cfg, model, task)
+    if pretrain != "none":
+        init = load_pretrained_init(net, cfg, model, task, pretrain)
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     # uint8 batches (4x less to copy); the loop converts to float on the device
     dataset = PairedPatchDataset(store, cfg.train.patch, augment=True, seed=cfg.seed, uint8=True)
@@ -121,33 +207,30 @@ def finetune(cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *
         )
         return iter(loader)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    run_dir.mkdir(parents=True, exist_ok=True)
     loop_cfg = loop_config(cfg, model, strategy)
     started = time.time()
-    with Live(dir=str(run_dir / "dvclive"), resume=True, save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        live.log_params({"task": task, "model": model, "variant": variant, "strategy": strategy,
-                         "init": pretrained or f"random(seed={cfg.seed})"})
-        final, result = train(net, batches, loop_cfg, device=device, run_dir=run_dir, live=live, progress=progress)
-    weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
-    with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
-        save_file(weights, str(tmp))
+    params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
+              "init": init}  # fmt: skip
+    done = train_and_save(net, batches, loop_cfg, run_dir=run_dir, params=params, progress=progress)
+    if done is None:  # not rank 0 of a DDP run
+        return {}
+    result, device = done
     summary = {
         "task": task,
         "model": model,
         "variant": variant,
         "strategy": strategy,
-        "pretrain": "none",
-        "init": pretrained or f"random(seed={cfg.seed})",
+        "pretrain": pretrain,
+        "init": init,
         "steps": result.steps,
         "resumed_from": result.resumed_from,
         "train_seconds": result.seconds,
         "train_images_per_s": result.images_per_s,
         "last_loss": result.last_loss,
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "device": device,
+        "gpus": cfg.train.gpus,
         "wall_seconds": time.time() - started,
         "params_hash": cfg.digest(),
     }
     io.write_json(run_dir / "train.json", summary)
-    io.write_json(run_dir / "history.json", result.history)
     return summary

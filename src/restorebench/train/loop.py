@@ -5,6 +5,12 @@ start_step, start_step + 1, ...; the batch of a step depends only on (seed, step
 exactly the batches an uninterrupted one would. Together with the model, optimizer, scheduler, EMA and
 RNG states in each checkpoint, a run killed at any point and restarted ends bit-identical (on CPU, in
 deterministic mode).
+
+Under torchrun (torch.distributed initialised, world size W > 1) every rank gets the same global batches
+and trains on its contiguous 1/W of each (distributed.shard); the model runs wrapped in DDP, so the
+gradient is the one of the whole global batch. Rank 0 alone writes checkpoints, logs and validates;
+every rank resumes from the same checkpoint, and NaN losses and SIGTERM are agreed on by all ranks in
+one small all_reduce per step, so all stop at the same step. One process runs exactly as before.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from restorebench.train import checkpoint, strategies
+from restorebench.train import checkpoint, distributed, strategies
 from restorebench.train.ema import EMA
 from restorebench.train.schedule import warmup_cosine
 
@@ -108,6 +116,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     fused: bool = True  # fused AdamW on CUDA
+    find_unused: bool = False  # DDP: some parameters may get no gradient in a step (e.g. per-task heads)
 
 
 @dataclass
@@ -143,6 +152,10 @@ def train(
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     device = torch.device(device)
     cuda = device.type == "cuda"
+    rank, world = distributed.world()
+    ddp, main = world > 1, rank == 0
+    if not main:
+        live, progress = None, False
     model.to(device)
     if cfg.channels_last and cuda:
         model.to(memory_format=torch.channels_last)
@@ -154,10 +167,12 @@ def train(
         optimizer, lambda s: warmup_cosine(s, total=cfg.steps, warmup=cfg.warmup, base_lr=cfg.lr, min_lr=cfg.min_lr)
     )
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    step_fn = torch.compile(model) if cfg.compile else model
     ckpt_dir = run_dir / "checkpoints"
 
     start = 0
+    # what earlier sessions of this run did (restored on resume, so the history and totals are whole)
+    history: list[dict] = []
+    before = {"seconds": 0.0, "images": 0}
     found = checkpoint.load_latest(ckpt_dir)
     if found is not None:
         path, state = found
@@ -168,19 +183,38 @@ def train(
             ema.load_state_dict(state["ema"])
         checkpoint.set_rng_state(state["rng"])
         start = int(state["step"])
+        history = list(state.get("history", []))
+        before = dict(state.get("totals", before))
         log.info("resumed from %s (step %d)", path, start)
+    net: nn.Module = model
+    if ddp:  # after the resume: every rank holds the same weights; DDP checks that and syncs gradients
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None, find_unused_parameters=cfg.find_unused
+        )
+    step_fn = torch.compile(net) if cfg.compile else net
 
     def save(step: int) -> Path:
+        if ddp:  # rank 0 writes; the others wait so no rank runs ahead of a checkpoint on disk
+            path = ckpt_dir / f"step_{step:08d}.pt"
+            if main:
+                path = checkpoint.save(ckpt_dir, step, state_to_save(step))
+            torch_dist.barrier()
+            return path
+        return checkpoint.save(ckpt_dir, step, state_to_save(step))
+
+    def state_to_save(step: int) -> dict:
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "rng": checkpoint.rng_state(),
             "step": step,
+            "history": list(history),
+            "totals": {"seconds": before["seconds"] + time.perf_counter() - t0, "images": before["images"] + images},
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
-        return checkpoint.save(ckpt_dir, step, state)
+        return state
 
     stop = {"signal": None}
     previous = signal.getsignal(signal.SIGTERM)
@@ -191,9 +225,8 @@ def train(
     in_main = _in_main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
-    history: list[dict] = []
     images = 0
-    loss_value = float("nan")
+    loss_value = history[-1]["loss"] if history else float("nan")
     t0 = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.steps, start, progress)
     data = batches(start)
@@ -203,14 +236,22 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             scalars: dict[str, float] = {}
-            for _ in range(cfg.accumulate):
+            for micro in range(cfg.accumulate):
                 batch = next(data)
-                loss, extra = objective(step_fn, batch, device)
-                (loss / cfg.accumulate).backward()
+                images += batch[0].shape[0]  # the global batch
+                if ddp:
+                    batch = distributed.shard(batch, rank, world)
+                # DDP: sum gradients locally until the last micro-batch, then all-reduce once
+                sync = nullcontext() if not ddp or micro == cfg.accumulate - 1 else net.no_sync()
+                with sync:
+                    loss, extra = objective(step_fn, batch, device)
+                    (loss / cfg.accumulate).backward()
                 total += float(loss.detach()) / cfg.accumulate
                 for key, value in extra.items():
                     scalars[key] = scalars.get(key, 0.0) + float(value) / cfg.accumulate
-                images += batch[0].shape[0]
+            stopping = stop["signal"] is not None
+            if ddp:
+                total, scalars, stopping = _agree(total, scalars, stopping, device, world)
             if not math.isfinite(total):
                 last = checkpoint.list_checkpoints(ckpt_dir)
                 raise TrainingDiverged(
@@ -231,7 +272,7 @@ def train(
                 rate = images / max(time.perf_counter() - t0, 1e-9)
                 row = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
                 row.update(scalars)
-                if validating:
+                if validating and main:
                     row.update(validate(ema.shadow if ema is not None else model))
                 history.append(row)
                 _log_live(live, row)
@@ -239,7 +280,7 @@ def train(
                     bar.set_postfix(loss=f"{loss_value:.4f}", ips=f"{rate:.1f}")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(done)
-            if stop["signal"] is not None:
+            if stopping:
                 path = save(done)
                 raise Preempted(f"SIGTERM at step {done}; checkpoint {path}; rerun the same command to resume")
     finally:
@@ -247,6 +288,7 @@ def train(
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
     final = ema.shadow if ema is not None else model
+    seconds, images = before["seconds"] + seconds, before["images"] + images  # whole-run totals
     result = TrainResult(
         steps=cfg.steps,
         seconds=seconds,
@@ -257,6 +299,21 @@ def train(
         history=history,
     )
     return final, result
+
+
+def _agree(
+    loss: float, scalars: dict[str, float], stopping: bool, device: torch.device, world: int
+) -> tuple[float, dict[str, float], bool]:
+    """Mean loss and scalars over the ranks, and whether any rank got SIGTERM, in one all_reduce.
+
+    A NaN on any rank makes the mean NaN, so every rank stops on it at the same step.
+    """
+    keys = sorted(scalars)  # every rank's objective returns the same keys
+    flat = [loss, float(stopping), *(scalars[k] for k in keys)]
+    values = torch.tensor(flat, dtype=torch.float64, device=device)
+    torch_dist.all_reduce(values)
+    values = values.tolist()
+    return values[0] / world, {k: v / world for k, v in zip(keys, values[2:], strict=True)}, values[1] > 0
 
 
 def _in_main_thread() -> bool:

@@ -1,0 +1,448 @@
+"""All speed checks of issue 8 in one run: training step per model, loader ceiling, evaluation, orchestration.
+
+    python benchmarks/run_all.py                 # CPU: demo variants, eager only; GPU: paper variants, + compiled
+    python benchmarks/run_all.py --paper         # paper variants on a CPU too (slow); the H100 run is this
+    python benchmarks/run_all.py --quick --only models,loader --models nafnet   # smoke run, seconds
+
+Sections (`--only`, comma-separated; default all):
+  models         training images/s, TFLOP/s, MFU, peak memory per model, fp32 and bf16, eager and compiled; the
+                 step is the training loop's own (benchmarks/models.py `training_step`).
+  loader         pairs/s per core of the packed store (benchmarks/loader.py, workers=0: one process, one core).
+  eval           1280x720 images/s through restorebench.infer.restore, tiled as the paper profile's `evaluate`
+                 says, alone and with the protocol's scoring (restorebench.evaluate.evaluate).
+  orchestration  wall time of `snakemake -n results/table.csv --config profile=paper` and of a no-op `dvc repro`
+                 on the paper grid, in a temporary copy of the repository (see `orchestration` below).
+
+Writes `--out` (results/bench.json) atomically and prints a table per section, with ratios (compiled/eager,
+bf16/fp32) next to the absolute numbers, since shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks` as a package, from any working folder
+
+from benchmarks import loader as bench_loader  # noqa: E402
+from benchmarks import metrics as bench_metrics  # noqa: E402
+from benchmarks import models as bench_models  # noqa: E402
+from restorebench import io  # noqa: E402
+from restorebench.models import MODELS  # noqa: E402
+
+SECTIONS = ("models", "loader", "eval", "orchestration")
+PARAMS = ROOT / "params.yaml"
+TARGET_ORCHESTRATION_S = 5.0
+OUTPUT_ROOTS = ("data/", "metrics/", "results/", "runs/", "logs/")  # pipeline outputs, not copied
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def section_models(args: argparse.Namespace, device: str) -> dict:
+    paper = args.paper or device == "cuda"
+    profile = "paper" if paper else "demo"
+    variants = bench_models.profile_variants(profile, args.task, PARAMS)
+    train = bench_models.profile_recipe(profile, "nafnet", PARAMS)  # batch and patch are the profile's
+    if args.quick:
+        batch, size, warmup, steps = 2, 32, 1, 1
+    elif device == "cuda":
+        batch, size, warmup, steps = train["batch"], train["patch"], 3, 10
+    else:  # the demo profile's batch and patch; a paper-size batch takes minutes per step on a CPU
+        demo = bench_models.profile_recipe("demo", "nafnet", PARAMS)
+        batch, size, warmup, steps = demo["batch"], demo["patch"], 1, 3
+    batch, size, steps = args.batch or batch, args.size or size, args.steps or steps
+    compile_on = args.compile if args.compile is not None else device == "cuda"
+    note = (f"{profile} variants ({args.task}) on {device}"
+            + ("" if paper else "; CPU: demo variants by default, --paper forces the paper ones")
+            + f"; batch {batch} x {size}x{size}, {warmup} warm-up + {steps} timed steps")
+    print(f"\n== models: {note}", flush=True)
+    rows = []
+    for name in args.models:
+        recipe = bench_models.profile_recipe(profile, name, PARAMS)
+        for dtype in args.dtypes:
+            peak, peak_name = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else \
+                bench_models.device_peak(device, dtype)
+            for compiled in (False, True):
+                base = {"model": name, "variant": variants[name], "dtype": dtype, "compiled": compiled}
+                if compiled and not compile_on:
+                    why = "--no-compile" if args.compile is False else \
+                        "off by default on a CPU to keep the run short; pass --compile"
+                    rows.append({**base, "status": "skipped", "reason": why})
+                    print("  " + _model_line(rows[-1]), flush=True)
+                    continue
+                try:
+                    r = bench_models.bench(name, variants[name], batch=batch, size=size, dtype=dtype,
+                                           compiled=compiled, steps=steps, device=device,
+                                           warmup=max(warmup, 2) if compiled else warmup,  # compile + recompile
+                                           peak=peak, recipe=recipe)
+                    rows.append({**base, **r, "status": "ok", "peak_name": peak_name})
+                except torch.OutOfMemoryError as err:
+                    rows.append({**base, "status": "oom", "reason": str(err).splitlines()[0]})
+                except Exception as err:  # noqa: BLE001 - a compile failure is a result, not a crash
+                    rows.append({**base, "status": "failed", "reason": f"{type(err).__name__}: "
+                                 f"{(str(err).splitlines() or [''])[0][:200]}"})
+                finally:
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+                print("  " + _model_line(rows[-1]), flush=True)
+    ratios = _model_ratios(rows)
+    for r in ratios:
+        print("  ratios " + f"{r['model']:>17}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()
+                                                           if k != "model" and v is not None), flush=True)
+    return {"profile": profile, "task": args.task, "device": device, "batch": batch, "size": size,
+            "warmup_steps": warmup, "timed_steps": steps, "compile": compile_on, "note": note,
+            "bf16_on_cpu": "CPU autocast; the training loop itself runs fp32 on a CPU" if device == "cpu" else None,
+            "rows": rows, "ratios": ratios}
+
+
+def _model_ratios(rows: list[dict]) -> list[dict]:
+    ok = {(r["model"], r["dtype"], r["compiled"]): r["images_per_s"] for r in rows if r["status"] == "ok"}
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        def ratio(a, b):
+            return ok[a] / ok[b] if a in ok and b in ok else None
+        out.append({"model": name,
+                    "bf16/fp32 eager": ratio((name, "bf16", False), (name, "fp32", False)),
+                    "bf16/fp32 compiled": ratio((name, "bf16", True), (name, "fp32", True)),
+                    "compiled/eager fp32": ratio((name, "fp32", True), (name, "fp32", False)),
+                    "compiled/eager bf16": ratio((name, "bf16", True), (name, "bf16", False))})
+    return out
+
+
+def _model_line(r: dict) -> str:
+    head = f"{r['model']:>17} {r['variant']:>13} {r['dtype']:>5} {'compiled' if r['compiled'] else 'eager':>8}"
+    if r["status"] != "ok":
+        return f"{head}  {r['status']}: {r['reason']}"
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+    mem = f"{r['peak_mem_gb']:.2f} GiB" if r.get("peak_mem_gb") is not None else "n/a"
+    return (f"{head} {r['params_m']:7.2f}M {r['images_per_s']:9.2f} img/s {r['tflops']:8.4f} TFLOP/s "
+            f"MFU {mfu:>6}  peak mem {mem}")
+
+
+# ---------------------------------------------------------------------------------------------- loader
+
+
+def section_loader(args: argparse.Namespace) -> dict:
+    images, seconds = (2, 0.3) if args.quick else (8, 2.0)
+    formats = ("store", "store_u8", "png")
+    print(f"\n== loader: {bench_loader.PATCH}x{bench_loader.PATCH} pairs/s per core (workers=0, 1 thread), "
+          f"{images} sub-images of {bench_loader.SUB}, {seconds} s per format", flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sets = bench_loader.build(Path(tmp), images)
+            per_core = {n: bench_loader.rate(sets[n], 0, seconds) for n in formats}
+    finally:
+        torch.set_num_threads(threads)
+    for n, v in per_core.items():
+        print(f"  {n:>9}: {v:8.0f} pairs/s per core", flush=True)
+    ratio = per_core["store"] / per_core["png"]
+    print(f"  ceiling (store_u8, what training uses): {per_core['store_u8']:.0f} pairs/s per core; "
+          f"store/png {ratio:.1f}x", flush=True)
+    return {"patch": bench_loader.PATCH, "subimage": bench_loader.SUB, "images": images, "seconds": seconds,
+            "per_core_pairs_per_s": per_core, "ceiling_pairs_per_s_per_core": per_core["store_u8"],
+            "store_over_png": ratio}
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def section_eval(args: argparse.Namespace, device: str) -> dict:
+    from restorebench import evaluate as ev
+    from restorebench.infer import restore, tile_starts
+    from restorebench.models import build_model
+
+    paper = args.paper or device == "cuda"
+    e = bench_models._config("paper", PARAMS).evaluate  # the paper profile's tiling, on any device
+    variant = bench_models.profile_variants("paper" if paper else "demo", "deblur", PARAMS)[args.eval_model]
+    n = 1 if args.quick else (10 if device == "cuda" else 3)
+    h, w = bench_metrics.H, bench_metrics.W
+    tiles = len(tile_starts(h, e.tile, e.overlap)) * len(tile_starts(w, e.tile, e.overlap)) if e.tile else 1
+    print(f"\n== eval: {args.eval_model} {variant} on {w}x{h}, tile {e.tile} overlap {e.overlap} batch {e.batch} "
+          f"({tiles} tiles/image), {n} images after 1 warm-up, {device}", flush=True)
+    torch.manual_seed(0)
+    net = build_model(args.eval_model, variant=variant).to(device).eval()
+    lq, gt = bench_metrics.gopro_pair()
+    x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255.0)
+
+    def rate(autocast: bool | None) -> float:
+        def run() -> torch.Tensor:
+            return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device,
+                           autocast=autocast).cpu()  # .cpu() waits for the device, as the evaluate CLI does
+        run()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        return n / (time.perf_counter() - t0)
+
+    restore_fp32 = rate(None)
+    restore_bf16 = rate(True) if device == "cuda" else None
+
+    def restorer(t: torch.Tensor) -> torch.Tensor:  # the evaluate CLI's restorer (cli._load_finetuned)
+        return restore(net, t, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device).cpu()
+
+    item = ev.EvalItem("bench", lq, gt)
+    _, summary = ev.evaluate(restorer, "deblur", iter([item] * n), crops_dir=None)
+    out = {"model": args.eval_model, "variant": variant, "image": [h, w, 3], "tile": e.tile, "overlap": e.overlap,
+           "batch": e.batch, "tiles_per_image": tiles, "images": n, "device": device,
+           "restore_images_per_s_fp32": restore_fp32, "restore_images_per_s_bf16": restore_bf16,
+           "evaluate_images_per_s": summary["images_per_s"],
+           "scoring_share": 1 - summary["images_per_s"] / restore_fp32}
+    print(f"  restore fp32: {restore_fp32:.2f} img/s"
+          + (f"; bf16: {restore_bf16:.2f} img/s (bf16/fp32 {restore_bf16 / restore_fp32:.2f}x)" if restore_bf16 else
+             "; bf16: n/a (autocast is CUDA-only in restorebench.infer)"), flush=True)
+    print(f"  evaluate path (restore fp32 + PSNR + both SSIM conventions): {summary['images_per_s']:.2f} img/s "
+          f"(evaluate/restore {summary['images_per_s'] / restore_fp32:.2f}x)", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- orchestration
+
+
+def section_orchestration(args: argparse.Namespace) -> dict:
+    """Planning overhead of both orchestrators on the paper grid, in a temporary copy of the repository.
+
+    The copy holds the files git sees (tracked, plus untracked files that are not ignored) minus pipeline
+    outputs, with params.yaml's `profile:` set to paper (DVC has no `-S` for repro/status; `dvc exp run -S`
+    would edit the working tree), and its own `git init` (DVC needs a git repository). Measured, each the
+    median of --repeats runs of the whole command (interpreter start-up included):
+      fresh: `snakemake -n results/table.csv --config profile=paper` (plans every job of the grid) and
+             `dvc status` (nothing built yet).
+      built: every DVC output replaced by a placeholder file and committed (`dvc commit -f`), so the grid is
+             up to date; then `dvc repro` (a real no-op: every stage checked, none run) and `dvc status`.
+             Placeholders are tiny, so a real paper-scale no-op also pays for stat-ing the datasets' files,
+             which this does not measure.
+    """
+    repeats = 1 if args.quick else args.repeats
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    print(f"\n== orchestration: paper grid in a temporary copy, median of {repeats} (target < "
+          f"{TARGET_ORCHESTRATION_S:.0f} s)", flush=True)
+    if shutil.which("git") is None or not (bindir / "snakemake").exists() or not (bindir / "dvc").exists():
+        print("  skipped: needs git, and snakemake and dvc beside this Python", flush=True)
+        return {"status": "skipped", "reason": "needs git, snakemake and dvc"}
+
+    def run(cmd: list[str], cwd: Path) -> tuple[float, str]:
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {(p.stderr or p.stdout)[-800:]}")
+        return seconds, p.stdout + p.stderr
+
+    def timed(name: str, cmd: list[str], cwd: Path) -> dict:
+        times, text = [], ""
+        for _ in range(repeats):
+            seconds, text = run(cmd, cwd)
+            times.append(seconds)
+        row = {"command": " ".join(cmd), "median_s": statistics.median(times), "first_s": times[0],
+               "times_s": times}
+        jobs = re.search(r"^total\s+(\d+)", text, re.M)
+        if jobs:
+            row["jobs_planned"] = int(jobs.group(1))
+        if "dvc repro" in row["command"]:
+            row["stages_run"] = text.count("Running stage")
+            row["stages_skipped"] = text.count("didn't change, skipping")
+        print(f"  {name:<22} {row['median_s']:6.2f} s (first {times[0]:.2f} s)  {row['command']}"
+              + (f"  [{row['jobs_planned']} jobs]" if "jobs_planned" in row else "")
+              + (f"  [{row['stages_skipped']} stages checked, {row['stages_run']} run]" if "stages_run" in row
+                 else ""), flush=True)
+        return row
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\0")
+    with tempfile.TemporaryDirectory(prefix="restorebench-orch-") as tmp:
+        repo = Path(tmp)
+        for rel in files:
+            if rel and not rel.startswith(OUTPUT_ROOTS) and (ROOT / rel).is_file():
+                (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, repo / rel)
+        params = (repo / "params.yaml").read_text()
+        (repo / "params.yaml").write_text(re.sub(r"(?m)^profile:\s*\S+", "profile: paper", params, count=1))
+        run(["git", "init", "-q"], repo)
+        snake = [str(bindir / "snakemake"), "-n", "results/table.csv", "--config", "profile=paper"]
+        rows = {"snakemake_fresh": timed("snakemake -n, fresh", snake, repo),
+                "dvc_status_fresh": timed("dvc status, fresh", [str(bindir / "dvc"), "status"], repo)}
+        setup_s = _build_placeholders(repo, run, bindir)
+        rows["dvc_repro_noop"] = timed("dvc repro, no-op", [str(bindir / "dvc"), "repro"], repo)
+        rows["dvc_status_built"] = timed("dvc status, built", [str(bindir / "dvc"), "status"], repo)
+    if rows["dvc_repro_noop"]["stages_run"]:
+        raise RuntimeError("dvc repro ran stages on the placeholder grid: the no-op measurement is invalid")
+    checks = {"snakemake -n (paper grid)": rows["snakemake_fresh"]["median_s"],
+              "dvc repro no-op (paper grid)": rows["dvc_repro_noop"]["median_s"]}
+    verdict = {k: {"seconds": v, "pass": v < TARGET_ORCHESTRATION_S} for k, v in checks.items()}
+    for k, v in verdict.items():
+        print(f"  {k}: {v['seconds']:.2f} s -> {'PASS' if v['pass'] else 'FAIL'} (< {TARGET_ORCHESTRATION_S:.0f} s)",
+              flush=True)
+    return {"repeats": repeats, "target_s": TARGET_ORCHESTRATION_S, "placeholder_setup_s": setup_s,
+            "what": section_orchestration.__doc__.split("\n\n", 1)[1].strip(), "rows": rows, "verdict": verdict}
+
+
+def _build_placeholders(repo: Path, run, bindir: Path) -> float:
+    """Create a placeholder for every output of dvc.yaml (a file where the name has a suffix, else a folder
+    with one file) and commit them, so that the whole grid is up to date."""
+    script = (
+        "from pathlib import Path\nfrom dvc.repo import Repo\n"
+        "with Repo('.') as repo:\n"
+        "    for stage in repo.index.stages:\n"
+        "        for out in stage.outs:\n"
+        "            p = Path(str(out.def_path))\n"
+        "            if p.suffix:\n"
+        "                p.parent.mkdir(parents=True, exist_ok=True); p.write_text('placeholder\\n')\n"
+        "            else:\n"
+        "                p.mkdir(parents=True, exist_ok=True); (p / 'placeholder').write_text('placeholder\\n')\n"
+    )
+    t0 = time.perf_counter()
+    run([sys.executable, "-c", script], repo)
+    run([str(bindir / "dvc"), "commit", "-f", "-q"], repo)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def summary_table(result: dict) -> list[str]:
+    """The compact table printed at the end: one line per model, then one per other section."""
+    lines = ["== summary"]
+    if "models" in result:
+        m = result["models"]
+        cols = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+        lines.append(f"models ({m['profile']} variants, {m['device']}, batch {m['batch']} x {m['size']}^2): "
+                     "training img/s | MFU | peak mem")
+        lines.append(f"{'model':>17} {'variant':>13} " + " ".join(
+            f"{d + (' comp' if c else ' eager'):>11}" for d, c in cols) + f" {'bf16/fp32':>9} {'comp/eager':>10}"
+            f" {'MFU best':>8} {'mem':>9}")
+        for name in dict.fromkeys(r["model"] for r in m["rows"]):
+            rows = {(r["dtype"], r["compiled"]): r for r in m["rows"] if r["model"] == name}
+            cells = []
+            for key in cols:
+                r = rows.get(key)
+                cells.append("-" if r is None else f"{r['images_per_s']:.2f}" if r["status"] == "ok" else r["status"])
+            ratio = next(x for x in m["ratios"] if x["model"] == name)
+            ok = [r for r in rows.values() if r["status"] == "ok"]
+            mfu = [r["mfu"] for r in ok if r.get("mfu") is not None]
+            mem = [r["peak_mem_gb"] for r in ok if r.get("peak_mem_gb") is not None]
+            comp = ratio["compiled/eager bf16"] or ratio["compiled/eager fp32"]
+            lines.append(f"{name:>17} {next(iter(rows.values()))['variant']:>13} "
+                         + " ".join(f"{c:>11}" for c in cells)
+                         + f" {_x(ratio['bf16/fp32 eager']):>9} {_x(comp):>10}"
+                         + f" {f'{100 * max(mfu):.1f}%' if mfu else 'n/a':>8}"
+                         + f" {f'{max(mem):.2f}GiB' if mem else 'n/a':>9}")
+    if "loader" in result:
+        lo = result["loader"]
+        lines.append(f"loader ceiling: {lo['ceiling_pairs_per_s_per_core']:.0f} pairs/s per core (uint8 store, "
+                     f"{lo['patch']}^2); float store {lo['per_core_pairs_per_s']['store']:.0f}, png "
+                     f"{lo['per_core_pairs_per_s']['png']:.0f}; store/png {lo['store_over_png']:.1f}x")
+    if "eval" in result:
+        ev = result["eval"]
+        lines.append(f"eval {ev['model']} {ev['variant']} 1280x720 tile {ev['tile']}: restore "
+                     f"{ev['restore_images_per_s_fp32']:.2f} img/s fp32"
+                     + (f", {ev['restore_images_per_s_bf16']:.2f} bf16" if ev["restore_images_per_s_bf16"] else "")
+                     + f"; with scoring {ev['evaluate_images_per_s']:.2f} img/s ({ev['device']})")
+    if "orchestration" in result:
+        o = result["orchestration"]
+        if o.get("status") == "skipped":
+            lines.append(f"orchestration: skipped ({o['reason']})")
+        for k, v in o.get("verdict", {}).items():
+            lines.append(f"{k}: {v['seconds']:.2f} s {'PASS' if v['pass'] else 'FAIL'} (target < {o['target_s']:.0f} s)")
+    return lines
+
+
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v is not None else "-"
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def _csv(choices: tuple[str, ...] | list[str], what: str):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{what}: {bad or text!r} unknown; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--only", type=_csv(SECTIONS, "--only"), default=list(SECTIONS), help=",".join(SECTIONS))
+    ap.add_argument("--quick", action="store_true", help="tiny batches and steps: a smoke run in seconds")
+    ap.add_argument("--paper", action="store_true", help="paper variants on a CPU too (default on a GPU)")
+    ap.add_argument("--models", type=_csv(tuple(MODELS), "--models"), default=list(MODELS))
+    ap.add_argument("--dtypes", type=_csv(("fp32", "bf16"), "--dtypes"), default=["fp32", "bf16"])
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time torch.compile (default: on for CUDA, off on a CPU)")
+    ap.add_argument("--task", default="denoise", choices=("denoise", "deblur"), help="whose variants (models)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="timed training steps per row")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="override the device peak for MFU")
+    ap.add_argument("--eval-model", default="nafnet", choices=tuple(MODELS))
+    ap.add_argument("--repeats", type=int, default=3, help="orchestration: runs per command")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench.json")
+    args = ap.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started, t0, load0 = dt.datetime.now(dt.UTC), time.perf_counter(), os.getloadavg()[0]
+    from restorebench.evaluate import git_revision
+
+    result: dict = {"meta": {
+        "argv": sys.argv[1:] if argv is None else argv, "started_utc": started.isoformat(timespec="seconds"),
+        "git_revision": git_revision(ROOT), "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": _cpu_has_native_bf16(), "torch": torch.__version__,
+        "python": platform.python_version(), "platform": platform.platform(), "quick": args.quick,
+        "sections": args.only}}
+    print(f"restorebench benchmarks on {result['meta']['device_name']} ({device}, {os.cpu_count()} CPUs, torch "
+          f"{torch.__version__}){' [quick]' if args.quick else ''}; load average {load0:.1f}", flush=True)
+    if "models" in args.only:
+        result["models"] = section_models(args, device)
+    if "loader" in args.only:
+        result["loader"] = section_loader(args)
+    if "eval" in args.only:
+        result["eval"] = section_eval(args, device)
+    if "orchestration" in args.only:
+        result["orchestration"] = section_orchestration(args)
+    if "models" in result and "loader" in result:
+        ceiling = result["loader"]["ceiling_pairs_per_s_per_core"]
+        for r in result["models"]["rows"]:
+            if r["status"] == "ok":  # loader cores one training process needs at this rate (same patch only)
+                r["loader_cores_needed"] = (r["images_per_s"] / ceiling if r["size"] == bench_loader.PATCH
+                                            else None)
+    result["meta"].update(seconds=time.perf_counter() - t0, loadavg_1min_before_after=[load0, os.getloadavg()[0]])
+    io.write_json(args.out, result)
+    print("\n" + "\n".join(summary_table(result)))
+    print(f"\n{len(args.only)} section(s) in {result['meta']['seconds']:.0f} s; load average {load0:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}; wrote {args.out}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""What IPT and DCPT pretraining share: the held-out split of the degrade store, step-keyed batches, a
+wrapper that trains a model plus extra modules through the finetuning loop, and the run's outputs.
+
+runs/pretrain/{method}/{model}/ receives model.safetensors (the pretrained model alone, EMA when on),
+pretrain.json (what was run, how fast, the final metrics), history.json and dvclive/ (curves);
+checkpoints/ sits beside them, as in finetuning, so a restarted job resumes. The final metrics are also
+written to `metrics_path` (metrics/pretrain/..., a DVC metric).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from restorebench import io
+from restorebench.config import Config, PretrainRunConfig
+from restorebench.data.store import Store
+from restorebench.degrade.pipeline import derive_rng
+from restorebench.train.loop import Objective, TrainConfig
+from restorebench.train.session import train_and_save
+
+
+def store_path(cfg: Config) -> Path:
+    return Path(cfg.data.root) / "store" / "imagenet" / "train"
+
+
+def holdout_split(store: Store, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) item indices: the last `fraction` of the source images (in store order) are held
+    out whole, so no patch of a held-out image is ever trained on. At least one image stays on each side
+    when fraction > 0 and the store has two or more images."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"pretrain.holdout: {fraction} must be in [0, 1)")
+    images = store.index["image"]
+    order = list(dict.fromkeys(images))  # unique source images, first-seen order
+    n_out = math.ceil(fraction * len(order)) if fraction > 0 else 0
+    n_out = min(n_out, len(order) - 1)
+    held = set(order[len(order) - n_out :]) if n_out else set()
+    mask = np.fromiter((img in held for img in images), bool, count=len(images))
+    train_idx, held_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
+    if len(train_idx) == 0:
+        raise ValueError(f"{store.path}: no training items left after holding out {n_out} images")
+    return train_idx, held_idx
+
+
+class StepBatch(Dataset):
+    """Item k is the whole batch of training step k, built by `make(step)` from (seed, step) alone, so a
+    resumed run sees the batches an uninterrupted one would, for any number of loader workers."""
+
+    def __init__(self, make: Callable[[int], tuple]) -> None:
+        self.make = make
+
+    def __len__(self) -> int:  # steps are unbounded; the loop stops at its own step count
+        return 2**62
+
+    def __getitem__(self, step: int) -> tuple:
+        return self.make(step)
+
+
+def step_loader(make: Callable[[int], tuple], start: int, workers: int):
+    """An iterator over the batches of steps start, start + 1, ... (prefetched by `workers` processes)."""
+    loader = DataLoader(
+        StepBatch(make),
+        batch_size=None,
+        sampler=itertools.count(start),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
+    return iter(loader)
+
+
+def batch_rng(seed: int, method: str, step: int) -> np.random.Generator:
+    return derive_rng(seed, "pretrain", method, step)
+
+
+class Pretrainer(nn.Module):
+    """`model` plus the modules only pretraining needs (`extra`: e.g. DCPT's classifier).
+
+    parameter_groups() keeps the model's own groups (names prefixed "model.") and puts the extra modules in
+    "head", so the loop's optimizer, checkpoints and EMA cover both.
+    """
+
+    def __init__(self, model: nn.Module, extra: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = extra
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        groups = {k: [(f"model.{n}", p) for n, p in v] for k, v in self.model.parameter_groups().items()}
+        if self.extra is not None:
+            groups.setdefault("head", []).extend((f"extra.{n}", p) for n, p in self.extra.named_parameters())
+        return groups
+
+
+def loop_config(cfg: Config, run: PretrainRunConfig) -> TrainConfig:
+    t = cfg.train
+    return TrainConfig(
+        steps=run.steps,
+        lr=run.lr,
+        strategy="full",
+        min_lr=run.min_lr,
+        warmup=run.warmup,
+        weight_decay=run.weight_decay,
+        betas=(float(run.betas[0]), float(run.betas[1])),
+        grad_clip=run.grad_clip,
+        ema_decay=t.ema_decay,
+        checkpoint_every=run.checkpoint_every,
+        log_every=run.log_every,
+        validate_every=run.validate_every,
+        amp=t.amp,
+        channels_last=t.channels_last,
+        compile=t.compile,
+        find_unused=True,  # IPT trains one task's head and tail per step
+    )
+
+
+def run_pretraining(
+    cfg: Config,
+    run: PretrainRunConfig,
+    trainee: Pretrainer,
+    *,
+    method: str,
+    model: str,
+    make_batch: Callable[[int], tuple],
+    objective: Objective,
+    validate: Callable[[nn.Module], dict[str, float]],
+    run_dir: Path,
+    metrics_path: Path,
+    params: dict,
+    before: dict[str, float] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `trainee` with `objective` through the finetuning loop; write the run's outputs."""
+    started = time.time()
+
+    def batches(start: int):
+        return step_loader(make_batch, start, run.workers)
+
+    done = train_and_save(
+        trainee,
+        batches,
+        loop_config(cfg, run),
+        run_dir=run_dir,
+        params={"method": method, "model": model, **params},
+        validate=validate,
+        objective=objective,
+        keep=lambda final: final.model,  # the pretrained model alone (DCPT's classifier stays behind)
+        progress=progress,
+    )
+    if done is None:  # not rank 0 of a DDP run
+        return {}
+    result, device = done
+    final_metrics = {k: v for k, v in (result.history[-1] if result.history else {}).items() if k != "step"}
+    summary = {
+        "method": method,
+        "model": model,
+        **params,
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "train_seconds": result.seconds,
+        "train_images_per_s": result.images_per_s,
+        "last_loss": result.last_loss,
+        "device": device,
+        "wall_seconds": time.time() - started,
+        "params_hash": cfg.digest(),
+        "before": before or {},
+        "after": final_metrics,
+    }
+    io.write_json(run_dir / "pretrain.json", summary)
+    validation = {k.replace("/", "_"): v for k, v in final_metrics.items() if k.startswith("val")}
+    io.write_json(metrics_path, {**(before or {}), **validation})
+    return summary
+
+
+def stack(items: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
+    """Collate same-shape (tensor, tensor, ...) items into batched tensors."""
+    return tuple(torch.stack([item[k] for item in items]) for k in range(len(items[0])))

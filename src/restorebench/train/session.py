@@ -1,0 +1,72 @@
+"""One training run with its outputs: what finetuning a grid cell and pretraining share.
+
+`train_and_save` starts the process group under torchrun (train.gpus > 1), trains through the loop with
+dvclive curves on rank 0, and writes run_dir/model.safetensors and history.json atomically (rank 0 only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from restorebench import io
+from restorebench.train import distributed
+from restorebench.train.loop import Batches, Objective, TrainConfig, TrainResult, train
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def train_and_save(
+    net: nn.Module,
+    batches: Batches,
+    cfg: TrainConfig,
+    *,
+    run_dir: Path,
+    params: dict,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    objective: Objective | None = None,
+    keep: Callable[[nn.Module], nn.Module] = lambda final: final,
+    progress: bool = True,
+) -> tuple[TrainResult, str] | None:
+    """Train `net`; save keep(final weights) to run_dir/model.safetensors. Returns (result, device name)
+    on rank 0 and None on the other ranks (which write nothing)."""
+    from dvclive import Live
+    from safetensors.torch import save_file
+
+    info = distributed.setup()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        live_cm = (
+            Live(dir=str(run_dir / "dvclive"), resume=True, save_dvc_exp=False, dvcyaml=None, report=None)
+            if info.is_main
+            else nullcontext(None)
+        )
+        with live_cm as live:
+            if live is not None:
+                live.log_params(params)
+            final, result = train(
+                net,
+                batches,
+                cfg,
+                device=info.device,
+                run_dir=run_dir,
+                validate=validate,
+                objective=objective,
+                live=live,
+                progress=progress and info.is_main,
+            )
+        if not info.is_main:
+            return None
+        tensors = {k: v.detach().cpu().contiguous() for k, v in keep(final).state_dict().items()}
+        with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        io.write_json(run_dir / "history.json", result.history)
+        return result, device_name(info.device)
+    finally:
+        distributed.teardown()

@@ -1,0 +1,73 @@
+"""A throwaway copy of the project (optionally a git repo with one commit), and commands run in it with this
+venv's `restorebench`, `snakemake` and `dvc` first on PATH. Nothing here touches the real checkout's outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+# what a pipeline run needs from the checkout (no data/, runs/, results/, metrics/)
+PROJECT_FILES = (
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "workflow",
+    "src",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "restorebench tests",
+    "GIT_AUTHOR_EMAIL": "tests@restorebench.invalid",
+    "GIT_COMMITTER_NAME": "restorebench tests",
+    "GIT_COMMITTER_EMAIL": "tests@restorebench.invalid",
+}
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """os.environ with the venv's bin first on PATH, DVC analytics off, a git identity (DVC experiments commit)."""
+    return {
+        **os.environ,
+        **GIT_IDENTITY,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        **extra,
+    }
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run `cmd` in `cwd`; return stdout, or fail the test with the command and the tail of its output."""
+    out = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+    assert out.returncode == 0, (
+        f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    )
+    return out.stdout
+
+
+def copy_project(root: Path, dest: Path, files: tuple[str, ...] = PROJECT_FILES) -> Path:
+    """Copy `files` (paths relative to the checkout `root`) into `dest`, skipping caches; return `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in files:
+        src, dst = root / item, dest / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    return dest
+
+
+def git_init(repo: Path, message: str = "project") -> None:
+    """Make `repo` a git repo on branch main with everything committed (DVC experiments need a commit)."""
+    run(["git", "init", "-q", "-b", "main"], repo)
+    git_commit(repo, message)
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)

@@ -1,0 +1,70 @@
+"""benchmarks/run_all.py: a quick run of one tiny model and the loader writes bench.json with real numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_run_all_quick_writes_bench_json(project_root, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(project_root / "benchmarks" / "run_all.py"),
+            "--quick",
+            "--only",
+            "models,loader",
+            "--models",
+            "nafnet",
+            "--dtypes",
+            "fp32",
+            "--no-compile",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,  # run_all finds params.yaml and its sibling modules from its own location
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== summary" in proc.stdout and "nafnet" in proc.stdout
+    bench = json.loads(out.read_text())
+    assert set(bench) == {"meta", "models", "loader"}
+    assert bench["meta"]["sections"] == ["models", "loader"] and bench["meta"]["quick"] is True
+    assert not list(tmp_path.glob(".bench.json.*"))  # the atomic write left no temporary file
+
+    rows = bench["models"]["rows"]
+    assert [(r["model"], r["dtype"], r["compiled"], r["status"]) for r in rows] == [
+        ("nafnet", "fp32", False, "ok"),
+        ("nafnet", "fp32", True, "skipped"),
+    ]
+    ok = rows[0]
+    assert ok["variant"] == ("demo" if bench["meta"]["device"] == "cpu" else "sidd-width32")
+    for key in ("images_per_s", "step_s", "tflops", "gflops_per_step", "params_m"):
+        assert ok[key] > 0, key
+    assert ok["images_per_s"] == pytest.approx(ok["batch"] / ok["step_s"])
+    if bench["meta"]["device"] == "cpu":
+        assert ok["mfu"] is None and ok["peak_mem_gb"] is None  # no honest peak on a CPU
+    assert rows[1]["reason"] == "--no-compile"
+
+    loader = bench["loader"]
+    assert set(loader["per_core_pairs_per_s"]) == {"store", "store_u8", "png"}
+    assert all(v > 0 for v in loader["per_core_pairs_per_s"].values())
+    assert loader["ceiling_pairs_per_s_per_core"] == loader["per_core_pairs_per_s"]["store_u8"]
+
+
+def test_run_all_rejects_unknown_section(project_root, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(project_root / "benchmarks" / "run_all.py"), "--only", "modles"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "modles" in proc.stderr and "models, loader, eval, orchestration" in proc.stderr
