@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,8 +126,10 @@ def training_step(
 
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
           device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
-          channels_last: bool | None = None) -> dict:
-    """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant."""
+          channels_last: bool | None = None, budget_s: float | None = None) -> dict:
+    """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant; the
+    rate is the batch over the median step time. `budget_s` stops timing after that many seconds (at least
+    two steps), which bounds a slow row on a CPU."""
     torch.manual_seed(0)
     dev = torch.device(device)
     recipe = dict(recipe or {})
@@ -149,12 +152,18 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step((lq, gt))
+    times = []
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for i in range(steps):
+        if budget_s is not None and i >= 2 and time.perf_counter() - t0 > budget_s:
+            break
+        start = time.perf_counter()
+        step((lq, gt))  # reads the loss back, so a step ends when the device is done (the loop does too)
+        times.append(time.perf_counter() - start)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    seconds = statistics.median(times)  # the median resists other jobs' bursts on a shared machine
     tflops = flops / seconds / 1e12
     return {
         "model": name,
@@ -168,6 +177,9 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "gflops_per_step": flops / 1e9,
         "warmup_s": warmup_s,
         "step_s": seconds,
+        "timed_steps": len(times),
+        "step_s_mean": wall / len(times),
+        "cpu_per_wall": cpu / wall,  # host CPU seconds per second: below the thread count = shared cores
         "images_per_s": batch / seconds,
         "tflops": tflops,
         "mfu": tflops / peak if peak else None,

@@ -15,9 +15,8 @@ from tests.helpers.project import BIN, copy_project, run, tool_env
 
 PROFILE = Path("workflow/profiles/slurm")
 WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow")
-GPU_RULES = {"finetune", "pretrain", "evaluate"}
-# pretrain (issue 7) is sized in the profile ahead of its rule; Snakemake ignores set-resources for absent rules
-NOT_YET_IN_WORKFLOW = {"pretrain"}
+GPU_RULES = {"finetune", "pretrain_ipt", "pretrain_dcpt", "evaluate"}
+NOT_YET_IN_WORKFLOW: set[str] = set()
 SLURM_ENV = ("RESTOREBENCH_SLURM_ACCOUNT", "RESTOREBENCH_SLURM_PARTITION", "RESTOREBENCH_SLURM_GPU_PARTITION")
 
 
@@ -130,12 +129,13 @@ def test_dry_run_plans_the_whole_grid(project_root, workdir, profile_name):
         workdir, "--profile", str(PROFILE), "results/table.csv", "--config", f"profile={profile_name}"
     )
     grid = set(itertools.product(params["tasks"], params["models"], params["strategies"]))
+    pretrained = set(itertools.product(params["tasks"], params["models"], [f"dcpt-{s}" for s in params["pretrain_strategies"]]))
+    pretrained |= set(itertools.product(params["tasks"], ["ipt"], [f"ipt-{s}" for s in params["pretrain_strategies"]]))
     for rule in ("finetune", "evaluate"):
-        cells = {
-            (j["wildcards"]["task"], j["wildcards"]["model"], j["wildcards"]["strategy"]) for j in plan[rule]
-        }
-        assert cells == grid, f"{rule}: missing {sorted(grid - cells)}"
-        assert len(plan[rule]) >= len(grid)  # >: a further axis (pretraining init) multiplies the cells
+        cells = {(j["wildcards"]["task"], j["wildcards"]["model"], j["wildcards"]["cell"]) for j in plan[rule]}
+        assert cells == grid | pretrained, f"{rule}: missing {sorted(grid | pretrained - cells)}"
+    assert len(plan["pretrain_dcpt"]) == len(params["tasks"]) * len(params["models"])
+    assert len(plan["pretrain_ipt"]) == 1
     assert len(plan["evaluate"]) == len(plan["finetune"])  # every trained cell is scored
     assert {j["wildcards"]["dataset"] for j in plan["fetch"]} == set(params["datasets"])
     for rule, jobs in plan.items():

@@ -1,6 +1,7 @@
 """Collect every metrics JSON into results/table.csv and the nested metrics/summary.json.
 
-Measured rows come from metrics/finetune/{task}/{model}/{strategy}.json. Published numbers (DESIGN.md)
+Measured rows come from metrics/finetune/{task}/{model}/{cell}.json, a cell being a strategy or
+{pretrain}-{strategy} (restorebench.config.cell_name). Published numbers (DESIGN.md)
 are separate rows with source "published"; they are never mixed into measured cells, and they stay out
 of summary.json so `dvc metrics diff` only ever shows what this pipeline measured.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from restorebench import io
+from restorebench.config import cell_name
 
 # (model, task) -> (PSNR, SSIM), from the papers, as listed in DESIGN.md.
 PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
@@ -46,14 +48,18 @@ COLUMNS = [
 
 
 def read_metrics(metrics_dir: Path) -> list[dict]:
-    """Every metrics/finetune/{task}/{model}/{strategy}.json, with its path's parts filled in."""
+    """Every metrics/finetune/{task}/{model}/{cell}.json, with its path's parts filled in."""
     rows = []
     for path in sorted((metrics_dir / "finetune").glob("*/*/*.json")):
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
-        task, model, strategy = path.parts[-3], path.parts[-2], path.stem
+        task, model, cell = path.parts[-3], path.parts[-2], path.stem
+        pretrain = data.get("pretrain", "none")
+        strategy = data.get("strategy", cell)
+        if cell_name(strategy, pretrain) != cell:
+            raise ValueError(f"{path}: says strategy {strategy!r}, pretrain {pretrain!r}; its name says {cell!r}")
         for key in ("psnr", "ssim_matlab3d", "ssim_basicsr"):
             if key not in data:
                 raise ValueError(f"{path}: missing key {key!r}")
@@ -63,7 +69,7 @@ def read_metrics(metrics_dir: Path) -> list[dict]:
                 "task": task,
                 "model": model,
                 "strategy": strategy,
-                "pretrain": data.get("pretrain", "none"),
+                "pretrain": pretrain,
                 "psnr": data["psnr"],
                 "ssim_matlab3d": data["ssim_matlab3d"],
                 "ssim_basicsr": data["ssim_basicsr"],
@@ -93,7 +99,7 @@ def build_table(metrics_dir: Path, tasks: list[str]) -> pd.DataFrame:
     table = pd.DataFrame(measured + published_rows(tasks), columns=COLUMNS)
     order = {"measured": 0, "published": 1}
     table["_o"] = table["source"].map(order)
-    table = table.sort_values(["_o", "task", "model", "strategy"]).drop(columns="_o").reset_index(drop=True)
+    table = table.sort_values(["_o", "task", "model", "pretrain", "strategy"]).drop(columns="_o").reset_index(drop=True)
     return table
 
 
@@ -101,7 +107,7 @@ def summary(table: pd.DataFrame) -> dict:
     """Nested {task: {model: {strategy: {psnr, ssim_matlab3d, ssim_basicsr}}}}, measured rows only."""
     out: dict = {}
     for row in table[table["source"] == "measured"].itertuples():
-        key = row.strategy if row.pretrain in ("none", None) else f"{row.strategy}+{row.pretrain}"
+        key = cell_name(row.strategy, row.pretrain or "none")
         out.setdefault(row.task, {}).setdefault(row.model, {})[key] = {
             "psnr": round(float(row.psnr), 4),
             "ssim_matlab3d": round(float(row.ssim_matlab3d), 5),

@@ -75,7 +75,7 @@ class FeatureHooks:
         if model_name not in HOOKS:
             raise ValueError(f"DCPT: no decoder hooks for model {model_name!r}; known: {sorted(HOOKS)}")
         self.names = []
-        self._maps: list[Tensor] = []
+        self._calls: list[tuple[int, list[Tensor]]] = []  # (id of the module, its maps)
         self._handles = []
         self.enabled = True
         for name, module in HOOKS[model_name](model):
@@ -84,11 +84,17 @@ class FeatureHooks:
 
     def _hook(self, module, inputs, output) -> None:
         if self.enabled:
-            self._maps.extend(_as_maps(output))
+            self._calls.append((id(module), _as_maps(output)))
 
     def take(self) -> list[Tensor]:
-        maps, self._maps = self._maps, []
-        return maps
+        """The maps of the last pass, in hook order. A module run more than once in a pass (IPT runs its body
+        on chunks of tiles, as many as the batch size dictates) gives each of its maps once, the chunks
+        concatenated along the batch dimension, so the count does not depend on the batch."""
+        calls, self._calls = self._calls, []
+        runs: dict[int, list[list[Tensor]]] = {}
+        for key, maps in calls:
+            runs.setdefault(key, []).append(maps)
+        return [torch.cat(p) if len(p) > 1 else p[0] for r in runs.values() for p in zip(*r, strict=True)]
 
     def remove(self) -> None:
         for h in self._handles:
@@ -160,10 +166,13 @@ class DCPTTrainee(Pretrainer):
 def probe_channels(model: nn.Module, hooks: FeatureHooks, patch: int) -> list[int]:
     """Channels of each hooked map, from one forward pass on a blank patch."""
     p = next(model.parameters())
+    was = model.training
+    model.eval()  # a batch of one through BatchNorm (UperNet's pooling module) fails in training mode
     with torch.no_grad():
         hooks.take()
         model(torch.zeros(1, 3, patch, patch, device=p.device, dtype=p.dtype))
         maps = hooks.take()
+    model.train(was)
     if not maps:
         raise ValueError(f"DCPT hooks on {hooks.names} saw no features")
     return [m.shape[1] for m in maps]
@@ -234,8 +243,10 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, query_f: Tensor, query_y: Ten
     sim = query_f @ train_f.T
     top, idx = sim.topk(k, dim=1)
     classes = int(max(train_y.max(), query_y.max())) + 1
-    votes = torch.zeros(len(query_f), classes).scatter_add_(1, train_y[idx], torch.ones_like(top))
-    votes += 1e-6 * torch.zeros_like(votes).scatter_add_(1, train_y[idx], top)  # tie-break
+    # float64: in float32, 1e-6 * similarity is below the resolution of a vote count, and ties go to class 0
+    votes = torch.zeros(len(query_f), classes, dtype=torch.float64)
+    votes.scatter_add_(1, train_y[idx], torch.ones_like(top, dtype=torch.float64))
+    votes += 1e-6 * torch.zeros_like(votes).scatter_add_(1, train_y[idx], top.double())  # tie-break
     return float((votes.argmax(1) == query_y).float().mean())
 
 

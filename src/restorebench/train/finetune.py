@@ -156,7 +156,7 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
         meta = json.loads((run / "pretrain.json").read_text())
         head = cfg.pretrain.ipt.heads.get(task)
         tasks = list(meta["task_names"])
-        if head is not None and int(meta["scales"][tasks.index(head)]) != 1:
+        if head in tasks and int(meta["scales"][tasks.index(head)]) != 1:  # unknown heads: ipt_finetune_state
             raise ValueError(f"pretrain.ipt.heads.{task}: {head!r} is an SR task; pick a same-size task")
         state = ipt_finetune_state(state, tasks, head)
     own = net.state_dict()
