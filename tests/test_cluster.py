@@ -129,12 +129,12 @@ def test_dry_run_plans_the_whole_grid(project_root, workdir, profile_name):
         workdir, "--profile", str(PROFILE), "results/table.csv", "--config", f"profile={profile_name}"
     )
     grid = set(itertools.product(params["tasks"], params["models"], params["strategies"]))
-    pretrained = set(itertools.product(params["tasks"], params["models"], [f"dcpt-{s}" for s in params["pretrain_strategies"]]))
-    pretrained |= set(itertools.product(params["tasks"], ["ipt"], [f"ipt-{s}" for s in params["pretrain_strategies"]]))
+    pretrained = {(t, m, f"{p}-{s}") for p, models in params["pretrain_models"].items()
+                  for t, m, s in itertools.product(params["tasks"], models, params["pretrain_strategies"])}
     for rule in ("finetune", "evaluate"):
         cells = {(j["wildcards"]["task"], j["wildcards"]["model"], j["wildcards"]["cell"]) for j in plan[rule]}
         assert cells == grid | pretrained, f"{rule}: missing {sorted(grid | pretrained - cells)}"
-    assert len(plan["pretrain_dcpt"]) == len(params["tasks"]) * len(params["models"])
+    assert len(plan["pretrain_dcpt"]) == len(params["tasks"]) * len(params["pretrain_models"]["dcpt"])
     assert len(plan["pretrain_ipt"]) == 1
     assert len(plan["evaluate"]) == len(plan["finetune"])  # every trained cell is scored
     assert {j["wildcards"]["dataset"] for j in plan["fetch"]} == set(params["datasets"])

@@ -66,6 +66,11 @@ def test_grid_lists_hold_known_names(project_root):
         ("profiles.demo.data.min_free_gb=lots", r"profiles\.demo\.data\.min_free_gb: .*'lots'"),
         ("profiles.demo.data.sidd.expected_pairs.train=many", r"expected_pairs\.train: .*'many'"),
         ("tsaks=[denoise]", r"tsaks: unknown top-level key.*did you mean 'tasks'"),
+        ("pretrain_models.ipt=[nafnet]", r"pretrain_models\.ipt\[0\]: 'nafnet' is not allowed; choose from \['ipt'\]"),
+        ("pretrain_models.dcpt=[nafnt]", r"pretrain_models\.dcpt\[0\]: 'nafnt'.*did you mean 'nafnet'"),
+        ("pretrain_models.dcpt=[ipt]", r"pretrain_models\.dcpt\[0\]: 'ipt' is not in `models`"),
+        ("pretrain_models.ipt=ipt", r"pretrain_models\.ipt: expected a list of models"),
+        ("pretrain_models.dcp=[nafnet]", r"pretrain_models\.dcp: 'dcp'.*did you mean 'dcpt'"),
     ],
 )
 def test_bad_params_name_the_key(project_root, override, expected):
@@ -95,3 +100,10 @@ def test_override_values_are_typed_and_digest_changes(project_root):
     assert b.seed == 7 and isinstance(b.seed, int)
     assert a.digest() != b.digest()
     assert a.digest() == resolve(yaml.safe_load((project_root / "params.yaml").read_text())).digest()
+
+
+def test_cutting_models_names_the_dcpt_cells_it_leaves(project_root):
+    with pytest.raises(ConfigError, match=r"pretrain_models\.dcpt\[0\]: 'swin_upernet' is not in `models` \['nafnet'\]"):
+        load_config(project_root / "params.yaml", ["models=[nafnet]"])
+    cfg = load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]"])
+    assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["nafnet"]}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.project import copy_project, git_init
+
 BIN = Path(sys.executable).parent
 
 
@@ -76,6 +78,25 @@ def test_snakemake_and_dvc_declare_the_same_stages(project_root):
         assert cmd == dvc[key], f"{key}: snakemake runs {cmd!r}, dvc runs {dvc[key]!r}"
 
 
+def test_both_orchestrators_drop_a_pretraining_turned_off(project_root, tmp_path):
+    """`pretrain_models: {ipt: [], dcpt: [nafnet]}` leaves no IPT job and DCPT for nafnet only, in both."""
+    import yaml
+
+    repo = copy_project(project_root, tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pretrain_models"] = {"ipt": [], "dcpt": ["nafnet"]}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git_init(repo)  # DVC reads a repo
+    snake, dvc = snakemake_jobs(repo), dvc_stages(repo)
+    assert set(snake) == set(dvc)
+    rules = [rule for rule, _ in snake]
+    assert "pretrain_ipt" not in rules
+    assert rules.count("pretrain_dcpt") == len(params["tasks"])
+    cells = {cmd for (rule, _), cmd in snake.items() if rule == "finetune" and "--pretrain none" not in cmd}
+    assert cells == {f"restorebench finetune --task {t} --model nafnet --strategy {s} --pretrain dcpt"
+                     for t in params["tasks"] for s in params["pretrain_strategies"]}
+
+
 def test_paper_profile_plans_the_whole_grid(project_root):
     import yaml
 
@@ -83,8 +104,9 @@ def test_paper_profile_plans_the_whole_grid(project_root):
     snake = snakemake_jobs(project_root, "--config", "profile=paper")
     tasks, models = len(params["tasks"]), len(params["models"])
     plain = tasks * models * len(params["strategies"])
-    pretrained = tasks * (models + 1) * len(params["pretrain_strategies"])  # DCPT: every model; IPT: ipt
-    assert set(params["pretrains"]) == {"none", "ipt", "dcpt"}
+    per_task = sum(len(v) for v in params["pretrain_models"].values())
+    assert per_task == models + 1  # the default: DCPT for every model, IPT for ipt
+    pretrained = tasks * per_task * len(params["pretrain_strategies"])
     assert sum(rule == "finetune" for rule, _ in snake) == plain + pretrained
     assert sum(rule == "evaluate" for rule, _ in snake) == plain + pretrained
     assert sum(rule == "pretrain_dcpt" for rule, _ in snake) == tasks * models
@@ -111,3 +133,30 @@ def test_snakemake_lint_is_clean(project_root, tmp_path):
 def test_dvc_is_initialised_in_git(project_root):
     assert (project_root / ".dvc" / "config").exists()
     assert (project_root / ".dvcignore").exists()
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_every_param_dvc_lists_is_in_params_yaml(project_root, tmp_path, profile):
+    """DVC fails a stage whose listed params key is absent from params.yaml (restorebench's defaults do not
+    count): every key every stage lists must be written out, in every profile."""
+    import yaml
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    repo = copy_project(project_root, tmp_path / "repo")
+    text = (repo / "params.yaml").read_text().replace("\nprofile: demo\n", f"\nprofile: {profile}\n", 1)
+    (repo / "params.yaml").write_text(text)
+    params = yaml.safe_load(text)
+    git_init(repo)
+    missing = set()
+    with Repo(str(repo)) as dvc:
+        for stage in dvc.index.stages:
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    for key in dep.params:
+                        node = params
+                        for part in key.split("."):
+                            node = node.get(part) if isinstance(node, dict) and part in node else missing
+                        if node is missing:
+                            missing.add(key)
+    assert not missing, f"dvc.yaml lists params that params.yaml (profile {profile}) lacks: {sorted(missing)}"

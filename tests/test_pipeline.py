@@ -1,6 +1,7 @@
 """End to end: a throwaway git + DVC repo of the project runs the demo pipeline on two branches that differ
 in one parameter; `dvc metrics diff` shows numeric deltas per cell and `dvc params diff` the parameter.
-The grid is cut to one model and one strategy to keep it to a couple of minutes on two cores."""
+The grid is cut to one model, one strategy and DCPT for it (IPT off) to keep it to a couple of minutes on two
+cores."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
-    _set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"], **{"profiles.demo.train.steps": 20})
+    _set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"],
+                pretrain_models={"ipt": [], "dcpt": ["nafnet"]}, **{"profiles.demo.train.steps": 20})
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     _run(["git", "init", "-q", "-b", "main"], repo)
     _run([*git, "add", "-A"], repo)
@@ -59,7 +61,11 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
     _run(["dvc", "repro"], repo)
     table = pd.read_csv(repo / "results" / "table.csv")
     measured = table[table["source"] == "measured"]
-    assert set(measured["model"]) == {"identity", "nafnet"}
+    cells = set(zip(measured["task"], measured["model"], measured["strategy"], measured["pretrain"], strict=True))
+    assert cells == {(t, m, s, p) for t in ("denoise", "deblur")
+                     for m, s, p in [("identity", "none", "none"), ("nafnet", "full", "none"), ("nafnet", "full", "dcpt")]}
+    assert (repo / "metrics/pretrain/dcpt/denoise/nafnet.json").exists()  # DCPT ran through DVC too
+    assert not (repo / "runs/pretrain/ipt").exists()  # IPT turned off: no stage ran it
     assert set(table["source"]) == {"measured", "published"}
     assert (repo / "results" / "report.html").stat().st_size > 10_000
     # the identity floor equals the PSNR of the sample's noisy SIDD blocks, computed directly from the .mat

@@ -287,7 +287,7 @@ class Config:
     tasks: list[str]
     models: list[str]
     strategies: list[str]
-    pretrains: list[str]
+    pretrain_models: dict[str, list[str]]  # restoration pretraining -> the models finetuned from it
     pretrain_strategies: list[str]
     data: DataConfig
     variants: dict[str, dict[str, str]]
@@ -322,7 +322,7 @@ TOP_LEVEL = {
     "tasks": list,
     "models": list,
     "strategies": list,
-    "pretrains": list,
+    "pretrain_models": dict,
     "pretrain_strategies": list,
     "profiles": dict,
 }
@@ -426,6 +426,26 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     return raw
 
 
+def _check_pretrain_models(pretrain_models: dict, models: list[str]) -> None:
+    """pretrain_models maps each restoration pretraining to the models finetuned from it. IPT trains the ipt
+    model only; DCPT any model of the grid (a subset of `models`, so that cutting `models` for a sweep cannot
+    leave DCPT cells of models the sweep dropped)."""
+    methods = [m for m in PRETRAIN_METHODS if m != "none"]
+    for method, listed in pretrain_models.items():
+        check_choice(f"pretrain_models.{method}", method, methods)
+        if not isinstance(listed, list):
+            raise ConfigError(f"pretrain_models.{method}: expected a list of models ([] turns it off), got {listed!r}")
+        allowed = ["ipt"] if method == "ipt" else list(models)
+        for i, model in enumerate(listed):
+            if method == "dcpt" and model in MODEL_NAMES and model not in models:
+                raise ConfigError(f"pretrain_models.dcpt[{i}]: {model!r} is not in `models` {models}; "
+                                  "DCPT cells are a subset of the grid's models (drop it here too)")
+            check_choice(f"pretrain_models.{method}[{i}]", model, allowed)
+    for method in methods:
+        if method not in pretrain_models:
+            raise ConfigError(f"pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
     """Read params.yaml, apply overrides, validate every profile, return the active one resolved."""
     raw = _apply_overrides(read_params(path), overrides or [])
@@ -452,11 +472,11 @@ def resolve(raw: dict) -> Config:
         ("tasks", TASKS),
         ("models", MODEL_NAMES),
         ("strategies", STRATEGIES),
-        ("pretrains", PRETRAIN_METHODS),
         ("pretrain_strategies", STRATEGIES),
     ):
         for i, value in enumerate(raw[key]):
             check_choice(f"{key}[{i}]", value, allowed)
+    _check_pretrain_models(raw["pretrain_models"], raw["models"])
     for name, prof in resolved.items():
         for model, per_task in prof.variants.items():
             check_choice(f"profiles.{name}.variants.{model}", model, MODEL_NAMES)
@@ -476,7 +496,7 @@ def resolve(raw: dict) -> Config:
         tasks=list(raw["tasks"]),
         models=list(raw["models"]),
         strategies=list(raw["strategies"]),
-        pretrains=list(raw["pretrains"]),
+        pretrain_models={k: list(v) for k, v in raw["pretrain_models"].items()},
         pretrain_strategies=list(raw["pretrain_strategies"]),
         **{f.name: getattr(active, f.name) for f in fields(ProfileConfig)},
     )

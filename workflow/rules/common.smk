@@ -22,9 +22,9 @@ def model_variant(wildcards):
 
 
 # The grid: task x model x strategy from the initialisation of `pretrained` (pretrain "none"), plus the
-# restoration-pretrained cells: IPT for the ipt model, DCPT for every model, each finetuned with
+# restoration-pretrained cells: each model `pretrain_models` lists for IPT / DCPT, finetuned with
 # `pretrain_strategies`. A cell's name is its strategy, prefixed by its pretraining ("dcpt-full").
-PRETRAINS = config.get("pretrains", ["none"])
+PRETRAIN_MODELS = config.get("pretrain_models", {})
 CELL_PATTERN = "(?:(?:ipt|dcpt)-)?(?:frozen|full_lowlr|full|llrd)"
 
 
@@ -36,10 +36,9 @@ def grid_cells():
     """(task, model, strategy, pretrain) of every cell, in the order of the params lists."""
     cells = []
     for task in TASKS:
-        for pretrain in PRETRAINS:
-            models = ["ipt"] if pretrain == "ipt" else config["models"]
-            strategies = config["strategies"] if pretrain == "none" else config["pretrain_strategies"]
-            cells += [(task, m, s, pretrain) for m in models for s in strategies]
+        cells += [(task, m, s, "none") for m in config["models"] for s in config["strategies"]]
+        for pretrain, models in PRETRAIN_MODELS.items():
+            cells += [(task, m, s, pretrain) for m in models for s in config["pretrain_strategies"]]
     return cells
 
 
