@@ -271,7 +271,6 @@ def section_orchestration(args: argparse.Namespace) -> dict:
                            text=True, check=True).stdout.split("\0")
     rows: dict = {}
     problems: list[str] = []
-    patched: list[str] = []
     with tempfile.TemporaryDirectory(prefix="restorebench-orch-") as tmp:
         repo = Path(tmp)
         for rel in files:
@@ -290,16 +289,12 @@ def section_orchestration(args: argparse.Namespace) -> dict:
             except RuntimeError as err:
                 problems.append(f"{name}: {err}")
         try:
-            setup_s = _build_placeholders(repo, run, dvc, patched)
+            setup_s = _build_placeholders(repo, run, dvc)
             rows["dvc_repro_noop"] = timed("dvc repro, no-op", [dvc, "repro"], repo)
             rows["dvc_status_built"] = timed("dvc status, built", [dvc, "status"], repo)
         except RuntimeError as err:
             setup_s = None
             problems.append(f"dvc on the built grid: {err}")
-    if patched:
-        problems.insert(0, f"params.yaml lacks keys that dvc.yaml lists for the paper profile: {patched}; `dvc "
-                        "repro` / `dvc exp run -S profile=paper` fail on them. The copy filled them from the config "
-                        "defaults (restorebench.config) to time the no-op; add them to params.yaml")
     if rows.get("dvc_repro_noop", {}).get("stages_run"):
         problems.append("dvc repro ran stages on the placeholder grid: the no-op time is not a no-op")
         rows.pop("dvc_repro_noop")
@@ -312,14 +307,12 @@ def section_orchestration(args: argparse.Namespace) -> dict:
         took = f"{v['seconds']:.2f} s" if v["seconds"] is not None else "failed"
         print(f"  {k}: {took} -> {'PASS' if v['pass'] else 'FAIL'} (< {TARGET_ORCHESTRATION_S:.0f} s)", flush=True)
     return {"repeats": repeats, "target_s": TARGET_ORCHESTRATION_S, "placeholder_setup_s": setup_s,
-            "what": section_orchestration.__doc__.split("\n\n", 1)[1].strip(), "rows": rows, "verdict": verdict,
-            "params_filled_in_copy": patched, "problems": problems}
+            "what": section_orchestration.__doc__.split("\n\n", 1)[1].strip(), "rows": rows, "verdict": verdict, "problems": problems}
 
 
-def _build_placeholders(repo: Path, run, dvc: str, patched: list[str]) -> float:
+def _build_placeholders(repo: Path, run, dvc: str) -> float:
     """Create a placeholder for every output of dvc.yaml (a file where the name has a suffix, else a folder
-    with one file) and commit them, so that the whole grid is up to date. A params key that dvc.yaml lists
-    but params.yaml lacks is filled into the copy from the resolved config and named in `patched`."""
+    with one file) and commit them, so that the whole grid is up to date."""
     script = (
         "from pathlib import Path\nfrom dvc.repo import Repo\n"
         "with Repo('.') as repo:\n"
@@ -333,64 +326,8 @@ def _build_placeholders(repo: Path, run, dvc: str, patched: list[str]) -> float:
     )
     t0 = time.perf_counter()
     run([sys.executable, "-c", script], repo)
-    for _ in range(20):
-        try:
-            run([dvc, "commit", "-f"], repo)
-            break
-        except RuntimeError as err:
-            missing = re.search(r"Parameters '([^']+)' are missing from 'params.yaml'", str(err))
-            if not missing:
-                raise
-            for key in missing.group(1).split("', '"):
-                _fill_param(repo / "params.yaml", key)
-                patched.append(key)
+    run([dvc, "commit", "-f", "-q"], repo)  # a params key missing from params.yaml fails here, named
     return time.perf_counter() - t0
-
-
-def _fill_param(path: Path, key: str) -> None:
-    """Insert dotted `key` (profiles.<name>.a.b) into params file `path`, valued from the resolved config, as
-    one line under its deepest existing block; the rest of the file is kept byte for byte (DVC parses it
-    once per stage, so its length is part of what is timed)."""
-    import json
-
-    import yaml
-
-    from restorebench.config import load_config
-
-    parts = key.split(".")
-    if parts[0] != "profiles" or len(parts) < 3:
-        raise RuntimeError(f"cannot fill params key {key!r}: not under profiles.<name>")
-    value = load_config(path).to_dict()
-    for part in parts[2:]:
-        value = value[part]
-    lines = path.read_text().splitlines(keepends=True)
-
-    def indent(line: str) -> int:
-        return len(line) - len(line.lstrip(" "))
-
-    def content(line: str) -> bool:
-        return bool(line.strip()) and not line.lstrip().startswith("#")
-
-    lo, hi, at, depth = 0, len(lines), 0, -2  # the current block's lines, insertion point, header indent
-    for n, part in enumerate(parts):
-        level = next((indent(x) for x in lines[lo:hi] if content(x)), depth + 2)
-        hit = next((j for j in range(lo, hi) if content(lines[j]) and indent(lines[j]) == level
-                    and re.match(rf"{re.escape(part)}:(\s|$)", lines[j].lstrip())), None)
-        if hit is None:
-            nested = value
-            for p in reversed(parts[n + 1 :]):
-                nested = {p: nested}
-            lines.insert(at, " " * level + f"{part}: {json.dumps(nested)}\n")
-            break
-        end = hit + 1
-        while end < hi and (not content(lines[end]) or indent(lines[end]) > level):
-            end += 1
-        lo, hi, at, depth = hit + 1, end, hit + 1, level
-    text = "".join(lines)
-    node = yaml.safe_load(text)
-    for part in parts:
-        node = node[part]  # KeyError: the insertion did not land where DVC looks
-    path.write_text(text)
 
 
 # ---------------------------------------------------------------------------------------------- summary

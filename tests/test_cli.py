@@ -73,3 +73,24 @@ def test_doctor_reports_machine_and_data(project_root, monkeypatch, tmp_path):
     assert ok
     assert "torch" in text and "CUDA" in text and "disk free" in text
     assert "data: sidd" in text and "absent" in text
+
+
+def test_out_of_memory_names_the_memory_asked_and_a_hint(project_root, monkeypatch):
+    import torch
+
+    import restorebench.train.finetune as finetune_module
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 18.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+            "2.10 GiB is free.\nOf the allocated memory 70.1 GiB is allocated by PyTorch"
+        )
+
+    monkeypatch.chdir(project_root)
+    monkeypatch.setattr(finetune_module, "finetune", oom)
+    result = runner.invoke(app, ["finetune", "--task", "denoise", "--model", "nafnet", "--strategy", "full"])
+    assert result.exit_code == 1
+    assert "finetune denoise/nafnet/full: out of GPU memory at batch 4, patch 48" in result.output
+    assert "Tried to allocate 18.00 GiB" in result.output
+    assert "raise train.accumulate" in result.output
+    assert "Traceback" not in result.output

@@ -40,9 +40,8 @@ def _set_params(path: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.mark.slow
-def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
-    repo = tmp_path / "repo"
+def _copy_cut_project(project_root: Path, repo: Path) -> None:
+    """The project, its grid cut to nafnet/full plus DCPT for nafnet (IPT off), 20 training steps."""
     repo.mkdir()
     for item in COPY:
         src = project_root / item
@@ -54,12 +53,22 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
             shutil.copy2(src, dst)
     _set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"],
                 pretrain_models={"ipt": [], "dcpt": ["nafnet"]}, **{"profiles.demo.train.steps": 20})
+
+
+TABLES: dict[str, pd.DataFrame] = {}  # the DVC run's table, for the Snakemake test to compare with
+
+
+@pytest.mark.slow
+def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
+    repo = tmp_path / "repo"
+    _copy_cut_project(project_root, repo)
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     _run(["git", "init", "-q", "-b", "main"], repo)
     _run([*git, "add", "-A"], repo)
     _run([*git, "commit", "-qm", "project"], repo)  # dvclive needs a repo with a commit
     _run(["dvc", "repro"], repo)
     table = pd.read_csv(repo / "results" / "table.csv")
+    TABLES["dvc"] = table
     measured = table[table["source"] == "measured"]
     cells = set(zip(measured["task"], measured["model"], measured["strategy"], measured["pretrain"], strict=True))
     assert cells == {(t, m, s, p) for t in ("denoise", "deblur")
@@ -95,3 +104,27 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
     assert isinstance(cell["diff"], float) and cell["diff"] != 0.0
     assert cell["new"] == pytest.approx(cell["old"] + cell["diff"])
     assert "denoise.identity.none.psnr" not in summary  # unchanged cells show no delta
+
+
+@pytest.mark.slow
+def test_snakemake_gives_the_same_table_then_has_nothing_to_do(project_root, tmp_path):
+    """The same cut grid through Snakemake: the same cells and scores as DVC's run, and a second plan is
+    empty (a finished cell is not trained again) until a parameter of the cells changes."""
+    repo = tmp_path / "repo"
+    _copy_cut_project(project_root, repo)
+    snakemake = [str(BIN / "snakemake"), "--cores", "2", "results/table.csv"]
+    _run(snakemake, repo)
+    table = pd.read_csv(repo / "results" / "table.csv")
+    if "dvc" in TABLES:  # run after the DVC test (this file's order): same cells, same numbers
+        key = ["source", "task", "model", "strategy", "pretrain"]
+        ours = table.set_index(key).sort_index()
+        theirs = TABLES["dvc"].set_index(key).sort_index()
+        assert list(ours.index) == list(theirs.index)
+        for col in ("psnr", "ssim_matlab3d", "ssim_basicsr"):
+            np.testing.assert_allclose(ours[col].to_numpy(float), theirs[col].to_numpy(float), rtol=0, atol=1e-9,
+                                       err_msg=col)
+    again = _run([str(BIN / "snakemake"), "-n", "results/table.csv"], repo)
+    assert "Nothing to be done" in again, again[-2000:]
+    _set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
+    plan = _run([str(BIN / "snakemake"), "-n", "results/table.csv"], repo)
+    assert "finetune" in plan and "fetch" not in plan.split("Job stats:")[-1], plan[-2000:]

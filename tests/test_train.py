@@ -167,3 +167,36 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path, project_roo
     got = torch.load(run / "final.pt", weights_only=True)
     for key in ref:
         assert torch.equal(ref[key], got[key]), key
+
+
+def _crash_after(step_to_fail: int):
+    def batches(start):
+        for step, batch in enumerate(make_batches()(start), start):
+            if step == step_to_fail:
+                raise KeyboardInterrupt
+            yield batch
+
+    return batches
+
+
+def test_a_restart_resumes_only_checkpoints_of_the_same_settings(tmp_path):
+    """Same command after a crash: resume. A parameter changed since (lr, an init, the variant ...): the old
+    checkpoints and curves move to superseded/ and the run starts from step 0, not from the other run."""
+    from restorebench.train.session import train_and_save
+
+    run, params = tmp_path / "run", {"task": "denoise", "init": "random(seed=0)"}
+    with pytest.raises(KeyboardInterrupt):
+        train_and_save(_model(), _crash_after(9), _cfg(), run_dir=run, params=params, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # the same run again: resumes from step 8, crashes at 10
+        train_and_save(_model(), _crash_after(10), _cfg(), run_dir=run, params=params, progress=False)
+    assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == ["step_00000004.pt",
+                                                                                  "step_00000008.pt"]
+    result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3), run_dir=run, params=params, progress=False)
+    assert result.resumed_from == 0
+    assert [p.name for p in checkpoint.list_checkpoints(run / "superseded" / "checkpoints")][-1] == "step_00000008.pt"
+    result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3, steps=14), run_dir=run,
+                               params={**params, "init": "dcpt:..."}, progress=False)
+    assert result.resumed_from == 0  # the init changed too
+    result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3, steps=14, checkpoint_every=7),
+                               run_dir=run, params={**params, "init": "dcpt:..."}, progress=False)
+    assert result.resumed_from == 14  # only the checkpoint interval changed: the same run, already done

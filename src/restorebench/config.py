@@ -171,6 +171,7 @@ class ModelTrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
     warmup: int = 0
+    patch: int = 0  # training crop for this model; 0: train.patch (IPT trains on its tile size)
 
 
 @dataclass

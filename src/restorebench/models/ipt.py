@@ -69,13 +69,14 @@ _ARCH_KEYS = (
     "tasks",
     "default_task",
     "crop_batch_size",
+    "image_residual",
 )
 
 PAPER_TASKS: tuple[str, ...] = ("sr2", "sr3", "sr4", "noise30", "noise50", "rain")
 _VARIANT_CFG: dict[str, dict] = {
     "demo": dict(
-        n_feats=16, patch_size=12, patch_dim=3, num_heads=2, num_layers=1, num_queries=2,
-        scales=(2, 1), tasks=("sr2", "noise30"), rgb_range=255,
+        n_feats=16, patch_size=24, patch_dim=3, num_heads=2, num_layers=1, num_queries=2,
+        scales=(2, 1), tasks=("sr2", "noise30"), rgb_range=255, image_residual=True,
     ),
     "paper": dict(
         n_feats=64, patch_size=48, patch_dim=3, num_heads=12, num_layers=12, num_queries=6,
@@ -340,6 +341,7 @@ class IPT(nn.Module):
         tasks: Sequence[str] | None = None,
         default_task: int | str | None = None,
         crop_batch_size: int = 64,
+        image_residual: bool = False,
     ) -> None:
         super().__init__()
         self.scales = tuple(int(s) for s in scales)
@@ -353,6 +355,7 @@ class IPT(nn.Module):
                 f"patch_size {patch_size} must be divisible by 4 (tiles overlap by patch_size/4)"
             )
         self.patch_size, self.rgb_range, self.crop_batch_size = patch_size, rgb_range, crop_batch_size
+        self.image_residual = image_residual
         self.sub_mean = MeanShift(rgb_range)
         self.add_mean = MeanShift(rgb_range, sign=1)
         self.head = nn.ModuleList(
@@ -392,11 +395,20 @@ class IPT(nn.Module):
     def forward_patch(self, x: Tensor, task: int, con: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """The official `ipt.forward` on tiles: x (N, 3, P, P) on the 0..rgb_range scale -> (N, 3, sP, sP);
         with con also the body tokens (N, seq, n_feats*patch_dim**2)."""
-        x = self.head[task](self.sub_mean(x))
-        res = self.body(x, task, con=con)
+        feats = self.head[task](self.sub_mean(x))
+        res = self.body(feats, task, con=con)
         res, tokens = res if con else (res, None)
-        y = self.add_mean(self.tail[task](res + x))
+        out = self.tail[task](res + feats)
+        if self.image_residual:  # not official: the tail predicts a correction of the (upsampled) input
+            s = self.scales[task]
+            y = out + (x if s == 1 else F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False))
+        else:
+            y = self.add_mean(out)
         return (y, tokens) if con else y
+
+    def output_convs(self) -> list[nn.Conv2d]:
+        """Each task's last conv: zeroed, an image_residual IPT starts as the identity (bicubic for SR)."""
+        return [t[-1] for t in self.tail]
 
     def forward(self, x: Tensor, task: int | str | None = None) -> Tensor:
         """x (B, 3, H, W) in [0, 1], any H, W; task: index, name (e.g. "noise30") or None (default_task).
@@ -496,11 +508,13 @@ class IPT(nn.Module):
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs) -> IPT:
     """Build IPT.
 
-    variant: "demo" (tiny, tasks sr2 + noise30, 12x12 tiles) or "paper" (default: six tasks sr2, sr3, sr4,
+    variant: "demo" (tiny, tasks sr2 + noise30, 24x24 tiles, image_residual) or "paper" (default: six tasks sr2, sr3, sr4,
         noise30, noise50, rain; n_feats 64, 48x48 tiles, patch_dim 3, 12 heads, 12+12 layers, 6 queries).
     kwargs override the variant: n_feats, patch_size, patch_dim, num_heads, num_layers, num_queries, scales
         (one per task), rgb_range, the official flags no_norm / no_mlp / pos_every / no_pos, dropout_rate,
-        n_colors, plus tasks (names, one per scale), default_task and crop_batch_size (tiles per call).
+        n_colors, plus tasks (names, one per scale), default_task, crop_batch_size (tiles per call) and
+        image_residual (not official; the demo's: output = input (bicubic-upsampled for SR) + the tail's
+        output, so a briefly trained tiny IPT can start at the identity like NAFNet and Restormer).
     pretrained: checkpoint (file, snapshot folder or hub id) loaded strictly (a folder's config.json may
         give "variant" and keywords); see the module docstring for the single-task official files.
     """

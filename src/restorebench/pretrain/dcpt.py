@@ -27,8 +27,14 @@ from torch import Tensor
 from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import open_store
-from restorebench.models import build_model
-from restorebench.pretrain.runner import Pretrainer, batch_rng, holdout_split, run_pretraining, stack, store_path
+from restorebench.pretrain.runner import (
+    Pretrainer,
+    batch_rng,
+    holdout_split,
+    run_pretraining,
+    stack,
+    store_path,
+)
 from restorebench.train.loop import to_device
 
 
@@ -317,7 +323,8 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
         run_dir=run_dir,
         metrics_path=Path("metrics/pretrain/dcpt") / task / f"{model_name}.json",
         params={"task": task, "variant": cfg.variant(model_name, task), "init": init,
-                "degradations": list(c.degradations), "hooks": hooks.names, "channels": channels},
+                "degradations": list(c.degradations), "hooks": hooks.names, "channels": channels,
+                "patch": c.patch, "classifier_width": c.classifier_width, "classify_weight": c.classify_weight},
         before=before,
         progress=progress,
     )

@@ -27,7 +27,15 @@ from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import open_store
 from restorebench.metrics import psnr_torch
 from restorebench.models import build_model
-from restorebench.pretrain.runner import Pretrainer, batch_rng, holdout_split, run_pretraining, stack, store_path
+from restorebench.pretrain.runner import (
+    Pretrainer,
+    batch_rng,
+    holdout_split,
+    run_pretraining,
+    stack,
+    store_path,
+)
+from restorebench.train.finetune import start_at_identity
 from restorebench.train.loop import to_device
 
 
@@ -149,6 +157,7 @@ def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
     train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout)
     torch.manual_seed(cfg.seed)
     ipt = build_model("ipt", variant=c.variant, tasks=tuple(names), scales=scales, num_queries=len(names))
+    start_at_identity(ipt, "ipt")  # with image_residual (demo): each task starts as its input (bicubic for SR)
     data = IPTBatches(path, store_tasks, ipt.patch_size, train_idx, c.batch, cfg.seed)
     held = IPTBatches(path, store_tasks, ipt.patch_size, held_idx, c.batch, cfg.seed, augment=False)
     trainee = IPTTrainee(ipt)
@@ -169,6 +178,7 @@ def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
         metrics_path=Path("metrics/pretrain/ipt/ipt.json"),
         # task_names and scales in the order of the heads (JSON objects are written with sorted keys)
         params={"variant": c.variant, "tasks": dict(c.tasks), "task_names": names, "scales": data.scales,
-                "contrastive_weight": c.contrastive_weight, "temperature": c.temperature},
+                "contrastive_weight": c.contrastive_weight, "temperature": c.temperature,
+                "tokens_per_image": c.tokens_per_image},
         progress=progress,
     )

@@ -149,7 +149,7 @@ def run_pretraining(
         batches,
         loop_config(cfg, run),
         run_dir=run_dir,
-        params={"method": method, "model": model, **params},
+        params={"method": method, "model": model, **params, "seed": cfg.seed, "batch": run.batch},
         validate=validate,
         objective=objective,
         keep=lambda final: final.model,  # the pretrained model alone (DCPT's classifier stays behind)

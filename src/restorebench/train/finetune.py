@@ -25,17 +25,19 @@ from restorebench.train.session import train_and_save
 
 # From a random init, the restoration baselines start at the identity as the head-based models do: their
 # last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
+# IPT has an input skip only with image_residual (its demo variant); the official IPT has none.
 ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
 
 
 def start_at_identity(model: torch.nn.Module, name: str) -> None:
-    attr = ZERO_INIT_OUTPUT.get(name)
-    if attr is None:
-        return
-    layer = getattr(model, attr)
+    if name == "ipt":
+        layers = model.output_convs() if getattr(model, "image_residual", False) else []
+    else:
+        layers = [getattr(model, ZERO_INIT_OUTPUT[name])] if name in ZERO_INIT_OUTPUT else []
     with torch.no_grad():
-        for p in layer.parameters():
-            p.zero_()
+        for layer in layers:
+            for p in layer.parameters():
+                p.zero_()
 
 
 class StepBatches(Sampler):
@@ -189,7 +191,8 @@ def finetune(
         init = load_pretrained_init(net, cfg, model, task, pretrain)
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     # uint8 batches (4x less to copy); the loop converts to float on the device
-    dataset = PairedPatchDataset(store, cfg.train.patch, augment=True, seed=cfg.seed, uint8=True)
+    patch = cfg.train.recipe(model).patch or cfg.train.patch
+    dataset = PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True)
     per_step = cfg.train.batch // cfg.train.accumulate
     if per_step < 1 or per_step * cfg.train.accumulate != cfg.train.batch:
         raise ValueError(
@@ -210,7 +213,7 @@ def finetune(
     loop_cfg = loop_config(cfg, model, strategy)
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
-              "init": init}  # fmt: skip
+              "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": patch}  # fmt: skip
     done = train_and_save(net, batches, loop_cfg, run_dir=run_dir, params=params, progress=progress)
     if done is None:  # not rank 0 of a DDP run
         return {}

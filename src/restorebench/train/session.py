@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from restorebench import io
-from restorebench.train import distributed
+from restorebench.train import checkpoint, distributed
 from restorebench.train.loop import Batches, Objective, TrainConfig, TrainResult, train
 
 
@@ -42,6 +42,10 @@ def train_and_save(
     info = distributed.setup()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
+        if info.is_main:  # before any rank looks for checkpoints to resume from
+            checkpoint.claim_run(run_dir, checkpoint.fingerprint(net, cfg, params), params)
+        if info.world_size > 1:
+            torch.distributed.barrier()
         live_cm = (
             Live(dir=str(run_dir / "dvclive"), resume=True, save_dvc_exp=False, dvcyaml=None, report=None)
             if info.is_main
