@@ -120,9 +120,14 @@ def test_snakemake_gives_the_same_table_then_has_nothing_to_do(project_root, tmp
         ours = table.set_index(key).sort_index()
         theirs = TABLES["dvc"].set_index(key).sort_index()
         assert list(ours.index) == list(theirs.index)
+        # Snakemake runs each job with --threads 1, DVC with torch's default (2 here). Finetuning is
+        # bit-identical across thread counts; DCPT pretraining is not (its weights differ by ~3e-4 between
+        # 1 and 2 threads, measured; the same count twice is bit-identical), so its cells agree to 1e-3 dB.
+        pretrained = ours.index.get_level_values("pretrain") == "dcpt"
         for col in ("psnr", "ssim_matlab3d", "ssim_basicsr"):
-            np.testing.assert_allclose(ours[col].to_numpy(float), theirs[col].to_numpy(float), rtol=0, atol=1e-9,
-                                       err_msg=col)
+            a, b = ours[col].to_numpy(float), theirs[col].to_numpy(float)
+            np.testing.assert_array_equal(a[~pretrained], b[~pretrained], err_msg=col)
+            np.testing.assert_allclose(a[pretrained], b[pretrained], rtol=0, atol=1e-3, err_msg=col)
     again = _run([str(BIN / "snakemake"), "-n", "results/table.csv"], repo)
     assert "Nothing to be done" in again, again[-2000:]
     _set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})

@@ -261,6 +261,8 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
     runs/pretrain/dcpt/{task}/{model}/."""
     from restorebench.train.finetune import init_model
 
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     c = cfg.pretrain.dcpt
     if len(c.degradations) < 2:
         raise ValueError(f"profiles.{cfg.profile}.pretrain.dcpt.degradations: need at least two types")
