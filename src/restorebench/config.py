@@ -187,7 +187,10 @@ class TrainConfig:
     llrd_decay: float = 0.75
     checkpoint_every: int = 1000
     log_every: int = 100
-    validate_every: int = 0
+    validate_every: int = 0  # 0: validate at the end only (when holdout > 0)
+    # fraction of the training store's source images held out whole for validation (val/psnr in
+    # dvclive); 0: no validation, every image trains
+    holdout: float = 0.0
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

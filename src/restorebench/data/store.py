@@ -459,3 +459,21 @@ def degrade_store(
             bar.update()
         bar.close()
     return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
+
+
+def holdout_split(store: Store, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) item indices: the last `fraction` of the source images (in store order) are held
+    out whole, so no patch of a held-out image is ever trained on. At least one image stays on each side
+    when fraction > 0 and the store has two or more images."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout: {fraction} must be in [0, 1)")
+    images = store.index["image"]
+    order = list(dict.fromkeys(images))  # unique source images, first-seen order
+    n_out = math.ceil(fraction * len(order)) if fraction > 0 else 0
+    n_out = min(n_out, len(order) - 1)
+    held = set(order[len(order) - n_out :]) if n_out else set()
+    mask = np.fromiter((img in held for img in images), bool, count=len(images))
+    train_idx, held_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
+    if len(train_idx) == 0:
+        raise ValueError(f"{store.path}: no training items left after holding out {n_out} images")
+    return train_idx, held_idx

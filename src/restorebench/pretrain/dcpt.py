@@ -26,11 +26,10 @@ from torch import Tensor
 
 from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import open_store
+from restorebench.data.store import holdout_split, open_store
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
-    holdout_split,
     run_pretraining,
     stack,
     store_path,

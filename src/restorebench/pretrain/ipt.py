@@ -24,13 +24,12 @@ from torch import Tensor
 
 from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import open_store
+from restorebench.data.store import holdout_split, open_store
 from restorebench.metrics import psnr_torch
 from restorebench.models import build_model
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
-    holdout_split,
     run_pretraining,
     stack,
     store_path,

@@ -10,7 +10,6 @@ written to `metrics_path` (metrics/pretrain/..., a DVC metric).
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from restorebench import io
 from restorebench.config import Config, PretrainRunConfig
-from restorebench.data.store import Store
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.train.loop import Objective, TrainConfig
 from restorebench.train.session import train_and_save
@@ -30,24 +28,6 @@ from restorebench.train.session import train_and_save
 
 def store_path(cfg: Config) -> Path:
     return Path(cfg.data.root) / "store" / "imagenet" / "train"
-
-
-def holdout_split(store: Store, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) item indices: the last `fraction` of the source images (in store order) are held
-    out whole, so no patch of a held-out image is ever trained on. At least one image stays on each side
-    when fraction > 0 and the store has two or more images."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"pretrain.holdout: {fraction} must be in [0, 1)")
-    images = store.index["image"]
-    order = list(dict.fromkeys(images))  # unique source images, first-seen order
-    n_out = math.ceil(fraction * len(order)) if fraction > 0 else 0
-    n_out = min(n_out, len(order) - 1)
-    held = set(order[len(order) - n_out :]) if n_out else set()
-    mask = np.fromiter((img in held for img in images), bool, count=len(images))
-    train_idx, held_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
-    if len(train_idx) == 0:
-        raise ValueError(f"{store.path}: no training items left after holding out {n_out} images")
-    return train_idx, held_idx
 
 
 class StepBatch(Dataset):

@@ -11,16 +11,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from restorebench import io
 from restorebench.config import TASK_DATASET, Config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import open_store
+from restorebench.data.store import holdout_split, open_store
 from restorebench.degrade.pipeline import derive_rng
+from restorebench.metrics import psnr_torch
 from restorebench.models import build_model
-from restorebench.train.loop import TrainConfig
+from restorebench.train.loop import TrainConfig, to_device
 from restorebench.train.session import train_and_save
 
 # From a random init, the restoration baselines start at the identity as the head-based models do: their
@@ -68,6 +70,36 @@ class StepBatches(Sampler):
             k += self.batch
 
 
+class Items(Dataset):
+    """The items `index` of a dataset keyed by (epoch, i): key (epoch, k) reads item index[k]."""
+
+    def __init__(self, dataset: Dataset, index: np.ndarray) -> None:
+        self.dataset, self.index = dataset, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, k = key
+        return self.dataset[(epoch, int(self.index[k]))]
+
+
+@torch.no_grad()
+def held_out_psnr(model: torch.nn.Module, held: Items, batch: int = 16) -> float:
+    """Mean PSNR (dB, RGB, output clamped to [0, 1]) of `model` on the held-out crops (fixed, unaugmented)."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    scores = []
+    for start in range(0, len(held), batch):
+        pairs = [held[(0, k)] for k in range(start, min(start + batch, len(held)))]
+        lq = to_device(torch.stack([p[0] for p in pairs]), device)
+        gt = to_device(torch.stack([p[1] for p in pairs]), device)
+        scores.append(psnr_torch(model(lq).float().clamp(0, 1), gt, data_range=1.0))
+    model.train(was)
+    return float(torch.cat(scores).mean())
+
+
 def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None) -> TrainConfig:
     t, r = cfg.train, cfg.train.recipe(model)
     return TrainConfig(
@@ -85,6 +117,7 @@ def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None
         llrd_decay=t.llrd_decay,
         checkpoint_every=t.checkpoint_every,
         log_every=t.log_every,
+        validate_every=t.validate_every,
         amp=t.amp,
         channels_last=t.channels_last,
         compile=t.compile,
@@ -192,7 +225,9 @@ def finetune(
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     # uint8 batches (4x less to copy); the loop converts to float on the device
     patch = cfg.train.recipe(model).patch or cfg.train.patch
-    dataset = PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True)
+    train_idx, held_idx = holdout_split(store, cfg.train.holdout)
+    dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
+    held = Items(PairedPatchDataset(store, patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
     per_step = cfg.train.batch // cfg.train.accumulate
     if per_step < 1 or per_step * cfg.train.accumulate != cfg.train.batch:
         raise ValueError(
@@ -214,7 +249,10 @@ def finetune(
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
               "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": patch}  # fmt: skip
-    done = train_and_save(net, batches, loop_cfg, run_dir=run_dir, params=params, progress=progress)
+    params["holdout_images"] = len(set(store.index["image"][i] for i in held_idx))
+    validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None
+    done = train_and_save(net, batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
+                          progress=progress)
     if done is None:  # not rank 0 of a DDP run
         return {}
     result, device = done
@@ -230,6 +268,8 @@ def finetune(
         "train_seconds": result.seconds,
         "train_images_per_s": result.images_per_s,
         "last_loss": result.last_loss,
+        "val_psnr": (result.history[-1].get("val/psnr") if result.history else None),
+        "holdout_images": params["holdout_images"],
         "device": device,
         "gpus": cfg.train.gpus,
         "wall_seconds": time.time() - started,

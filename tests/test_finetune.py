@@ -1,0 +1,108 @@
+"""One grid cell through `restorebench.train.finetune.finetune`: held-out validation images, the val/psnr curve,
+and the values it reports against an independent computation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from restorebench.config import load_config
+from restorebench.data.datasets import PairedPatchDataset
+from restorebench.data.store import StoreWriter, holdout_split, open_store
+from restorebench.metrics import psnr
+from restorebench.models import build_model
+from restorebench.train import finetune as finetune_module
+from restorebench.train.finetune import finetune
+
+IMAGES = [f"0{i}_pair" for i in range(5)]
+
+
+def write_sidd_store(root: Path, size: int = 24) -> Path:
+    """data/store/sidd/train: 5 source images x 2 sub-images each, noisy = clean + N(0, 20/255)."""
+    rng = np.random.default_rng(0)
+    path = root / "data" / "store" / "sidd" / "train"
+    path.parent.mkdir(parents=True)
+    with StoreWriter(path, {"lq": (size, size, 3), "gt": (size, size, 3)}) as w:
+        for image in IMAGES:
+            for k in range(2):
+                gt = rng.uniform(40, 215, (size, size, 3))
+                lq = np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255)
+                w.add(id=f"{image}_s{k}", image=image, y=0, x=k * size, lq=lq.astype(np.uint8), gt=gt.astype(np.uint8))
+    return path
+
+
+def test_holdout_keeps_whole_images_out(tmp_path):
+    store = open_store(write_sidd_store(tmp_path))
+    train_idx, held_idx = holdout_split(store, 0.4)
+    images = store.index["image"]
+    assert sorted({images[i] for i in held_idx}) == IMAGES[-2:]  # the last 2 of 5 source images, whole
+    assert not {images[i] for i in train_idx} & {images[i] for i in held_idx}
+    assert len(train_idx) + len(held_idx) == len(store)
+    assert len(holdout_split(store, 0.0)[1]) == 0
+    with pytest.raises(ValueError, match=r"holdout: 1.0 must be in \[0, 1\)"):
+        holdout_split(store, 1.0)
+
+
+@pytest.fixture()
+def cell(project_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_sidd_store(tmp_path)
+    overrides = ["profiles.demo.train.steps=6", "profiles.demo.train.batch=2", "profiles.demo.train.patch=16",
+                 "profiles.demo.train.holdout=0.4", "profiles.demo.train.validate_every=3",
+                 "profiles.demo.train.checkpoint_every=3", "profiles.demo.train.log_every=3"]
+    return load_config(project_root / "params.yaml", overrides)
+
+
+def test_finetune_validates_on_held_out_images_only(cell, tmp_path, monkeypatch):
+    seen = []
+    real_items = finetune_module.Items
+
+    class Recording(real_items):  # records the store items every training batch reads
+        def __getitem__(self, key):
+            if self.dataset.augment:
+                seen.append(int(self.index[key[1]]))
+            return super().__getitem__(key)
+
+    monkeypatch.setattr(finetune_module, "Items", Recording)
+    run = Path("runs/finetune/denoise/nafnet/full")
+    summary = finetune(cell, "denoise", "nafnet", "full", run, progress=False)
+
+    store = open_store(tmp_path / "data/store/sidd/train")
+    images = store.index["image"]
+    assert summary["holdout_images"] == 2
+    assert seen and {images[i] for i in seen} <= set(IMAGES[:3])  # no held-out image was ever trained on
+    history = json.loads((run / "history.json").read_text())
+    assert [row["step"] for row in history if "val/psnr" in row] == [3, 6]
+    curve = (run / "dvclive/plots/metrics/val/psnr.tsv").read_text().split()
+    assert curve[:2] == ["step", "psnr"] and curve[2::2] == ["3", "6"]
+
+    # independently: the saved weights on the held-out crops, PSNR by the NumPy reference in float64
+    net = build_model("nafnet", variant="demo")
+    net.load_state_dict(load_file(str(run / "model.safetensors")))
+    net.eval()
+    data = PairedPatchDataset(store, 16, augment=False, seed=cell.seed)
+    _, held_idx = holdout_split(store, 0.4)
+    scores = []
+    with torch.no_grad():
+        for i in held_idx:
+            lq, gt = data[(0, int(i))]
+            out = net(lq[None]).clamp(0, 1)[0]
+            scores.append(psnr(out.permute(1, 2, 0).double().numpy(), gt.permute(1, 2, 0).double().numpy(),
+                               data_range=1.0))
+    assert summary["val_psnr"] == pytest.approx(float(np.mean(scores)), abs=1e-4)
+    assert history[-1]["val/psnr"] == summary["val_psnr"]
+
+
+def test_no_holdout_trains_on_every_image_and_logs_no_validation(cell, tmp_path):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+                      ["profiles.demo.train.steps=3", "profiles.demo.train.batch=2", "profiles.demo.train.patch=16",
+                       "profiles.demo.train.holdout=0"])
+    run = Path("runs/finetune/denoise/nafnet/full")
+    summary = finetune(cfg, "denoise", "nafnet", "full", run, progress=False)
+    assert summary["holdout_images"] == 0 and summary["val_psnr"] is None
+    assert not (run / "dvclive/plots/metrics/val").exists()
