@@ -207,7 +207,7 @@ def test_hooks_give_decoder_maps_and_classifier_logits(name):
     model(x)
     maps = hooks.take()
     assert maps and all(m.ndim == 4 for m in maps)
-    if name == "ipt":  # 12x12 tiles of both images, tile-major
+    if name == "ipt":  # 24x24 tiles of both images, tile-major
         assert all(m.shape[0] % 2 == 0 and m.shape[0] > 2 for m in maps)
     else:
         assert all(m.shape[0] == 2 for m in maps)
@@ -492,15 +492,16 @@ def test_ipt_init_errors_name_the_problem(cfg, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def degrade_root(tmp_path_factory, project_root) -> Path:
-    """A degrade store of 6 smooth 64x64 images with the demo's tasks, at data/store/imagenet/train."""
+    """A degrade store of 6 smooth 96x96 images (the demo's degrade patch) with the demo's tasks, at
+    data/store/imagenet/train."""
     root = tmp_path_factory.mktemp("data")
     cfg = load_config(project_root / "params.yaml")
     rng = np.random.default_rng(0)
     images = []
-    yy, xx = np.mgrid[0:64, 0:64]
+    yy, xx = np.mgrid[0:96, 0:96]
     for i in range(6):
         base = np.stack([np.sin(xx / (5 + i) + c) * np.cos(yy / (4 + i) - c) for c in range(3)], -1)
-        img = np.clip(127 + 100 * base + rng.normal(0, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+        img = np.clip(127 + 100 * base + rng.normal(0, 10, (96, 96, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(root / f"{i}.png")
         images.append((f"im{i}", root / f"{i}.png"))
     from restorebench.data.store import degrade_store
@@ -585,9 +586,48 @@ def test_dcpt_pretraining_end_to_end_then_resume(degrade_root, project_root, tmp
 
 
 def test_dcpt_pretraining_of_tiled_ipt(degrade_root, project_root, tmp_path, monkeypatch):
-    """IPT tiles the 24x24 crops into 12x12 patches: the hooked maps must not depend on the batch size."""
+    """IPT tiles the 48x48 crops into 24x24 patches: the hooked maps must not depend on the batch size."""
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_run_config(project_root, degrade_root)
+    cfg = load_config(project_root / "params.yaml", [f"profiles.demo.data.root={degrade_root}",
+                                                      "profiles.demo.pretrain.dcpt.steps=2",
+                                                      "profiles.demo.pretrain.dcpt.batch=5",
+                                                      "profiles.demo.pretrain.dcpt.patch=48"])
+    assert cfg.pretrain.dcpt.patch > build_model("ipt", variant="demo").patch_size  # so the body tiles
     summary = pretrain_dcpt(cfg, "ipt", "denoise", pretrain_dir("dcpt", "ipt", "denoise"), progress=False)
     assert summary["channels"] == [144] and summary["hooks"] == ["body.decoder.layers.0"]
     assert 0.0 <= summary["after"]["val/knn_accuracy"] <= 1.0
+
+
+NINE_TYPES = {"defocus_blur": [{"name": "defocus_blur"}], "jpeg": [{"name": "jpeg"}],
+              "gaussian_blur": [{"name": "gaussian_blur"}], "camera_noise": [{"name": "camera_noise"}]}
+
+
+def test_dcpt_nine_type_option_from_params_comment(project_root, tmp_path, monkeypatch):
+    """The extended set params.yaml documents (DCPT's ten types, as far as the degradation library goes):
+    four more degrade tasks and nine classes run end to end, with chance 1/9."""
+    import yaml
+
+    from restorebench.data.store import degrade_store
+
+    monkeypatch.chdir(tmp_path)
+    base = load_config(project_root / "params.yaml")
+    tasks = {**base.degrade.tasks, **NINE_TYPES}
+    types = [*base.pretrain.dcpt.degradations, *NINE_TYPES]
+    assert len(types) == 9 and all(t in tasks for t in types)
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(path)
+        images.append((f"im{i}", path))
+    degrade_store(images, tmp_path / "store" / "imagenet" / "train", tasks=tasks, patch=base.degrade.patch,
+                  patches_per_image=1, seed=0, progress=False)  # fmt: skip
+    p = "profiles.demo.pretrain.dcpt"
+    cfg = load_config(project_root / "params.yaml", [
+        f"profiles.demo.data.root={tmp_path}", f"{p}.degradations={yaml.safe_dump(types, default_flow_style=True)}",
+        f"{p}.steps=2", f"{p}.batch=9", f"{p}.patch=24", f"{p}.knn_k=3",
+    ])  # fmt: skip
+    summary = pretrain_dcpt(cfg, "nafnet", "denoise", pretrain_dir("dcpt", "nafnet", "denoise"), progress=False)
+    assert summary["degradations"] == types
+    assert summary["before"]["chance"] == pytest.approx(1 / 9)
+    assert 0.0 <= summary["after"]["val/classifier_accuracy"] <= 1.0
