@@ -77,7 +77,7 @@ def test_ddp_gradient_on_shards_equals_the_global_batch_gradient(tmp_path):
     lq, gt = next(make_batches(batch=GLOBAL_BATCH)(0))
     F.l1_loss(model(lq), gt).backward()
     for rank in range(WORLD):
-        grads = torch.load(tmp_path / f"grads{rank}.pt")
+        grads = torch.load(tmp_path / f"grads{rank}.pt", weights_only=True)
         for name, p in model.named_parameters():
             torch.testing.assert_close(grads[name], p.grad, rtol=0, atol=1e-6, msg=f"rank {rank}: {name}")
 
@@ -157,7 +157,7 @@ def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     single, ref = train(_model(), _batches, _cfg(), run_dir=tmp_path / "single", progress=False)
     out = [json.loads((tmp_path / f"out{r}.json").read_text()) for r in range(WORLD)]
     for rank in range(WORLD):
-        weights = torch.load(tmp_path / f"whole{rank}.pt")
+        weights = torch.load(tmp_path / f"whole{rank}.pt", weights_only=True)
         for key, value in single.state_dict().items():
             torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=f"rank {rank}: {key}")
         # the logged loss is the mean over ranks, i.e. the global batch's loss
@@ -174,7 +174,8 @@ def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     for rank in range(WORLD):
         assert out[rank]["preempted"].startswith("SIGTERM at step 3;"), out[rank]["preempted"]
         assert out[rank]["resumed_from"] == 3
-        resumed, whole = torch.load(tmp_path / f"resumed{rank}.pt"), torch.load(tmp_path / f"whole{rank}.pt")
+        resumed = torch.load(tmp_path / f"resumed{rank}.pt", weights_only=True)
+        whole = torch.load(tmp_path / f"whole{rank}.pt", weights_only=True)
         for key, value in whole.items():
             assert torch.equal(resumed[key], value), key
     # a NaN on rank 1 alone stops both ranks at the same step
