@@ -404,3 +404,21 @@ def test_tlc_kernels_and_switching() -> None:
         assert not torch.allclose(model(x_big), plain_big)  # 48x64 > 24: local statistics differ
         model.use_tlc(False)
         assert torch.equal(model(x_big), plain_big)
+
+
+def test_demo_ipt_with_zeroed_tails_is_the_identity_and_bicubic_for_sr() -> None:
+    """image_residual (the demo variant): with each tail's last conv zeroed (start_at_identity), a same-size
+    task returns its input, on whole images too (tiled), and an SR task returns the bicubic upsampling."""
+    from restorebench.train.finetune import start_at_identity
+
+    model = ipt.build(variant="demo").eval()
+    assert model.image_residual and not ipt.build(variant="paper", num_layers=1).image_residual
+    start_at_identity(model, "ipt")
+    x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, task="noise30"), x, rtol=0, atol=1e-5)
+        patch = x[:, :, :24, :24]
+        up = F.interpolate(patch, scale_factor=2, mode="bicubic", align_corners=False)
+        torch.testing.assert_close(model(patch, task="sr2"), up, rtol=0, atol=1e-5)
+        model.output_convs()[1].bias.fill_(10.0)  # a non-zero tail changes the output: the skip is additive
+        assert (model(x, task="noise30") - x).abs().mean() > 0.01

@@ -508,8 +508,9 @@ class IPT(nn.Module):
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs) -> IPT:
     """Build IPT.
 
-    variant: "demo" (tiny, tasks sr2 + noise30, 24x24 tiles, image_residual) or "paper" (default: six tasks sr2, sr3, sr4,
-        noise30, noise50, rain; n_feats 64, 48x48 tiles, patch_dim 3, 12 heads, 12+12 layers, 6 queries).
+    variant: "demo" (tiny, tasks sr2 + noise30, 24x24 tiles, image_residual) or "paper" (default: six
+        tasks sr2, sr3, sr4, noise30, noise50, rain; n_feats 64, 48x48 tiles, patch_dim 3, 12 heads, 12+12
+        layers, 6 queries).
     kwargs override the variant: n_feats, patch_size, patch_dim, num_heads, num_layers, num_queries, scales
         (one per task), rgb_range, the official flags no_norm / no_mlp / pos_every / no_pos, dropout_rate,
         n_colors, plus tasks (names, one per scale), default_task, crop_batch_size (tiles per call) and

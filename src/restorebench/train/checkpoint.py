@@ -62,7 +62,7 @@ def claim_run(run_dir: Path, digest: str, params: dict) -> bool:
         log.warning("%s: checkpoints of a run with other settings (fingerprint %s, now %s) moved to %s; "
                     "starting from step 0", ckpt_dir, (recorded or "unknown")[:12], digest[:12], old)
         superseded = True
-    if recorded != digest or superseded:
+    if recorded != digest:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         io.write_json(marker, {"fingerprint": digest, "params": params})
     return superseded
