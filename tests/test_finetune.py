@@ -44,8 +44,8 @@ def test_holdout_keeps_whole_images_out(tmp_path):
     assert not {images[i] for i in train_idx} & {images[i] for i in held_idx}
     assert len(train_idx) + len(held_idx) == len(store)
     assert len(holdout_split(store, 0.0)[1]) == 0
-    with pytest.raises(ValueError, match=r"holdout: 1.0 must be in \[0, 1\)"):
-        holdout_split(store, 1.0)
+    with pytest.raises(ValueError, match=r"profiles.demo.train.holdout: 1.0 must be in \[0, 1\)"):
+        holdout_split(store, 1.0, "profiles.demo.train.holdout")
 
 
 @pytest.fixture()
@@ -98,8 +98,8 @@ def test_finetune_validates_on_held_out_images_only(cell, tmp_path, monkeypatch)
     assert history[-1]["val/psnr"] == summary["val_psnr"]
 
 
-def test_no_holdout_trains_on_every_image_and_logs_no_validation(cell, tmp_path):
-    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+def test_no_holdout_trains_on_every_image_and_logs_no_validation(cell, project_root):
+    cfg = load_config(project_root / "params.yaml",
                       ["profiles.demo.train.steps=3", "profiles.demo.train.batch=2", "profiles.demo.train.patch=16",
                        "profiles.demo.train.holdout=0"])
     run = Path("runs/finetune/denoise/nafnet/full")

@@ -200,3 +200,11 @@ def test_a_restart_resumes_only_checkpoints_of_the_same_settings(tmp_path):
     result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3, steps=14, checkpoint_every=7),
                                run_dir=run, params={**params, "init": "dcpt:..."}, progress=False)
     assert result.resumed_from == 14  # only the checkpoint interval changed: the same run, already done
+
+
+def test_an_unreadable_run_file_counts_as_another_run(tmp_path):
+    train(_model(), make_batches(), _cfg(steps=4), run_dir=tmp_path, progress=False)
+    (tmp_path / "checkpoints" / "run.json").write_text("{not json")
+    assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is True
+    assert (tmp_path / "superseded" / "checkpoints" / "step_00000004.pt").exists()
+    assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is False  # now it is this run's

@@ -461,12 +461,12 @@ def degrade_store(
     return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
 
 
-def holdout_split(store: Store, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(store: Store, fraction: float, key: str = "holdout") -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) item indices: the last `fraction` of the source images (in store order) are held
     out whole, so no patch of a held-out image is ever trained on. At least one image stays on each side
-    when fraction > 0 and the store has two or more images."""
+    when fraction > 0 and the store has two or more images. `key` names the setting in error messages."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"holdout: {fraction} must be in [0, 1)")
+        raise ValueError(f"{key}: {fraction} must be in [0, 1) (the fraction of source images held out)")
     images = store.index["image"]
     order = list(dict.fromkeys(images))  # unique source images, first-seen order
     n_out = math.ceil(fraction * len(order)) if fraction > 0 else 0

@@ -273,7 +273,7 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
             f"profiles.{cfg.profile}.pretrain.dcpt.degradations: {unknown} not in the degrade store {path} "
             f"(tasks there: {sorted(store.meta['tasks'])}); add them to degrade.tasks"
         )
-    train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout)
+    train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout, f"profiles.{cfg.profile}.pretrain.holdout")
     data = DCPTBatches(path, c.degradations, c.patch, train_idx, c.batch, cfg.seed)
     fixed = DCPTBatches(path, c.degradations, c.patch, train_idx, c.batch, cfg.seed, augment=False)
     rng = np.random.default_rng(cfg.seed)

@@ -153,7 +153,7 @@ def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
             f"(tasks there: {sorted(store.meta['tasks'])}); add them to degrade.tasks"
         )
     scales = tuple(int(store.meta["tasks"][t]["scale"]) for t in store_tasks)
-    train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout)
+    train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout, f"profiles.{cfg.profile}.pretrain.holdout")
     torch.manual_seed(cfg.seed)
     ipt = build_model("ipt", variant=c.variant, tasks=tuple(names), scales=scales, num_queries=len(names))
     start_at_identity(ipt, "ipt")  # with image_residual (demo): each task starts as its input (bicubic for SR)

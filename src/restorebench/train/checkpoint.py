@@ -50,7 +50,10 @@ def claim_run(run_dir: Path, digest: str, params: dict) -> bool:
     older one there). Returns True when earlier checkpoints were superseded."""
     ckpt_dir = run_dir / "checkpoints"
     marker = ckpt_dir / RUN_FILE
-    recorded = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+    try:
+        recorded = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+    except (json.JSONDecodeError, AttributeError):  # unreadable: treat the checkpoints as another run's
+        recorded = None
     superseded = False
     if recorded != digest and list_checkpoints(ckpt_dir):
         old = run_dir / "superseded"

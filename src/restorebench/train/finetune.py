@@ -225,7 +225,7 @@ def finetune(
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     # uint8 batches (4x less to copy); the loop converts to float on the device
     patch = cfg.train.recipe(model).patch or cfg.train.patch
-    train_idx, held_idx = holdout_split(store, cfg.train.holdout)
+    train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
     dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
     held = Items(PairedPatchDataset(store, patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
     per_step = cfg.train.batch // cfg.train.accumulate
