@@ -71,6 +71,9 @@ def test_grid_lists_hold_known_names(project_root):
         ("pretrain_models.dcpt=[ipt]", r"pretrain_models\.dcpt\[0\]: 'ipt' is not in `models`"),
         ("pretrain_models.ipt=ipt", r"pretrain_models\.ipt: expected a list of models"),
         ("pretrain_models.dcp=[nafnet]", r"pretrain_models\.dcp: 'dcp'.*did you mean 'dcpt'"),
+        ("profiles.paper.train.compile_mode=reduce_overhead",
+         r"profiles\.paper\.train\.compile_mode: 'reduce_overhead'.*did you mean 'reduce-overhead'"),
+        ("profiles.demo.train.sync_every=0", r"profiles\.demo\.train\.sync_every: must be >= 1, got 0"),
     ],
 )
 def test_bad_params_name_the_key(project_root, override, expected):

@@ -160,6 +160,7 @@ def test_ipt_step_trains_only_its_task_head_tail_and_query(task):
     lq = torch.rand(2, 3, p, p, generator=g)
     gt = torch.rand(2, 3, s * p, s * p, generator=g)
     loss, scalars = ipt_objective(0.1, 0.07, 0, amp=False)(trainee, (lq, gt, torch.tensor(task)), CPU)
+    scalars = {k: float(v) for k, v in scalars.items()}  # detached tensors: the loop reads them in batches
     loss.backward()
 
     grads = dict(ipt.named_parameters())
@@ -274,6 +275,8 @@ def test_dcpt_objective_is_clean_reconstruction_plus_classification(tmp_path):
     trainee = DCPTTrainee(model, hooks, classifier)
     lq, gt, labels = degraded_set(0, 6)
     loss, scalars = dcpt_objective(0.5, amp=False)(trainee, (lq, gt, labels), CPU)
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in scalars.values())
+    scalars = {k: float(v) for k, v in scalars.items()}
 
     seen = []  # the decoder outputs of the degraded images, collected without FeatureHooks
     handles = [d.register_forward_hook(lambda m, i, o: seen.append(o)) for d in model.decoders]

@@ -208,3 +208,90 @@ def test_an_unreadable_run_file_counts_as_another_run(tmp_path):
     assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is True
     assert (tmp_path / "superseded" / "checkpoints" / "step_00000004.pt").exists()
     assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is False  # now it is this run's
+
+
+def _nan_from(step_to_break: int):
+    def batches(start):
+        for step, (lq, gt) in enumerate(make_batches()(start), start):
+            yield (lq * float("nan"), gt) if step >= step_to_break else (lq, gt)
+
+    return batches
+
+
+def test_a_late_nan_names_its_step_and_no_checkpoint_holds_it(tmp_path):
+    """The loss is read every sync_every steps, not every step: the NaN check still names the first bad
+    step, and no checkpoint written after it exists (every checkpoint on disk was checked first)."""
+    cfg = _cfg(steps=40, checkpoint_every=5, log_every=100, sync_every=10)
+    with pytest.raises(TrainingDiverged, match=r"at step 7; last good checkpoint: .*step_00000005\.pt"):
+        train(_model(), _nan_from(7), cfg, run_dir=tmp_path, progress=False)
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["step_00000005.pt"]
+    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_the_host_reads_the_loss_once_per_sync_window(tmp_path, monkeypatch):
+    from restorebench.train import loop
+
+    reads = []
+    real = loop._read
+    monkeypatch.setattr(loop, "_read", lambda window, *a: reads.append(len(window)) or real(window, *a))
+    train(_model(), make_batches(), _cfg(steps=25, checkpoint_every=100, log_every=100, sync_every=10),
+          run_dir=tmp_path / "a", progress=False)
+    assert reads == [10, 10, 5]  # steps 10, 20 and the last one (25), each holding its window's losses
+    reads.clear()
+    train(_model(), make_batches(), _cfg(steps=6, checkpoint_every=4, log_every=3, sync_every=10),
+          run_dir=tmp_path / "b", progress=False)
+    assert reads == [3, 1, 2]  # log at 3, checkpoint at 4, log + end at 6
+
+
+def test_reading_less_often_trains_bit_identically(tmp_path):
+    every, _ = train(_model(), make_batches(), _cfg(sync_every=1), run_dir=tmp_path / "a", progress=False)
+    batched, result = train(_model(), make_batches(), _cfg(sync_every=7), run_dir=tmp_path / "b", progress=False)
+    for key, value in every.state_dict().items():
+        assert torch.equal(value, batched.state_dict()[key]), key
+    assert [row["step"] for row in result.history] == [2, 4, 6, 8, 10, 12]
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
+
+
+def test_data_wait_is_the_share_of_time_spent_waiting_for_batches(tmp_path):
+    def slow(start):
+        for batch in make_batches()(start):
+            time.sleep(0.05)
+            yield batch
+
+    _, fast = train(_model(), make_batches(), _cfg(steps=8), run_dir=tmp_path / "a", progress=False)
+    _, starved = train(_model(), slow, _cfg(steps=8), run_dir=tmp_path / "b", progress=False)
+    assert starved.data_wait > 0.5, starved.data_wait  # 50 ms a batch against a step of a few ms
+    assert fast.data_wait < starved.data_wait
+    assert 0.0 <= starved.history[-1]["data_wait"] <= 1.0
+
+
+def test_loop_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="train.compile_mode: 'fast' unknown; choose from default, reduce-overhead"):
+        train(_model(), make_batches(), _cfg(compile_mode="fast"), run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="train.sync_every must be >= 1, got 0"):
+        train(_model(), make_batches(), _cfg(sync_every=0), run_dir=tmp_path, progress=False)
+
+
+def test_ema_update_matches_the_formula():
+    from restorebench.train.ema import EMA
+
+    model = _model()
+    ema = EMA(model, decay=0.9)
+    before = {k: v.clone() for k, v in ema.shadow.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    ema.update(model)
+    for key, value in ema.shadow.state_dict().items():
+        want = 0.9 * before[key].double() + 0.1 * model.state_dict()[key].double()
+        torch.testing.assert_close(value.double(), want, rtol=0, atol=1e-6)
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: seen.append(mode) or module)
+    train(_model(), make_batches(), _cfg(steps=2, compile=True, compile_mode="reduce-overhead"),
+          run_dir=tmp_path, progress=False)
+    assert seen == ["reduce-overhead"]

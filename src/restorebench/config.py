@@ -29,6 +29,8 @@ MODEL_NAMES = ("swin_upernet", "swin_mask2former", "vit_adapter", "nafnet", "res
 STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
 PRETRAIN_METHODS = ("none", "ipt", "dcpt")
 LOSS_NAMES = ("l1", "charbonnier", "psnr")
+# torch.compile's modes (train.compile_mode); "reduce-overhead" captures CUDA graphs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def cell_name(strategy: str, pretrain: str = "none") -> str:
@@ -194,6 +196,8 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
+    sync_every: int = 10  # steps between host reads of the loss (NaN check); 1: every step
     deterministic: bool = False
     models: dict[str, ModelTrainConfig] = field(default_factory=dict)
 
@@ -492,6 +496,9 @@ def resolve(raw: dict) -> Config:
             check_choice(f"profiles.{name}.train.models.{model}", model, MODEL_NAMES)
             check_choice(f"profiles.{name}.train.models.{model}.loss", recipe.loss, LOSS_NAMES)
         check_choice(f"profiles.{name}.prepare.gopro_input", prof.prepare.gopro_input, ("blur", "blur_gamma"))
+        check_choice(f"profiles.{name}.train.compile_mode", prof.train.compile_mode, COMPILE_MODES)
+        if prof.train.sync_every < 1:
+            raise ConfigError(f"profiles.{name}.train.sync_every: must be >= 1, got {prof.train.sync_every}")
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],

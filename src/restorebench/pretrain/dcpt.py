@@ -218,7 +218,7 @@ def dcpt_objective(classify_weight: float, amp: bool = True):
         classify = F.cross_entropy(logits.float(), labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return pixel + classify_weight * classify, {
-            "pixel": float(pixel.detach()), "classify": float(classify.detach()), "accuracy": float(accuracy),
+            "pixel": pixel.detach(), "classify": classify.detach(), "accuracy": accuracy.detach(),
         }  # fmt: skip
 
     return objective

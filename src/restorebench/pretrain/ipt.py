@@ -111,7 +111,7 @@ def ipt_objective(weight: float, temperature: float, tokens_per_image: int, amp:
         b, k, d = feats.shape
         labels = torch.arange(b, device=feats.device).repeat_interleave(k)
         con = supervised_contrastive(feats.reshape(b * k, d), labels, temperature)
-        return l1 + weight * con, {"l1": float(l1.detach()), "contrastive": float(con.detach())}
+        return l1 + weight * con, {"l1": l1.detach(), "contrastive": con.detach()}
 
     return objective
 

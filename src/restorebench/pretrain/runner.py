@@ -98,6 +98,8 @@ def loop_config(cfg: Config, run: PretrainRunConfig) -> TrainConfig:
         amp=t.amp,
         channels_last=t.channels_last,
         compile=t.compile,
+        compile_mode=t.compile_mode,
+        sync_every=t.sync_every,
         find_unused=True,  # IPT trains one task's head and tail per step
     )
 

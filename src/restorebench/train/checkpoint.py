@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PATTERN = re.compile(r"step_(\d{8})\.pt$")
 RUN_FILE = "run.json"
 # loop settings that may change between a run's sessions without changing what it computes
-OPERATIONAL = ("checkpoint_every", "validate_every", "log_every", "compile", "fused")
+OPERATIONAL = ("checkpoint_every", "validate_every", "log_every", "compile", "compile_mode", "fused", "sync_every")
 
 
 def fingerprint(model: torch.nn.Module, loop_cfg: Any, params: dict) -> str:

@@ -121,6 +121,8 @@ def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None
         amp=t.amp,
         channels_last=t.channels_last,
         compile=t.compile,
+        compile_mode=t.compile_mode,
+        sync_every=t.sync_every,
     )
 
 

@@ -10,7 +10,14 @@ Under torchrun (torch.distributed initialised, world size W > 1) every rank gets
 and trains on its contiguous 1/W of each (distributed.shard); the model runs wrapped in DDP, so the
 gradient is the one of the whole global batch. Rank 0 alone writes checkpoints, logs and validates;
 every rank resumes from the same checkpoint, and NaN losses and SIGTERM are agreed on by all ranks in
-one small all_reduce per step, so all stop at the same step. One process runs exactly as before.
+one small all_reduce at each host read (below), so all stop at the same step. One process runs exactly as
+before.
+
+The host does not wait for the device every step. Losses (and an objective's scalars) stay on the device
+and are read in one transfer every `sync_every` steps, at every log, validation and checkpoint step, and
+(one process) on SIGTERM. The NaN check then looks at every step since the last read and names the first
+bad one; no checkpoint is written before the steps it holds were checked, so every checkpoint on disk is
+good. Under DDP a SIGTERM is acted on at the next read, at most `sync_every` steps later.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from restorebench.config import COMPILE_MODES
 from restorebench.train import checkpoint, distributed, strategies
 from restorebench.train.ema import EMA
 from restorebench.train.schedule import warmup_cosine
@@ -36,7 +44,7 @@ from restorebench.train.schedule import warmup_cosine
 log = logging.getLogger(__name__)
 Batches = Callable[[int], Iterator[tuple]]
 # objective(forward, batch, device) -> (loss, scalars to log); `forward` is the (compiled / DDP) model
-Objective = Callable[[Callable, tuple, torch.device], tuple[torch.Tensor, dict[str, float]]]
+Objective = Callable[[Callable, tuple, torch.device], tuple[torch.Tensor, dict[str, torch.Tensor | float]]]
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -115,7 +123,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (fp32)
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
     fused: bool = True  # fused AdamW on CUDA
+    sync_every: int = 10  # steps between host reads of the loss (NaN check, DDP agreement); 1: every step
     find_unused: bool = False  # DDP: some parameters may get no gradient in a step (e.g. per-task heads)
 
 
@@ -128,6 +138,7 @@ class TrainResult:
     last_loss: float
     resumed_from: int
     history: list[dict] = field(default_factory=list)
+    data_wait: float = 0.0  # fraction of this session's wall time the host spent waiting for batches
 
 
 def train(
@@ -150,6 +161,10 @@ def train(
     objective = objective or pixel_objective(cfg.loss, channels_last=cfg.channels_last, amp=cfg.amp)
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
+    if cfg.sync_every < 1:
+        raise ValueError(f"train.sync_every must be >= 1, got {cfg.sync_every}")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"train.compile_mode: {cfg.compile_mode!r} unknown; choose from {', '.join(COMPILE_MODES)}")
     device = torch.device(device)
     cuda = device.type == "cuda"
     rank, world = distributed.world()
@@ -191,7 +206,7 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if cuda else None, find_unused_parameters=cfg.find_unused
         )
-    step_fn = torch.compile(net) if cfg.compile else net
+    step_fn = torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net
 
     def save(step: int) -> Path:
         if ddp:  # rank 0 writes; the others wait so no rank runs ahead of a checkpoint on disk
@@ -226,7 +241,9 @@ def train(
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     images = 0
+    waited = 0.0  # seconds the host spent in next(data)
     loss_value = history[-1]["loss"] if history else float("nan")
+    window: list[tuple[int, torch.Tensor, dict]] = []  # (step, loss, scalars) on the device, not read yet
     t0 = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.steps, start, progress)
     data = batches(start)
@@ -234,10 +251,12 @@ def train(
         for step in bar:
             strategies.train_mode(model, cfg.strategy)
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            scalars: dict[str, float] = {}
+            total: torch.Tensor | float = 0.0
+            scalars: dict = {}
             for micro in range(cfg.accumulate):
+                t_wait = time.perf_counter()
                 batch = next(data)
+                waited += time.perf_counter() - t_wait
                 images += batch[0].shape[0]  # the global batch
                 if ddp:
                     batch = distributed.shard(batch, rank, world)
@@ -246,39 +265,48 @@ def train(
                 with sync:
                     loss, extra = objective(step_fn, batch, device)
                     (loss / cfg.accumulate).backward()
-                total += float(loss.detach()) / cfg.accumulate
+                total = total + loss.detach() / cfg.accumulate  # stays on the device
                 for key, value in extra.items():
-                    scalars[key] = scalars.get(key, 0.0) + float(value) / cfg.accumulate
-            stopping = stop["signal"] is not None
-            if ddp:
-                total, scalars, stopping = _agree(total, scalars, stopping, device, world)
-            if not math.isfinite(total):
-                last = checkpoint.list_checkpoints(ckpt_dir)
-                raise TrainingDiverged(
-                    f"loss is {total} at step {step}; last good checkpoint: {last[-1] if last else 'none'}"
-                )
+                    value = value.detach() if isinstance(value, torch.Tensor) else value
+                    scalars[key] = scalars.get(key, 0.0) + value / cfg.accumulate
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             schedule.step()
             if ema is not None:
                 ema.update(model)
-            loss_value = total
+            window.append((step, total, scalars))
             done = step + 1
             validating = validate is not None and (
                 done == cfg.steps or (cfg.validate_every > 0 and done % cfg.validate_every == 0)
             )
-            if validating or done % cfg.log_every == 0 or done == cfg.steps:
-                rate = images / max(time.perf_counter() - t0, 1e-9)
-                row = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
+            logging_now = validating or done % cfg.log_every == 0 or done == cfg.steps
+            checkpointing = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            stopping = stop["signal"] is not None
+            # every rank reaches the same read points (DDP agrees there); one process also reads on SIGTERM
+            if not (logging_now or checkpointing or done % cfg.sync_every == 0 or (stopping and not ddp)):
+                continue
+            losses, scalars, stopping = _read(window, stopping, device, world if ddp else 1)
+            for (bad_step, _, _), value in zip(window, losses, strict=True):
+                if not math.isfinite(value):
+                    last = checkpoint.list_checkpoints(ckpt_dir)
+                    raise TrainingDiverged(
+                        f"loss is {value} at step {bad_step}; last good checkpoint: {last[-1] if last else 'none'}"
+                    )
+            window.clear()
+            loss_value = losses[-1]
+            if logging_now:
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                row = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
+                       "images_per_s": images / elapsed, "data_wait": waited / elapsed}
                 row.update(scalars)
                 if validating and main:
                     row.update(validate(ema.shadow if ema is not None else model))
                 history.append(row)
                 _log_live(live, row)
                 if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{loss_value:.4f}", ips=f"{rate:.1f}")
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", ips=f"{row['images_per_s']:.1f}")
+            if checkpointing:
                 save(done)
             if stopping:
                 path = save(done)
@@ -287,6 +315,7 @@ def train(
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
+    data_wait = waited / max(seconds, 1e-9)
     final = ema.shadow if ema is not None else model
     seconds, images = before["seconds"] + seconds, before["images"] + images  # whole-run totals
     result = TrainResult(
@@ -297,23 +326,33 @@ def train(
         last_loss=loss_value,
         resumed_from=start,
         history=history,
+        data_wait=data_wait,
     )
     return final, result
 
 
-def _agree(
-    loss: float, scalars: dict[str, float], stopping: bool, device: torch.device, world: int
-) -> tuple[float, dict[str, float], bool]:
-    """Mean loss and scalars over the ranks, and whether any rank got SIGTERM, in one all_reduce.
+def _read(
+    window: list[tuple[int, torch.Tensor, dict]], stopping: bool, device: torch.device, world: int
+) -> tuple[list[float], dict[str, float], bool]:
+    """The window's per-step losses, its last step's scalars and the stop flag, in one device-to-host read.
 
-    A NaN on any rank makes the mean NaN, so every rank stops on it at the same step.
+    With world > 1 they are first summed over the ranks in one all_reduce (losses and scalars then divided
+    by world: the mean; the stop flag is set when any rank got SIGTERM). A NaN on any rank makes the mean
+    NaN, so every rank stops on it at the same step.
     """
-    keys = sorted(scalars)  # every rank's objective returns the same keys
-    flat = [loss, float(stopping), *(scalars[k] for k in keys)]
-    values = torch.tensor(flat, dtype=torch.float64, device=device)
-    torch_dist.all_reduce(values)
-    values = values.tolist()
-    return values[0] / world, {k: v / world for k, v in zip(keys, values[2:], strict=True)}, values[1] > 0
+    last = window[-1][2]
+    keys = sorted(last)  # every rank's objective returns the same keys
+    values = [torch.as_tensor(t, dtype=torch.float64, device=device).reshape(1) for _, t, _ in window]
+    values.append(torch.tensor([float(stopping)], dtype=torch.float64, device=device))
+    values.extend(torch.as_tensor(last[k], dtype=torch.float64, device=device).reshape(1) for k in keys)
+    flat = torch.cat(values)
+    if world > 1:
+        torch_dist.all_reduce(flat)
+    host = flat.tolist()
+    n = len(window)
+    losses = [v / world for v in host[:n]]
+    scalars = {k: v / world for k, v in zip(keys, host[n + 1 :], strict=True)}
+    return losses, scalars, host[n] > 0
 
 
 def _in_main_thread() -> bool:
