@@ -75,6 +75,7 @@ def test_finetune_validates_on_held_out_images_only(cell, tmp_path, monkeypatch)
     store = open_store(tmp_path / "data/store/sidd/train")
     images = store.index["image"]
     assert summary["holdout_images"] == 2
+    assert 0.0 <= summary["data_wait"] < 1.0  # the share of wall time spent waiting for the loader
     assert seen and {images[i] for i in seen} <= set(IMAGES[:3])  # no held-out image was ever trained on
     history = json.loads((run / "history.json").read_text())
     assert [row["step"] for row in history if "val/psnr" in row] == [3, 6]

@@ -409,7 +409,7 @@ def test_tlc_kernels_and_switching() -> None:
 def test_demo_ipt_with_zeroed_tails_is_the_identity_and_bicubic_for_sr() -> None:
     """image_residual (the demo variant): with each tail's last conv zeroed (start_at_identity), a same-size
     task returns its input, on whole images too (tiled), and an SR task returns the bicubic upsampling."""
-    from restorebench.train.finetune import start_at_identity
+    from restorebench.models import start_at_identity
 
     model = ipt.build(variant="demo").eval()
     assert model.image_residual and not ipt.build(variant="paper", num_layers=1).image_residual

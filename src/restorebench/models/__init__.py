@@ -16,6 +16,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 # name -> module under restorebench.models. Modules are imported on first use: the Swin models pull in
@@ -67,3 +68,21 @@ def build_model(name: str, *, variant: str | None = None, pretrained: str | None
     if variant is not None and variant not in VARIANTS[name]:
         raise ValueError(f"model {name!r}: unknown variant {variant!r}; choose from {list(VARIANTS[name])}")
     return MODELS[name](variant=variant, pretrained=pretrained, **kwargs)
+
+
+# From a random init, the restoration baselines start at the identity as the head-based models do: their
+# last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
+# IPT has an input skip only with image_residual (its demo variant); the official IPT has none.
+ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
+
+
+def start_at_identity(model: nn.Module, name: str) -> None:
+    """Zero the layers that make a randomly initialised `name` model output its input (see above)."""
+    if name == "ipt":
+        layers = model.output_convs() if getattr(model, "image_residual", False) else []
+    else:
+        layers = [getattr(model, ZERO_INIT_OUTPUT[name])] if name in ZERO_INIT_OUTPUT else []
+    with torch.no_grad():
+        for layer in layers:
+            for p in layer.parameters():
+                p.zero_()

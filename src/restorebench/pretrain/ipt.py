@@ -26,7 +26,7 @@ from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.metrics import psnr_torch
-from restorebench.models import build_model
+from restorebench.models import build_model, start_at_identity
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
@@ -34,7 +34,6 @@ from restorebench.pretrain.runner import (
     stack,
     store_path,
 )
-from restorebench.train.finetune import start_at_identity
 from restorebench.train.loop import to_device
 
 

@@ -8,7 +8,8 @@ them, undeclared to either orchestrator, so a restarted job resumes instead of s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +22,9 @@ from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.metrics import psnr_torch
-from restorebench.models import build_model
+from restorebench.models import build_model, start_at_identity
 from restorebench.train.loop import TrainConfig, to_device
 from restorebench.train.session import train_and_save
-
-# From a random init, the restoration baselines start at the identity as the head-based models do: their
-# last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
-# IPT has an input skip only with image_residual (its demo variant); the official IPT has none.
-ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
-
-
-def start_at_identity(model: torch.nn.Module, name: str) -> None:
-    if name == "ipt":
-        layers = model.output_convs() if getattr(model, "image_residual", False) else []
-    else:
-        layers = [getattr(model, ZERO_INIT_OUTPUT[name])] if name in ZERO_INIT_OUTPUT else []
-    with torch.no_grad():
-        for layer in layers:
-            for p in layer.parameters():
-                p.zero_()
 
 
 class StepBatches(Sampler):
@@ -213,19 +198,21 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
     return f"{pretrain}:{path} (sha256 {io.sha256_file(path)[:16]})"
 
 
-def finetune(
-    cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *, pretrain: str = "none", progress: bool = True
-) -> dict:
-    """Train one cell (from `pretrain`'s weights unless "none") and write its outputs; returns train.json."""
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(cfg.seed)  # the seeded init of everything not loaded from a checkpoint
-    variant = cfg.variant(model, task)
-    net, init = init_model(cfg, model, task)
-    if pretrain != "none":
-        init = load_pretrained_init(net, cfg, model, task, pretrain)
+@dataclass
+class TrainingData:
+    """A cell's training batches (`batches(start_step)`, as the loop takes them) and its held-out crops."""
+
+    batches: Callable[[int], Iterator]
+    held: Items
+    patch: int
+    holdout_images: int
+
+
+def training_data(cfg: Config, task: str, model: str) -> TrainingData:
+    """The cell's data from TASK's packed training store: uint8 crops (4x less to copy; the loop converts
+    to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source images
+    held out per `train.holdout`."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
-    # uint8 batches (4x less to copy); the loop converts to float on the device
     patch = cfg.train.recipe(model).patch or cfg.train.patch
     train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
     dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
@@ -247,13 +234,30 @@ def finetune(
         )
         return iter(loader)
 
+    holdout_images = len(set(store.index["image"][i] for i in held_idx))
+    return TrainingData(batches, held, patch, holdout_images)
+
+
+def finetune(
+    cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *, pretrain: str = "none", progress: bool = True
+) -> dict:
+    """Train one cell (from `pretrain`'s weights unless "none") and write its outputs; returns train.json."""
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)  # the seeded init of everything not loaded from a checkpoint
+    variant = cfg.variant(model, task)
+    net, init = init_model(cfg, model, task)
+    if pretrain != "none":
+        init = load_pretrained_init(net, cfg, model, task, pretrain)
+    data = training_data(cfg, task, model)
     loop_cfg = loop_config(cfg, model, strategy)
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
-              "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": patch}  # fmt: skip
-    params["holdout_images"] = len(set(store.index["image"][i] for i in held_idx))
+              "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": data.patch,
+              "holdout_images": data.holdout_images}  # fmt: skip
+    held = data.held
     validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None
-    done = train_and_save(net, batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
+    done = train_and_save(net, data.batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
                           progress=progress)
     if done is None:  # not rank 0 of a DDP run
         return {}
@@ -269,6 +273,7 @@ def finetune(
         "resumed_from": result.resumed_from,
         "train_seconds": result.seconds,
         "train_images_per_s": result.images_per_s,
+        "data_wait": result.data_wait,  # share of the wall time the loop waited for the loader
         "last_loss": result.last_loss,
         "val_psnr": (result.history[-1].get("val/psnr") if result.history else None),
         "holdout_images": params["holdout_images"],
