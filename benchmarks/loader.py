@@ -89,7 +89,8 @@ def crop_pair(lq: np.ndarray, gt: np.ndarray, seed: int, epoch: int, i: int):
     return to_tensor(lq, k), to_tensor(gt, k)
 
 
-def build(root: Path, n: int) -> dict[str, Dataset]:
+def make_store(root: Path, n: int, store_dir: Path | None = None) -> list[tuple[Path, Path]]:
+    """n photo-like 512x512 (lq, gt) PNG pairs under root, packed into a store at store_dir (root/store)."""
     rng = np.random.default_rng(0)
     pairs = []
     for i in range(n):
@@ -100,12 +101,17 @@ def build(root: Path, n: int) -> dict[str, Dataset]:
         pairs.append((root / f"lq{i:04d}.png", root / f"gt{i:04d}.png"))
     prepare_store(
         [(f"im{i}", lq, gt) for i, (lq, gt) in enumerate(pairs)],
-        root / "store",
+        store_dir or root / "store",
         size=SUB,
         step=SUB,
         workers=1,
         progress=False,
     )
+    return pairs
+
+
+def build(root: Path, n: int) -> dict[str, Dataset]:
+    pairs = make_store(root, n)
     sets: dict[str, Dataset] = {
         "store": PairedPatchDataset(root / "store", PATCH),
         "store_u8": PairedPatchDataset(root / "store", PATCH, uint8=True),  # float conversion on the GPU

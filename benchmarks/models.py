@@ -5,11 +5,12 @@
 
 A step is the training loop's own (src/restorebench/train/loop.py): a uint8 batch converted to float on the
 device, the model's pixel objective (its recipe's loss, bf16 autocast on CUDA), backward, fused AdamW on
-CUDA over the strategy's parameter groups ("full"), the LR schedule step, and the loss read back to the host
-as the loop does every step. Variants and recipes come from params.yaml (`--task`'s variant of the demo or
-paper profile). FLOPs come from torch.utils.flop_counter (forward + backward of one step, counted, not
-estimated as 3x forward); MFU divides the achieved rate by the device's dense peak (--peak-tflops, else
-`device_peak`: H100/H200 SXM bf16 989, TF32 494, fp32 without tensor cores 67; none for a CPU).
+CUDA over the strategy's parameter groups ("full"), the LR schedule step; the loss stays on the device and
+is read back once per `sync_every` steps, as the loop does (its default: 10; 1 reads every step). Variants
+and recipes come from params.yaml (`--task`'s variant of the demo or paper profile). FLOPs come from
+torch.utils.flop_counter (forward + backward of one step, counted, not estimated as 3x forward); MFU divides
+the achieved rate by the device's dense peak (--peak-tflops, else `device_peak`: H100/H200 SXM bf16 989,
+TF32 494, fp32 without tensor cores 67; none for a CPU).
 Prints a table, writes JSON.
 """
 
@@ -92,8 +93,9 @@ def training_step(
     betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     total_steps: int = 1000,
-) -> Callable[[tuple[torch.Tensor, torch.Tensor]], float]:
-    """One step of train/loop.py's `train` (strategy "full", accumulate 1) as a function of a (lq, gt) batch.
+) -> Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One step of train/loop.py's `train` (strategy "full", accumulate 1) as a function of a (lq, gt) batch;
+    returns the detached loss, still on the device (reading it is the caller's sync point).
 
     bf16 (amp) is CUDA autocast inside the loop's objective; on a CPU the loop runs fp32 only, and amp here
     wraps the step in CPU autocast so that a bf16/fp32 ratio can still be measured.
@@ -110,26 +112,26 @@ def training_step(
     )
     forward = torch.compile(model) if compiled else model
 
-    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         strategies.train_mode(model, "full")
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp and not cuda):
             value, _ = objective(forward, batch, device)
         value.backward()
-        total = float(value.detach())  # the loop reads the loss every step (a device sync)
         optimizer.step()
         schedule.step()
-        return total
+        return value.detach()
 
     return step
 
 
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
           device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
-          channels_last: bool | None = None, budget_s: float | None = None) -> dict:
-    """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant; the
-    rate is the batch over the median step time. `budget_s` stops timing after that many seconds (at least
-    two steps), which bounds a slow row on a CPU."""
+          channels_last: bool | None = None, budget_s: float | None = None, sync_every: int = 1) -> dict:
+    """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant, in
+    windows of `sync_every` steps that each end by reading the loss (the loop's host-device sync); the rate
+    is the batch over the median step time (window time / its steps). `budget_s` stops timing after that
+    many seconds (at least two windows), which bounds a slow row on a CPU."""
     torch.manual_seed(0)
     dev = torch.device(device)
     recipe = dict(recipe or {})
@@ -147,19 +149,22 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
                          channels_last=channels_last, total_steps=warmup + steps, **recipe)
     t_compile = time.perf_counter()
     for _ in range(warmup):  # warm-up (and compilation)
-        step((lq, gt))
+        float(step((lq, gt)))
     warmup_s = time.perf_counter() - t_compile
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, timed = [], 0  # per-step seconds of each window; steps timed
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for i in range(steps):
-        if budget_s is not None and i >= 2 and time.perf_counter() - t0 > budget_s:
+    while timed < steps:
+        if budget_s is not None and len(times) >= 2 and time.perf_counter() - t0 > budget_s:
             break
+        n = min(sync_every, steps - timed)
         start = time.perf_counter()
-        step((lq, gt))  # reads the loss back, so a step ends when the device is done (the loop does too)
-        times.append(time.perf_counter() - start)
+        losses = [step((lq, gt)) for _ in range(n)]
+        torch.stack(losses).tolist()  # the window ends when the device is done (the loop reads here too)
+        times.append((time.perf_counter() - start) / n)
+        timed += n
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -177,8 +182,9 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "gflops_per_step": flops / 1e9,
         "warmup_s": warmup_s,
         "step_s": seconds,
-        "timed_steps": len(times),
-        "step_s_mean": wall / len(times),
+        "timed_steps": timed,
+        "sync_every": sync_every,
+        "step_s_mean": wall / timed,
         "cpu_per_wall": cpu / wall,  # host CPU seconds per second: below the thread count = shared cores
         "images_per_s": batch / seconds,
         "tflops": tflops,

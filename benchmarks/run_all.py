@@ -10,6 +10,8 @@ Sections (`--only`, comma-separated; default all):
   loader         pairs/s per core of the packed store (benchmarks/loader.py, workers=0: one process, one core).
   eval           1280x720 images/s through restorebench.infer.restore, tiled as the paper profile's `evaluate`
                  says, alone and with the protocol's scoring (restorebench.evaluate.evaluate).
+  loop           the real finetuning loop (benchmarks/loop.py): store, DataLoader workers, copies, step and
+                 loss reads, sync_every 1 vs the profile's; steady-state images/s, data_wait, GPU utilisation.
   orchestration  wall time of `snakemake -n results/table.csv --config profile=paper` and of a no-op `dvc repro`
                  on the paper grid, in a temporary copy of the repository (see `orchestration` below).
 
@@ -38,12 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks` as a package, from any working folder
 
 from benchmarks import loader as bench_loader  # noqa: E402
+from benchmarks import loop as bench_loop  # noqa: E402
 from benchmarks import metrics as bench_metrics  # noqa: E402
 from benchmarks import models as bench_models  # noqa: E402
 from restorebench import io  # noqa: E402
 from restorebench.models import MODELS  # noqa: E402
 
-SECTIONS = ("models", "loader", "eval", "orchestration")
+SECTIONS = ("models", "loader", "eval", "loop", "orchestration")
 PARAMS = ROOT / "params.yaml"
 TARGET_ORCHESTRATION_S = 5.0
 OUTPUT_ROOTS = ("data/", "metrics/", "results/", "runs/", "logs/")  # pipeline outputs, not copied
@@ -59,13 +62,16 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
     train = bench_models.profile_recipe(profile, "nafnet", PARAMS)  # batch and patch are the profile's
     if args.quick:
         batch, size, warmup, steps = 2, 32, 1, 1
-    elif device == "cuda":
-        batch, size, warmup, steps = train["batch"], train["patch"], 3, 10
+    elif device == "cuda":  # two windows of the loop's sync_every (10) steps
+        batch, size, warmup, steps = train["batch"], train["patch"], 3, 20
     else:  # the demo profile's batch and patch; a paper-size batch takes minutes per step on a CPU
         demo = bench_models.profile_recipe("demo", "nafnet", PARAMS)
         batch, size, warmup, steps = demo["batch"], demo["patch"], 1, 5
     batch, size, steps = args.batch or batch, args.size or size, args.steps or steps
     compile_on = args.compile if args.compile is not None else device == "cuda"
+    # the loss is read every sync_every steps, as the loop does; on a CPU a step is synchronous anyway, and
+    # windows of one step keep the median's resistance to other jobs' bursts
+    sync_every = bench_models._config(profile, PARAMS).train.sync_every if device == "cuda" else 1
     # a CPU row stops timing after `budget` s (>= 2 steps): bf16 is emulated on most CPUs and very slow
     budget = args.row_budget if args.row_budget is not None else (None if device == "cuda" else 20.0)
     note = (f"{profile} variants ({args.task}) on {device}"
@@ -91,7 +97,7 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                     r = bench_models.bench(name, variants[name], batch=batch, size=size, dtype=dtype,
                                            compiled=compiled, steps=steps, device=device,
                                            warmup=max(warmup, 2) if compiled else warmup,  # compile + recompile
-                                           peak=peak, recipe=recipe, budget_s=budget)
+                                           peak=peak, recipe=recipe, budget_s=budget, sync_every=sync_every)
                     rows.append({**base, **r, "status": "ok", "peak_name": peak_name})
                 except torch.OutOfMemoryError as err:
                     rows.append({**base, "status": "oom", "reason": str(err).splitlines()[0]})
@@ -211,6 +217,26 @@ def section_eval(args: argparse.Namespace, device: str) -> dict:
              "; bf16: n/a (autocast is CUDA-only in restorebench.infer)"), flush=True)
     print(f"  evaluate path (restore fp32 + PSNR + both SSIM conventions): {summary['images_per_s']:.2f} img/s "
           f"(evaluate/restore {summary['images_per_s'] / restore_fp32:.2f}x)", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+
+def section_loop(args: argparse.Namespace, device: str, models: dict | None) -> dict:
+    profile = "paper" if args.paper or device == "cuda" else "demo"
+    steps = args.loop_steps or (4 if args.quick else 40 if device == "cuda" else 20)
+    print(f"\n== loop: the finetuning loop end to end ({profile} profile, task denoise, {steps} steps per row, "
+          f"steady state after the first window), sync_every 1 vs the profile's, {device}", flush=True)
+    out = bench_loop.section(profile=profile, models=args.models, steps=steps, syncs=[1, 0], device=device,
+                             params=PARAMS, images=4 if args.quick else 16)
+    # the loop against the step alone (models section), where both ran the same batch, patch and precision
+    step_rates = {} if models is None else {
+        (r["model"], r["batch"], r["size"]): r["images_per_s"] for r in models["rows"]
+        if r["status"] == "ok" and not r["compiled"] and r["dtype"] == ("bf16" if device == "cuda" else "fp32")}
+    for r in out["rows"]:
+        step = step_rates.get((r["model"], r["batch"], r["patch"]))
+        r["loop_over_step"] = r["images_per_s"] / step if step else None
     return out
 
 
@@ -371,6 +397,15 @@ def summary_table(result: dict) -> list[str]:
                      f"{ev['restore_images_per_s_fp32']:.2f} img/s fp32"
                      + (f", {ev['restore_images_per_s_bf16']:.2f} bf16" if ev["restore_images_per_s_bf16"] else "")
                      + f"; with scoring {ev['evaluate_images_per_s']:.2f} img/s ({ev['device']})")
+    if "loop" in result:
+        lp = result["loop"]
+        lines.append(f"loop ({lp['profile']} profile, real loader + loop, steady state): img/s | data_wait | "
+                     "GPU util | vs sync_every 1 | loop/step")
+        for r in lp["rows"]:
+            util = f"{r['gpu_util_pct']:.0f}%" if r["gpu_util_pct"] is not None else "n/a"
+            lines.append(f"{r['model']:>17} sync {r['sync_every']:>3}: {r['images_per_s']:9.2f} "
+                         f"{100 * r['data_wait']:8.1f}% {util:>9} {_x(r['over_sync_every_1']):>8} "
+                         f"{_x(r['loop_over_step']):>9}")
     if "orchestration" in result:
         o = result["orchestration"]
         if o.get("status") == "skipped":
@@ -425,6 +460,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="seconds of timed steps per model row, >= 2 steps (default: 20 on a CPU, none on CUDA)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the device peak for MFU")
     ap.add_argument("--eval-model", default="nafnet", choices=tuple(MODELS))
+    ap.add_argument("--loop-steps", type=int, default=None,
+                    help="loop: training steps per row (default 40 on CUDA, 20 on a CPU, 4 with --quick)")
     ap.add_argument("--repeats", type=int, default=3, help="orchestration: runs per command")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench.json")
     args = ap.parse_args(argv)
@@ -449,6 +486,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["loader"] = section_loader(args)
     if "eval" in args.only:
         result["eval"] = section_eval(args, device)
+    if "loop" in args.only:
+        result["loop"] = section_loop(args, device, result.get("models"))
     if "orchestration" in args.only:
         result["orchestration"] = section_orchestration(args)
     if "models" in result and "loader" in result:

@@ -17,7 +17,7 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
             str(project_root / "benchmarks" / "run_all.py"),
             "--quick",
             "--only",
-            "models,loader",
+            "models,loader,loop",
             "--models",
             "nafnet",
             "--dtypes",
@@ -34,8 +34,8 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "== summary" in proc.stdout and "nafnet" in proc.stdout
     bench = json.loads(out.read_text())
-    assert set(bench) == {"meta", "models", "loader"}
-    assert bench["meta"]["sections"] == ["models", "loader"] and bench["meta"]["quick"] is True
+    assert set(bench) == {"meta", "models", "loader", "loop"}
+    assert bench["meta"]["sections"] == ["models", "loader", "loop"] and bench["meta"]["quick"] is True
     assert not list(tmp_path.glob(".bench.json.*"))  # the atomic write left no temporary file
 
     rows = bench["models"]["rows"]
@@ -57,6 +57,17 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
     assert all(v > 0 for v in loader["per_core_pairs_per_s"].values())
     assert loader["ceiling_pairs_per_s_per_core"] == loader["per_core_pairs_per_s"]["store_u8"]
 
+    # the real loop: loader + loop.train, the loss read every step and every train.sync_every (demo: 10) steps
+    loop = bench["loop"]
+    assert [(r["model"], r["sync_every"]) for r in loop["rows"]] == [("nafnet", 1), ("nafnet", 10)]
+    for r in loop["rows"]:
+        assert r["images_per_s"] > 0 and 0.0 <= r["data_wait"] < 1.0
+        assert r["steps"] == 4 and r["batch"] == 4 and r["patch"] == 48  # the demo profile's cell
+        if bench["meta"]["device"] == "cpu":
+            assert r["gpu_util_pct"] is None and r["gpu_util_note"] == "n/a: no GPU"
+    assert loop["rows"][0]["over_sync_every_1"] == 1.0
+    assert "loop (demo profile" in proc.stdout
+
 
 def test_run_all_rejects_unknown_section(project_root, tmp_path):
     proc = subprocess.run(
@@ -67,4 +78,14 @@ def test_run_all_rejects_unknown_section(project_root, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "modles" in proc.stderr and "models, loader, eval, orchestration" in proc.stderr
+    assert "modles" in proc.stderr and "models, loader, eval, loop, orchestration" in proc.stderr
+
+
+def test_bench_times_whole_sync_windows():
+    """A row times `steps` steps in windows of sync_every (each ending with the loss read), not one more."""
+    from benchmarks import models as bench_models
+
+    row = bench_models.bench("nafnet", "demo", batch=2, size=32, dtype="fp32", compiled=False, steps=5,
+                             device="cpu", peak=None, warmup=1, sync_every=2)
+    assert row["timed_steps"] == 5 and row["sync_every"] == 2
+    assert row["images_per_s"] == pytest.approx(2 / row["step_s"])
