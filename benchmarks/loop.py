@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -117,8 +118,11 @@ def run_row(cfg, model: str, sync_every: int, steps: int, device: str, run_dir: 
 
 
 def section(*, profile: str, models: list[str], steps: int, syncs: list[int], device: str,
-            params: Path, images: int = 16) -> dict:
-    """Rows for every model x sync_every, on one synthetic store; `syncs` entries of 0 mean the profile's."""
+            params: Path, images: int = 16, stop: Callable[[], bool] = lambda: False,
+            on_row: Callable[[list[dict]], None] = lambda rows: None) -> dict:
+    """Rows for every model x sync_every, on one synthetic store; `syncs` entries of 0 mean the profile's.
+    Once `stop()` is true no further row starts (those rows are listed under "skipped"); `on_row(rows)`
+    follows every row."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = tmp / "data" / "store" / "sidd" / "train"
@@ -126,16 +130,21 @@ def section(*, profile: str, models: list[str], steps: int, syncs: list[int], de
         cfg = load_config(params, [f"profile={profile}", f"profiles.{profile}.data.root={tmp / 'data'}",
                                    f"profiles.{profile}.train.holdout=0"])
         syncs = [s or cfg.train.sync_every for s in syncs]
-        rows = []
+        rows, skipped = [], []
         for model in models:
             for sync in dict.fromkeys(syncs):
+                if stop():
+                    skipped.append({"model": model, "sync_every": sync})
+                    continue
                 row = run_row(cfg, model, sync, steps, device, tmp / "runs" / f"{model}-{sync}")
                 rows.append(row)
                 print("  " + line(row), flush=True)
+                on_row(rows)
     base = {r["model"]: r["images_per_s"] for r in rows if r["sync_every"] == 1}
     for r in rows:
         r["over_sync_every_1"] = r["images_per_s"] / base[r["model"]] if r["model"] in base else None
-    return {"profile": profile, "device": device, "steps": steps, "store_images": images, "rows": rows}
+    return {"profile": profile, "device": device, "steps": steps, "store_images": images, "rows": rows,
+            "skipped": skipped}
 
 
 def line(r: dict) -> str:

@@ -125,6 +125,24 @@ def training_step(
     return step
 
 
+def host_syncs(step: Callable, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, str | None]:
+    """How often one training step makes the host wait for the GPU (.item(), nonzero, a blocking copy ...),
+    counted by CUDA's sync debug mode; the caller's loss read is not part of it. Returns (count, first
+    warning's text). A step with syncs cannot run ahead of the GPU, whatever the loop does."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    return len(found), (found[0].splitlines()[0][:200] if found else None)
+
+
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
           device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
           channels_last: bool | None = None, budget_s: float | None = None, sync_every: int = 1) -> dict:
@@ -151,6 +169,7 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     for _ in range(warmup):  # warm-up (and compilation)
         float(step((lq, gt)))
     warmup_s = time.perf_counter() - t_compile
+    syncs = host_syncs(step, (lq, gt)) if dev.type == "cuda" else None
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -184,6 +203,8 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "step_s": seconds,
         "timed_steps": timed,
         "sync_every": sync_every,
+        "host_syncs_per_step": None if syncs is None else syncs[0],  # the step's own, besides the loss read
+        "host_sync_first": None if syncs is None else syncs[1],
         "step_s_mean": wall / timed,
         "cpu_per_wall": cpu / wall,  # host CPU seconds per second: below the thread count = shared cores
         "images_per_s": batch / seconds,

@@ -295,3 +295,39 @@ def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
     train(_model(), make_batches(), _cfg(steps=2, compile=True, compile_mode="reduce-overhead"),
           run_dir=tmp_path, progress=False)
     assert seen == ["reduce-overhead"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_loop_never_waits_for_the_gpu_between_reads(tmp_path, monkeypatch):
+    """On CUDA (bf16 autocast, channels_last, fused AdamW, EMA) a step makes no host-device sync: CUDA's sync
+    debug mode raises on any, except inside the loss reads and the checkpoint writes, which are meant to."""
+    from restorebench.train import loop
+
+    def allowed(fn):
+        def call(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+        return call
+
+    reads, real = [], loop._read
+    monkeypatch.setattr(loop, "_read", allowed(lambda window, *a: reads.append(len(window)) or real(window, *a)))
+    monkeypatch.setattr(loop.checkpoint, "save", allowed(checkpoint.save))
+
+    def pinned(start):  # as the DataLoader gives them (pin_memory on CUDA)
+        for lq, gt in make_batches()(start):
+            yield lq.pin_memory(), gt.pin_memory()
+
+    model = _model().cuda()
+    cfg = _cfg(steps=12, log_every=6, checkpoint_every=12, sync_every=6, amp=True, channels_last=True, ema_decay=0.9)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _, result = train(model, pinned, cfg, device="cuda", run_dir=tmp_path, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert reads == [6, 6] and result.steps == 12 and torch.isfinite(torch.tensor(result.last_loss))
+

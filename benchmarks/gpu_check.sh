@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 8's GPU checks as one device command of about 5 minutes (H100/H200), most important first:
+#   1. the GPU tests (pytest -m gpu): no host-device sync inside a training step, CUDA restore, metrics;
+#   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
+#   3. run_all.py loop + eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10), evaluation;
+#   4. run_all.py models, compiled bf16 (compiled/eager ratios decide train.compile per model).
+# Each part has a deadline (no new row starts after it) inside a hard timeout, and bench.json is rewritten
+# after every model row, so a part cut short keeps what it measured.
+#
+# Here first:   make gpu-wheels     (.whl/: what the device image lacks: omegaconf + antlr4, and this
+#                                    project's timm / transformers versions)
+# On the device (the `run` tool, carry [".whl"]):   bash benchmarks/gpu_check.sh
+# Results: $OUT (else results/gpu/): gpu_check.log and bench_{bf16,fp32,loop,compiled}.json.
+# A smoke run on a CPU (paper variants, tiny steps): EXTRA_ARGS=--quick PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu_check.sh
+set -u -o pipefail
+out=${OUT:-results/gpu}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+: >"$log"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl >>"$log" 2>&1 || { echo "wheel install failed (see $log)"; tail -5 "$log"; exit 1; }
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+started=$(date +%s)
+
+say() { echo "$@" | tee -a "$log"; }
+part() {  # part NAME TIMEOUT_S ARGS...: one run_all.py call, its summary on stdout, all of it in the log
+  local name=$1 limit=$2
+  shift 2
+  say "== part $name ($(($(date +%s) - started)) s in): run_all.py $*"
+  # shellcheck disable=SC2086  # EXTRA_ARGS: more run_all.py flags, split on spaces
+  timeout "$limit" python3 benchmarks/run_all.py --paper --out "$out/bench_$name.json" "$@" ${EXTRA_ARGS:-} 2>&1 |
+    tee -a "$log" | sed -n '/^== summary/,$p'
+  local rc=${PIPESTATUS[0]}
+  say "   part $name: exit $rc$([ "$rc" = 124 ] && echo ' (its timeout: the json keeps the rows done)')"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import torch, timm, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'timm', timm.__version__, 'transformers', transformers.__version__,
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"
+  nproc; } 2>&1 | tee -a "$log"
+
+say "== part tests: pytest -m gpu"
+timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests 2>&1 | tee -a "$log" | tail -4
+
+part bf16 110 --only models --modes eager --dtypes bf16 --deadline 80
+part fp32 80 --only models --modes eager --dtypes fp32 --deadline 50
+part loop 75 --only loop,eval --models nafnet,restormer,swin_upernet,vit_adapter --deadline 40
+part compiled 110 --only models --modes compiled --dtypes bf16 --deadline 70 \
+  --models nafnet,restormer,swin_upernet,vit_adapter,swin_mask2former,ipt
+say "== done in $(($(date +%s) - started)) s"
