@@ -46,3 +46,28 @@ def test_summary_counts_match_published_sizes():
     assert row["gmacs"] == pytest.approx(16.1, rel=1e-2)
     assert sum(row["groups"].values()) == row["params"]
     assert set(VARIANTS) == set(MODELS)
+
+
+# Where the attention runs (issue 8: "SDPA/flash attention where the model allows"). Swin (transformers'
+# "sdpa" implementation), BEiT (timm's fused_attn) and IPT (nn.MultiheadAttention without weights) call
+# scaled_dot_product_attention, so PyTorch picks a flash / memory-efficient kernel on CUDA. NAFNet has no
+# attention; Restormer's is across channels (a (C/heads)^2 map over H*W-long vectors: no SDPA shape).
+SDPA_USERS = {"swin_upernet", "swin_mask2former", "vit_adapter", "ipt"}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_attention_goes_through_sdpa_where_the_model_has_a_token_attention(name, monkeypatch):
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    torch.manual_seed(0)
+    model = build_model(name, variant="demo").train()
+    model(torch.rand(2, 3, 48, 48)).mean().backward()  # batch 2: UperNet's pooling BatchNorm trains on 1x1
+    assert bool(calls) == (name in SDPA_USERS), (name, len(calls))
