@@ -94,3 +94,71 @@ def test_out_of_memory_names_the_memory_asked_and_a_hint(project_root, monkeypat
     assert "Tried to allocate 18.00 GiB" in result.output
     assert "raise train.accumulate" in result.output
     assert "Traceback" not in result.output
+
+
+def _finetuned_cell(project_root, root, monkeypatch) -> None:
+    """A demo NAFNet cell's weights under root/runs/ and a one-item evaluation set, as `evaluate` reads them."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    import restorebench.evaluate as ev
+    from restorebench.config import load_config
+    from restorebench.train.finetune import cell_model
+
+    weights = root / "runs/finetune/denoise/nafnet/full/model.safetensors"
+    weights.parent.mkdir(parents=True)
+    save_file(cell_model(load_config(project_root / "params.yaml"), "nafnet", "denoise").state_dict(), weights)
+    rng = np.random.default_rng(0)
+    item = ev.EvalItem("0000_00", *(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)))
+    monkeypatch.setattr(ev, "eval_items", lambda task, data_root: iter([item]))
+    monkeypatch.chdir(root)
+
+
+def test_evaluate_runs_the_configured_tiling_and_precision_and_records_it(project_root, monkeypatch, tmp_path):
+    import json
+    import warnings
+
+    import torch
+
+    import restorebench.infer as infer
+
+    _finetuned_cell(project_root, tmp_path, monkeypatch)
+    calls: list[dict] = []
+    real = infer.restore
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "restore", spy)
+    sets = [f"profiles.demo.evaluate.{kv}" for kv in ("tile=32", "overlap=8", "batch=2", "tf32=true", "autocast=bf16")]
+    cmd = ["--params", str(project_root / "params.yaml"), *(a for kv in sets for a in ("-S", kv)),
+           "evaluate", "--task", "denoise", "--model", "nafnet", "--strategy", "full"]
+    cuda = torch.cuda.is_available()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, cmd)
+    assert result.exit_code == 0, result.output
+    # off CUDA the user is told the bf16 asked for does not apply (and the JSON says fp32)
+    assert any("autocast is used on CUDA only" in str(w.message) for w in caught) != cuda
+    assert calls and all(
+        (c["tile"], c["overlap"], c["batch"], c["autocast"], c["tf32"]) == (32, 8, 2, "bf16", True) for c in calls
+    )
+    metrics = json.loads((tmp_path / "metrics/finetune/denoise/nafnet/full.json").read_text())
+    assert metrics["precision"] == ("bf16" if cuda else "fp32")  # bf16 autocast and TF32 are CUDA-only
+    assert f"({metrics['precision']})" in result.output
+    assert (tmp_path / "results/eval/denoise/nafnet/full/per_image.csv").exists()
+
+    result = runner.invoke(app, ["--params", str(project_root / "params.yaml"), "-S", "profiles.demo.evaluate.tf32=true",
+                                 "evaluate", "--task", "denoise", "--model", "nafnet", "--strategy", "full"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics/finetune/denoise/nafnet/full.json").read_text())
+    assert metrics["precision"] == ("tf32" if cuda else "fp32")
+
+
+def test_evaluate_bad_precision_names_the_key(project_root, monkeypatch):
+    monkeypatch.chdir(project_root)
+    result = runner.invoke(app, ["-S", "profiles.paper.evaluate.autocast=fp16x", "evaluate", "--task", "denoise",
+                                 "--model", "identity"])
+    assert result.exit_code == 1
+    assert "profiles.paper.evaluate.autocast: 'fp16x' is not allowed; choose from ['bf16']" in result.output

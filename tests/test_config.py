@@ -74,6 +74,11 @@ def test_grid_lists_hold_known_names(project_root):
         ("profiles.paper.train.compile_mode=reduce_overhead",
          r"profiles\.paper\.train\.compile_mode: 'reduce_overhead'.*did you mean 'reduce-overhead'"),
         ("profiles.demo.train.sync_every=0", r"profiles\.demo\.train\.sync_every: must be >= 1, got 0"),
+        ("profiles.paper.evaluate.autocast=fp16x",
+         r"profiles\.paper\.evaluate\.autocast: 'fp16x' is not allowed; choose from \['bf16'\]"),
+        ("profiles.demo.evaluate.autocast=bf61", r"profiles\.demo\.evaluate\.autocast: 'bf61'.*did you mean 'bf16'"),
+        ("profiles.paper.evaluate.tf32=maybe", r"profiles\.paper\.evaluate\.tf32: .*'maybe'"),
+        ("profiles.paper.evaluate.batch=0", r"profiles\.paper\.evaluate\.batch: must be >= 1, got 0"),
     ],
 )
 def test_bad_params_name_the_key(project_root, override, expected):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from restorebench.infer import restore, tile_starts, to_uint8
+from restorebench.infer import float32_precision, precision, restore, tile_starts, to_uint8
 
 
 def _conv_net(layers: int = 4, seed: int = 0) -> nn.Module:
@@ -43,6 +43,17 @@ class NeedsMultipleOf8(nn.Module):
         return self.net(x)
 
 
+class GlobalContext(nn.Module):
+    """Not local: adds each input's own channel means, so tiles see different context than the whole image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _conv_net(2, seed=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + x.mean(dim=(-2, -1), keepdim=True)
+
+
 def _image(*shape: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(*shape, generator=g)
@@ -75,6 +86,19 @@ def test_too_small_overlap_shows_seams():
     img = _image(1, 3, 75, 101)
     diff = (restore(model, img, tile=32, overlap=2) - restore(model, img)).abs().max().item()
     assert diff > 1e-4
+
+
+@pytest.mark.parametrize("model", [_conv_net(layers=4), GlobalContext()], ids=["local", "global"])
+def test_tile_batch_does_not_change_the_output(model):
+    """One tile per pass, two passes, or every tile of both images in one pass: the same output, also for a
+    model whose tiled result differs from the whole-image one (so this is not the locality guarantee)."""
+    img = _image(2, 3, 75, 101)
+    tiles = 2 * len(tile_starts(75, 32, 9)) * len(tile_starts(101, 32, 9))
+    one = restore(model, img, tile=32, overlap=9, batch=1)
+    for batch in (tiles // 2 + 1, tiles):
+        assert torch.allclose(restore(model, img, tile=32, overlap=9, batch=batch), one, rtol=0, atol=1e-6), batch
+    if isinstance(model, GlobalContext):
+        assert (one - restore(model, img)).abs().max().item() > 1e-3
 
 
 def test_tile_starts_cover_with_min_overlap():
@@ -126,6 +150,38 @@ def test_autocast_on_cpu_warns_and_runs_float32():
     with pytest.warns(UserWarning, match="CUDA only"):
         out = restore(model, img, autocast=True)
     assert torch.equal(out, restore(model, img))
+    assert torch.equal(restore(model, img, tf32=True), out)  # TF32 is CUDA-only too
+
+
+def test_precision_names_what_runs():
+    assert precision("cpu", autocast="bf16", tf32=True) == "fp32"  # neither applies off CUDA
+    assert precision("cuda") == "fp32"
+    assert precision("cuda", tf32=True) == "tf32"
+    assert precision("cuda", autocast="bf16", tf32=True) == "bf16"
+    assert precision(torch.device("cuda", 0), autocast=True) == "bf16"
+    assert precision("cuda", autocast="fp16") == "fp16"
+    with pytest.raises(ValueError, match="autocast must be"):
+        precision("cpu", autocast="fp8")
+
+
+def test_float32_precision_sets_then_restores_the_cuda_flags():
+    """The flags are plain globals, settable without a GPU: check the context manager flips and restores them."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        for before in ((False, True), (True, False)):
+            for tf32 in (True, False):
+                matmul.allow_tf32, cudnn.allow_tf32 = before
+                with float32_precision(tf32, torch.device("cuda")):
+                    assert (matmul.allow_tf32, cudnn.allow_tf32) == (tf32, tf32)
+                assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+                with float32_precision(tf32, torch.device("cpu")):
+                    assert (matmul.allow_tf32, cudnn.allow_tf32) == before  # a no-op off CUDA
+        with pytest.raises(RuntimeError, match="boom"), float32_precision(True, torch.device("cuda")):
+            raise RuntimeError("boom")
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, False)  # restored on error too
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize(
@@ -172,3 +228,7 @@ def test_cuda_tiled_and_bf16_autocast():
     assert (tiled - whole).abs().max().item() < 1e-5
     bf16 = restore(model, img, tile=48, overlap=10, device="cuda", autocast=True)
     assert (bf16 - whole).abs().max().item() < 3e-2
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    tf32 = restore(model, img, tile=48, overlap=10, device="cuda", tf32=True)
+    assert (tf32 - whole).abs().max().item() < 1e-2
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags

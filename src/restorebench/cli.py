@@ -346,8 +346,10 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none") -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
-    Writes metrics/finetune/{task}/{model}/{cell}.json and, under results/eval/{task}/{model}/{cell}/,
-    per_image.csv and sample crops (input | output | ground truth); cell: STRATEGY or PRETRAIN-STRATEGY.
+    Writes metrics/finetune/{task}/{model}/{cell}.json (with the precision the model ran in: fp32, tf32
+    or bf16, from evaluate.tf32 / evaluate.autocast and the device) and, under
+    results/eval/{task}/{model}/{cell}/, per_image.csv and sample crops (input | output | ground truth);
+    cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench import evaluate as ev
     from restorebench import io
@@ -361,7 +363,7 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
     extra: dict = {}
     if model == "identity":
         restorer = ev.identity
-        extra = {"params": 0, "init": "none", "pretrain": "none"}
+        extra = {"params": 0, "init": "none", "pretrain": "none", "precision": "fp32"}  # no model: the input as is
     else:
         restorer, checkpoint, extra = _load_finetuned(cfg, task, model, cell, strategy, pretrain)
     data_root = Path(cfg.data.root)
@@ -392,16 +394,16 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
     io.write_json(dest, summary)
     typer.echo(
         f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
-        f"over {summary['images']} images -> {dest}"
+        f"over {summary['images']} images ({summary['precision']}) -> {dest}"
     )
 
 
 def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
-    """The finetuned weights of one grid cell, as a restorer with the profile's tiling."""
+    """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
     import torch
     from safetensors.torch import load_file
 
-    from restorebench.infer import restore
+    from restorebench.infer import precision, restore
     from restorebench.train.finetune import cell_model
 
     run = Path("runs/finetune") / task / model / cell
@@ -421,11 +423,13 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
     net.to(device)
 
     def restorer(x: torch.Tensor) -> torch.Tensor:
-        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device).cpu()
+        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device,
+                       autocast=e.autocast, tf32=e.tf32).cpu()
 
     meta_path = run / "train.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    extra = {"params": sum(p.numel() for p in net.parameters())}
+    extra = {"params": sum(p.numel() for p in net.parameters()),
+             "precision": precision(device, autocast=e.autocast, tf32=e.tf32)}
     extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
     return restorer, weights, extra
 

@@ -117,7 +117,10 @@ class EvalConfig:
 
     tile: int | None = None  # None: whole images; else tiles of this size (pixels) ...
     overlap: int = 32  # ... overlapping by this many pixels
-    batch: int = 4  # tiles per forward pass
+    batch: int = 4  # tiles (images, when tile is None) per forward pass; the output does not depend on it
+    # precision (the metrics JSON records the one used); the published protocols are IEEE float32
+    tf32: bool = False  # CUDA: allow TF32 matmuls and convolutions; false forbids them (cuDNN's default allows)
+    autocast: str | None = None  # None: float32; "bf16": CUDA bf16 autocast (no effect on a CPU)
     max_images: int = 0  # 0: the whole evaluation set (the protocol); >0 only for smoke runs
     crops: int = 3  # sample crops saved for the report
     crop_size: int = 96
@@ -499,6 +502,10 @@ def resolve(raw: dict) -> Config:
         check_choice(f"profiles.{name}.train.compile_mode", prof.train.compile_mode, COMPILE_MODES)
         if prof.train.sync_every < 1:
             raise ConfigError(f"profiles.{name}.train.sync_every: must be >= 1, got {prof.train.sync_every}")
+        if prof.evaluate.batch < 1:
+            raise ConfigError(f"profiles.{name}.evaluate.batch: must be >= 1, got {prof.evaluate.batch}")
+        if prof.evaluate.autocast is not None:
+            check_choice(f"profiles.{name}.evaluate.autocast", prof.evaluate.autocast, ("bf16",))
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],

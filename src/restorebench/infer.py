@@ -9,7 +9,13 @@ Tiles are spread evenly so neighbours overlap by at least `overlap` pixels, henc
 positive weight in at least one tile, and the output is the weighted mean over tiles. Tile edges that
 lie on the image border carry no zero zone: there the whole-image run sees the same border.
 For models without that locality (attention over the whole input) the ramp hides seams; it cannot
-make the result equal to a whole-image run.
+make the result equal to a whole-image run. The tile batch changes the result by float round-off at
+most: each tile is its own sample of a forward pass (tests/test_infer.py checks batch 1 against all
+tiles in one pass, for a local and a non-local model).
+
+Precision (`precision` names it for the record): float32 by default, IEEE float32 on CUDA too (TF32
+off for matmuls and cuDNN convolutions, which cuDNN would otherwise allow), as the published protocols
+compute; `tf32=True` allows TF32 on CUDA, `autocast="bf16"` runs the model under CUDA bf16 autocast.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["restore", "to_uint8", "tile_starts"]
+__all__ = ["float32_precision", "precision", "restore", "to_uint8", "tile_starts"]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -59,17 +66,46 @@ def _weights_1d(start: int, length: int, size: int, overlap: int) -> torch.Tenso
     return w
 
 
+_AUTOCAST = {True: torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast_dtype(autocast: bool | str | None, device: torch.device) -> torch.dtype | None:
-    """None/False: float32. True or "bf16": bfloat16; "fp16": float16 -- on CUDA only."""
+    """None/False: float32. True or "bf16": bfloat16; "fp16": float16 -- on CUDA only (None elsewhere)."""
     if autocast is None or autocast is False:
         return None
-    choices = {True: torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if autocast not in choices:
+    if autocast not in _AUTOCAST:
         raise ValueError(f"autocast must be None, False, True, 'bf16' or 'fp16', got {autocast!r}")
+    return _AUTOCAST[autocast] if device.type == "cuda" else None
+
+
+def precision(device: str | torch.device, *, autocast: bool | str | None = None, tf32: bool = False) -> str:
+    """What `restore(..., device=device, autocast=autocast, tf32=tf32)` computes in: "bf16" or "fp16"
+    (CUDA autocast), "tf32" (CUDA float32 with TF32 allowed) or "fp32" (IEEE float32; always off CUDA)."""
+    device = torch.device(device)
+    amp = _autocast_dtype(autocast, device)
+    if amp is not None:
+        return "bf16" if amp == torch.bfloat16 else "fp16"
+    return "tf32" if tf32 and device.type == "cuda" else "fp32"
+
+
+@contextlib.contextmanager
+def float32_precision(tf32: bool, device: torch.device) -> Iterator[None]:
+    """On CUDA, allow (tf32=True) or forbid (False) TF32 for float32 matmuls and cuDNN convolutions
+    inside the block, then restore the previous flags. A no-op on other devices.
+
+    Forbidding matters: cuDNN allows TF32 convolutions by default, so "float32" on an Ampere or newer
+    GPU would otherwise be TF32 for convolutions (10-bit mantissa) and IEEE float32 for matmuls.
+    """
     if device.type != "cuda":
-        warnings.warn(f"autocast is used on CUDA only; running in float32 on {device}", stacklevel=3)
-        return None
-    return choices[autocast]
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = bool(tf32)
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
 
 
 def _forward(model: nn.Module, x: torch.Tensor, pad_multiple: int, amp: torch.dtype | None) -> torch.Tensor:
@@ -96,6 +132,7 @@ def restore(
     batch: int = 4,
     device: str | torch.device | None = None,
     autocast: bool | str | None = None,
+    tf32: bool = False,
     pad_multiple: int = 1,
 ) -> torch.Tensor:
     """Restore an image (or a batch) with `model`, whole or in overlapping tiles; output in [0, 1].
@@ -104,9 +141,12 @@ def restore(
     the image's device, clamped to [0, 1] (not quantised; see `to_uint8`).
     tile: None runs the whole image; an int runs tiles of tile x tile pixels (smaller along an axis
     where the image is smaller), `batch` tiles per forward pass, neighbours overlapping by at least
-    `overlap` pixels. Exact for convolutional models with receptive field <= overlap (module docstring).
+    `overlap` pixels. Exact for convolutional models with receptive field <= overlap (module docstring);
+    the output does not depend on `batch` (beyond float round-off).
     device: where the model runs (the model is moved there); default the model's own device.
     autocast: True/"bf16" (or "fp16") runs the model under CUDA autocast; ignored with a warning on CPU.
+    tf32: on CUDA, allow TF32 matmuls and convolutions (`float32_precision`); False runs IEEE float32.
+    No effect on CPU. `precision(device, autocast=..., tf32=...)` names the result for the record.
     pad_multiple: pad each model input (replicate, bottom/right) to a multiple of this and crop the
     output back, for models that need sizes divisible by their total stride.
     The model is put in eval mode for the call (its previous mode is restored) and run under
@@ -135,13 +175,15 @@ def restore(
     device = torch.device(device)
     model.to(device)
     amp = _autocast_dtype(autocast, device)
+    if amp is None and autocast not in (None, False):
+        warnings.warn(f"autocast is used on CUDA only; running in float32 on {device}", stacklevel=2)
 
     squeeze = image.ndim == 3
     x = image[None] if squeeze else image
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with float32_precision(tf32, device), torch.inference_mode():
             x = x.to(device=device, dtype=torch.float32)
             h, w = x.shape[-2:]
             if tile is None or (tile >= h and tile >= w):
