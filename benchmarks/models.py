@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -143,6 +144,48 @@ def host_syncs(step: Callable, batch: tuple[torch.Tensor, torch.Tensor]) -> tupl
     return len(found), (found[0].splitlines()[0][:200] if found else None)
 
 
+# CUDA kernel name -> kind, first match wins (cuBLAS/CUTLASS GEMMs, cuDNN convolutions, SDPA kernels ...)
+KERNEL_KINDS = (
+    ("attention", re.compile(r"flash|fmha|attention|efficient_attention|sdpa", re.I)),
+    ("conv", re.compile(r"conv|implicit_gemm|implicit_convolve|winograd|dgrad|wgrad|fprop|cudnn", re.I)),
+    ("matmul", re.compile(r"gemm|cutlass|xmma|cublas|sm\d+_|matmul|gemv", re.I)),
+    ("norm/reduce", re.compile(r"norm|reduce|softmax|welford|sum_|mean", re.I)),
+    ("optimizer", re.compile(r"adam|foreach|multi_tensor", re.I)),
+    ("copy", re.compile(r"copy|memcpy|memset|cat_|index|gather|scatter|transpose|permute", re.I)),
+    ("elementwise", re.compile(r"elementwise|vectorized|unrolled|pointwise|triton_poi|triton_", re.I)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    return next((kind for kind, pattern in KERNEL_KINDS if pattern.search(name)), "other")
+
+
+def kernel_breakdown(step: Callable, batch: tuple[torch.Tensor, torch.Tensor], top: int = 5) -> dict:
+    """One profiled step on CUDA: the share of its wall time some kernel was running (below 1: the GPU
+    waits for the host: launch overhead, syncs, Python), and where the kernel time goes, by kind and by
+    kernel. Profiling slows the host, so the busy share is a lower bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        float(step(batch))
+        wall_us = (time.perf_counter() - start) * 1e6
+    kernels: dict[str, float] = {}
+    for event in prof.events():
+        for k in getattr(event, "kernels", []):
+            kernels[k.name] = kernels.get(k.name, 0.0) + float(k.duration)
+    busy = sum(kernels.values())
+    kinds: dict[str, float] = {}
+    for name, us in kernels.items():
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + us
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+    return {"gpu_busy_share": busy / wall_us if wall_us else None, "kernel_ms": busy / 1e3,
+            "profiled_step_ms": wall_us / 1e3, "kernels": len(kernels),
+            "by_kind": {k: v / busy for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])} if busy else {},
+            "top": [[n[:80], us / 1e3] for n, us in ranked]}
+
+
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
           device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
           channels_last: bool | None = None, budget_s: float | None = None, sync_every: int = 1) -> dict:
@@ -187,6 +230,12 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    kernels = None
+    if dev.type == "cuda":
+        try:
+            kernels = kernel_breakdown(step, (lq, gt))
+        except Exception as err:  # noqa: BLE001 - the profile is extra; its failure must not lose the row
+            kernels = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
     seconds = statistics.median(times)  # the median resists other jobs' bursts on a shared machine
     tflops = flops / seconds / 1e12
     return {
@@ -206,6 +255,7 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "host_syncs_per_step": None if syncs is None else syncs[0],  # the step's own, besides the loss read
         "host_sync_first": None if syncs is None else syncs[1],
         "step_s_mean": wall / timed,
+        "kernels": kernels,  # CUDA: busy share of a profiled step and kernel time by kind (kernel_breakdown)
         "cpu_per_wall": cpu / wall,  # host CPU seconds per second: below the thread count = shared cores
         "images_per_s": batch / seconds,
         "tflops": tflops,
