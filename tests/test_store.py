@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from restorebench.data.manifest import ROWS
 from restorebench.data.store import (
     StoreWriter,
     crop_subimages,
     degrade_store,
+    holdout_split,
     open_store,
     prepare_store,
+    source_group,
 )
 
 TASKS = {
@@ -160,3 +163,86 @@ def test_degrade_store_errors(tmp_path, pngs):
         degrade_store(
             images, tmp_path / "x", tasks={"dn": [{"name": "gaussian_noise", "sigma": -1}]}, workers=1
         )
+
+
+def write_index_store(path: Path, images: list[str], per_image: int = 2) -> Path:
+    """A store of `per_image` tiny items per source image id, in the order given."""
+    blank = np.zeros((2, 2, 3), np.uint8)
+    with StoreWriter(path, {"lq": (2, 2, 3), "gt": (2, 2, 3)}) as w:
+        for image in images:
+            for k in range(per_image):
+                w.add(id=f"{image}/{k}", image=image, lq=blank, gt=blank)
+    return path
+
+
+def split_images(store, fraction: float) -> tuple[set[str], set[str]]:
+    train_idx, held_idx = holdout_split(store, fraction, "profiles.paper.train.holdout")
+    assert len(train_idx) + len(held_idx) == len(store)
+    images = store.index["image"]
+    return {images[i] for i in train_idx}, {images[i] for i in held_idx}
+
+
+def test_holdout_keeps_sequences_whole_near_the_fraction(tmp_path):
+    # GoPro-like: 12 sequences of 4..14 frames, ids "{sequence}_{frame}" as the manifest writes them
+    sizes = [4, 9, 14, 6, 11, 5, 8, 13, 7, 10, 12, 6]
+    seqs = [f"GOPR{372 + g:04d}_11_00" for g in range(len(sizes))]
+    frames = [f"{seq}_{f:06d}" for seq, n in zip(seqs, sizes, strict=True) for f in range(n)]
+    store = open_store(write_index_store(tmp_path / "s", frames))
+    for fraction in (0.1, 0.2, 0.35, 0.5, 0.8):
+        train, held = split_images(store, fraction)
+        train_seqs, held_seqs = {source_group(i) for i in train}, {source_group(i) for i in held}
+        assert not train_seqs & held_seqs, f"{fraction}: sequences split: {sorted(train_seqs & held_seqs)}"
+        assert held_seqs == set(seqs[len(seqs) - len(held_seqs) :])  # the last sequences in store order
+        # within half a sequence of the asked share (consecutive choices differ by one sequence)
+        assert abs(len(held) - fraction * len(frames)) <= max(sizes) / 2, fraction
+        assert split_images(store, fraction) == (train, held)  # deterministic
+    # a fraction below one sequence still holds one out; one always stays to train on
+    assert split_images(store, 0.01)[1] == {f for f in frames if f.startswith(seqs[-1])}
+    assert {source_group(i) for i in split_images(store, 0.99)[0]} == {seqs[0]}
+    assert split_images(store, 0.0)[1] == set()
+
+
+def test_holdout_falls_back_to_images_without_groups(tmp_path):
+    ungrouped = [f"im{i}" for i in range(10)]  # no "_": every image a group of its own
+    one_group = [f"seq_{i:06d}" for i in range(10)]  # a single sequence: nothing to keep together
+    for name, images in (("ungrouped", ungrouped), ("one_group", one_group)):
+        store = open_store(write_index_store(tmp_path / name, images))
+        assert split_images(store, 0.3) == (set(images[:7]), set(images[7:])), name
+        assert split_images(store, 0.01)[1] == {images[-1]}, name
+
+
+def test_holdout_errors_name_the_params_key(tmp_path):
+    store = open_store(write_index_store(tmp_path / "s", ["a_1", "b_1"]))
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"profiles.paper.train.holdout: {bad} must be in \[0, 1\)"):
+            holdout_split(store, bad, "profiles.paper.train.holdout")
+    empty = open_store(write_index_store(tmp_path / "empty", []))
+    with pytest.raises(ValueError, match=r"profiles.paper.train.holdout: .*empty has no items to train on"):
+        holdout_split(empty, 0.1, "profiles.paper.train.holdout")
+
+
+def test_source_group_is_the_manifest_group(tmp_path):
+    """The store keeps manifest pair ids as `image`; source_group must give back the manifest's group (scene
+    instance, sequence, class) for the real datasets' folder names."""
+    files = [
+        "SIDD_Medium_Srgb/Data/0001_001_S6_00100_00060_3200_L/0001_GT_SRGB_010.PNG",
+        "SIDD_Medium_Srgb/Data/0001_001_S6_00100_00060_3200_L/0001_NOISY_SRGB_010.PNG",
+        "SIDD_Medium_Srgb/Data/0001_001_S6_00100_00060_3200_L/0001_GT_SRGB_011.PNG",
+        "SIDD_Medium_Srgb/Data/0001_001_S6_00100_00060_3200_L/0001_NOISY_SRGB_011.PNG",
+        "SIDD_Medium_Srgb/Data/0187_009_IP_01600_02000_5500_N/0187_GT_SRGB_010.PNG",
+        "SIDD_Medium_Srgb/Data/0187_009_IP_01600_02000_5500_N/0187_NOISY_SRGB_010.PNG",
+        "GOPRO_Large/train/GOPR0372_07_00/blur/000047.png",
+        "GOPRO_Large/train/GOPR0372_07_00/sharp/000047.png",
+        "GOPRO_Large/train/GOPR0884_11_00/blur/000001.png",
+        "GOPRO_Large/train/GOPR0884_11_00/sharp/000001.png",
+        "train/n01440764/n01440764_10026.JPEG",
+        "train/n15075141/n15075141_9993.JPEG",
+    ]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).touch()
+    rows = [row for rows_of in ROWS.values() for row in rows_of(tmp_path)]
+    assert len(rows) == 7  # 3 SIDD pairs, 2 GoPro frames, 2 ImageNet images
+    assert {row["pair_id"]: source_group(row["pair_id"]) for row in rows} == {
+        row["pair_id"]: row["group"] for row in rows
+    }

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -461,19 +461,38 @@ def degrade_store(
     return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
 
 
+def source_group(image: str) -> str:
+    """The group of a source image id: the id up to its last "_". Manifest pair ids, which the prepare and
+    degrade stages keep as their items' `image`, are "{group}_{frame}" (restorebench.data.manifest): SIDD
+    "{scene instance}_010", GoPro "{sequence}_000047", ImageNet "{class}_{number}". An id without "_" is
+    a group of its own."""
+    return image.rpartition("_")[0] or image
+
+
 def holdout_split(store: Store, fraction: float, key: str = "holdout") -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) item indices: the last `fraction` of the source images (in store order) are held
-    out whole, so no patch of a held-out image is ever trained on. At least one image stays on each side
-    when fraction > 0 and the store has two or more images. `key` names the setting in error messages."""
+    """(train, held-out) item indices. Whole groups of source images (`source_group`: a GoPro sequence, a
+    SIDD scene instance, an ImageNet class) are held out, since the frames of a sequence are near copies of
+    each other: no patch of a held-out group is ever trained on. The held-out groups are the last in store
+    order, as many as bring the held-out share of source images closest to `fraction` (ties: the more), at
+    least one when fraction > 0, and at least one group stays to train on. A store whose images fall in
+    fewer than two groups holds out whole images the same way. `key` names the setting in error messages."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"{key}: {fraction} must be in [0, 1) (the fraction of source images held out)")
     images = store.index["image"]
     order = list(dict.fromkeys(images))  # unique source images, first-seen order
-    n_out = math.ceil(fraction * len(order)) if fraction > 0 else 0
-    n_out = min(n_out, len(order) - 1)
-    held = set(order[len(order) - n_out :]) if n_out else set()
-    mask = np.fromiter((img in held for img in images), bool, count=len(images))
+    group = {img: source_group(img) for img in order}
+    if len(set(group.values())) < 2:  # nothing to keep together
+        group = {img: img for img in order}
+    sizes = Counter(group[img] for img in order)  # images per group, in first-seen order
+    names = list(sizes)
+    n_out = 0
+    if fraction > 0 and len(names) > 1:
+        tail = np.cumsum([sizes[g] for g in reversed(names)])[:-1]  # images in the last 1, 2, ... groups
+        err = np.abs(tail - fraction * len(order))
+        n_out = len(err) - int(np.argmin(err[::-1]))  # the closest; on a tie, the larger count
+    held = set(names[len(names) - n_out :])
+    mask = np.fromiter((group[img] in held for img in images), bool, count=len(images))
     train_idx, held_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
     if len(train_idx) == 0:
-        raise ValueError(f"{store.path}: no training items left after holding out {n_out} images")
+        raise ValueError(f"{key}: {store.path} has no items to train on")
     return train_idx, held_idx
