@@ -87,9 +87,15 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                 bench_models.device_peak(device, dtype)
             for compiled in (False, True):
                 base = {"model": name, "variant": variants[name], "dtype": dtype, "compiled": compiled}
+                why = None
                 if compiled and not compile_on:
                     why = "--no-compile" if args.compile is False else \
                         "off by default on a CPU to keep the run short; pass --compile"
+                elif ("compiled" if compiled else "eager") not in args.modes:
+                    why = f"not in --modes {','.join(args.modes)}"
+                elif _past_deadline(args):
+                    why = f"past --deadline {args.deadline:.0f} s"
+                if why is not None:
                     rows.append({**base, "status": "skipped", "reason": why})
                     print("  " + _model_line(rows[-1]), flush=True)
                     continue
@@ -108,6 +114,7 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                     if device == "cuda":
                         torch.cuda.empty_cache()
                 print("  " + _model_line(rows[-1]), flush=True)
+                _save_partial(args, "models", {"rows": rows})
     ratios = _model_ratios(rows)
     for r in ratios:
         print("  ratios " + f"{r['model']:>17}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()
@@ -116,6 +123,15 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
             "warmup_steps": warmup, "timed_steps": steps, "row_budget_s": budget, "compile": compile_on, "note": note,
             "bf16_on_cpu": "CPU autocast; the training loop itself runs fp32 on a CPU" if device == "cpu" else None,
             "rows": rows, "ratios": ratios}
+
+
+def _past_deadline(args: argparse.Namespace) -> bool:
+    return args.deadline is not None and time.perf_counter() - args.t0 > args.deadline
+
+
+def _save_partial(args: argparse.Namespace, section: str, payload: dict) -> None:
+    """Write what is measured so far (the section marked partial), so a run killed at its limit keeps it."""
+    io.write_json(args.out, {**args.result, section: {**payload, "partial": True}})
 
 
 def _model_ratios(rows: list[dict]) -> list[dict]:
@@ -136,10 +152,17 @@ def _model_line(r: dict) -> str:
     head = f"{r['model']:>17} {r['variant']:>13} {r['dtype']:>5} {'compiled' if r['compiled'] else 'eager':>8}"
     if r["status"] != "ok":
         return f"{head}  {r['status']}: {r['reason']}"
+    syncs = "" if r.get("host_syncs_per_step") is None else f", host syncs/step {r['host_syncs_per_step']}"
+    k = r.get("kernels") or {}
+    if k.get("gpu_busy_share") is not None:  # CUDA: one profiled step (benchmarks/models.py kernel_breakdown)
+        kinds = ", ".join(f"{kind} {100 * v:.0f}%" for kind, v in list(k["by_kind"].items())[:3])
+        syncs += f"; GPU busy {100 * k['gpu_busy_share']:.0f}% of a profiled step: {kinds}"
+    elif "error" in k:
+        syncs += f"; kernel profile failed: {k['error'][:80]}"
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
     mem = f"{r['peak_mem_gb']:.2f} GiB" if r.get("peak_mem_gb") is not None else "n/a"
     return (f"{head} {r['params_m']:7.2f}M {r['images_per_s']:9.2f} img/s {r['tflops']:8.4f} TFLOP/s "
-            f"MFU {mfu:>6}  peak mem {mem}  ({r['timed_steps']} steps, host cpu/wall {r['cpu_per_wall']:.2f})")
+            f"MFU {mfu:>6}  peak mem {mem}  ({r['timed_steps']} steps, host cpu/wall {r['cpu_per_wall']:.2f}{syncs})")
 
 
 # ---------------------------------------------------------------------------------------------- loader
@@ -173,50 +196,85 @@ def section_loader(args: argparse.Namespace) -> dict:
 
 def section_eval(args: argparse.Namespace, device: str) -> dict:
     from restorebench import evaluate as ev
-    from restorebench.infer import restore, tile_starts
+    from restorebench.infer import precision, restore, tile_starts
     from restorebench.models import build_model
 
     paper = args.paper or device == "cuda"
-    e = bench_models._config("paper", PARAMS).evaluate  # the paper profile's tiling, on any device
+    e = bench_models._config("paper", PARAMS).evaluate  # the paper profile's tiling and precision, on any device
     variant = bench_models.profile_variants("paper" if paper else "demo", "deblur", PARAMS)[args.eval_model]
-    n = 1 if args.quick else (10 if device == "cuda" else 2)
+    n = 1 if args.quick else (5 if device == "cuda" else 2)  # per precision and batch: 5 rates on CUDA
     h, w = bench_metrics.H, bench_metrics.W
     tiles = len(tile_starts(h, e.tile, e.overlap)) * len(tile_starts(w, e.tile, e.overlap)) if e.tile else 1
+    passes = -(-tiles // e.batch)
+    used = precision(device, autocast=e.autocast, tf32=e.tf32)
     print(f"\n== eval: {args.eval_model} {variant} on {w}x{h}, tile {e.tile} overlap {e.overlap} batch {e.batch} "
-          f"({tiles} tiles/image), {n} images after 1 warm-up, {device}", flush=True)
+          f"({tiles} tiles/image, {passes} pass(es)), profile precision {used}, {n} images after 1 warm-up, "
+          f"{device}", flush=True)
     torch.manual_seed(0)
     net = build_model(args.eval_model, variant=variant).to(device).eval()
     lq, gt = bench_metrics.gopro_pair()
     x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255.0)
+    item = ev.EvalItem("bench", lq, gt)
 
-    def rate(autocast: bool | None) -> float:
-        def run() -> torch.Tensor:
-            return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device,
-                           autocast=autocast).cpu()  # .cpu() waits for the device, as the evaluate CLI does
-        run()
+    def run(batch: int, autocast: str | None = None, tf32: bool = False) -> torch.Tensor:
+        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=batch, device=device, autocast=autocast,
+                       tf32=tf32).cpu()  # .cpu() waits for the device, as the evaluate CLI does
+
+    def rate(batch: int, autocast: str | None = None, tf32: bool = False) -> tuple[float, torch.Tensor]:
+        out = run(batch, autocast, tf32)  # warm-up; its output is scored
         t0 = time.perf_counter()
         for _ in range(n):
-            run()
-        return n / (time.perf_counter() - t0)
+            run(batch, autocast, tf32)
+        return n / (time.perf_counter() - t0), out
 
-    restore_fp32 = rate(None)
-    restore_bf16 = rate(True) if device == "cuda" else None
+    def psnr(out: torch.Tensor) -> float:  # the GoPro protocol: output rounded to uint8, data range 255
+        return ev.score(out[0].permute(1, 2, 0).double().numpy(), item, ev.PROTOCOLS["deblur"])["psnr"]
+
+    def levels(out: torch.Tensor) -> torch.Tensor:  # as the protocol rounds: uint8 levels
+        return out.mul(255).round().double()
+
+    # batch 4: the paper profile's before issue 8 (two passes per 1280x720 image), for NOTES.md's 4 -> 6 row
+    batches = [e.batch] if args.quick else sorted({1, 4, e.batch})
+    by_batch, outputs = {}, {}
+    for b in batches:
+        by_batch[str(b)], out = rate(b)
+        if b == e.batch:
+            outputs["fp32"] = out
+    rates = {"fp32": by_batch[str(e.batch)], "tf32": None, "bf16": None}
+    if device == "cuda":
+        rates["tf32"], outputs["tf32"] = rate(e.batch, tf32=True)
+        rates["bf16"], outputs["bf16"] = rate(e.batch, autocast="bf16")
+        bf16_how = "cuda autocast (restore)"
+    else:  # restore's autocast is CUDA-only: the same model under CPU autocast, for the PSNR only
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs["bf16"] = run(e.batch)
+        bf16_how = "cpu autocast (estimate; no rate: this CPU emulates bf16)"
+    psnrs = {k: psnr(v) for k, v in outputs.items()}
+    deltas = {k: psnrs[k] - psnrs["fp32"] for k in ("tf32", "bf16") if k in psnrs}
+    # RMS change of the rounded output, in uint8 levels: for a model whose own error is E levels RMS, an
+    # uncorrelated change of e levels moves its PSNR by about 10 log10(1 + e^2 / E^2) dB
+    rms = {k: float((levels(outputs[k]) - levels(outputs["fp32"])).pow(2).mean().sqrt()) for k in deltas}
 
     def restorer(t: torch.Tensor) -> torch.Tensor:  # the evaluate CLI's restorer (cli._load_finetuned)
-        return restore(net, t, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device).cpu()
+        return restore(net, t, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device, autocast=e.autocast,
+                       tf32=e.tf32).cpu()
 
-    item = ev.EvalItem("bench", lq, gt)
     _, summary = ev.evaluate(restorer, "deblur", iter([item] * n), crops_dir=None)
     out = {"model": args.eval_model, "variant": variant, "image": [h, w, 3], "tile": e.tile, "overlap": e.overlap,
-           "batch": e.batch, "tiles_per_image": tiles, "images": n, "device": device,
-           "restore_images_per_s_fp32": restore_fp32, "restore_images_per_s_bf16": restore_bf16,
+           "batch": e.batch, "tiles_per_image": tiles, "passes_per_image": passes, "images": n, "device": device,
+           "profile_precision": used, "restore_images_per_s": rates, "restore_images_per_s_fp32_by_batch": by_batch,
+           "psnr_db": psnrs, "psnr_delta_db": deltas, "rms_change_levels": rms, "bf16_how": bf16_how,
            "evaluate_images_per_s": summary["images_per_s"],
-           "scoring_share": 1 - summary["images_per_s"] / restore_fp32}
-    print(f"  restore fp32: {restore_fp32:.2f} img/s"
-          + (f"; bf16: {restore_bf16:.2f} img/s (bf16/fp32 {restore_bf16 / restore_fp32:.2f}x)" if restore_bf16 else
-             "; bf16: n/a (autocast is CUDA-only in restorebench.infer)"), flush=True)
-    print(f"  evaluate path (restore fp32 + PSNR + both SSIM conventions): {summary['images_per_s']:.2f} img/s "
-          f"(evaluate/restore {summary['images_per_s'] / restore_fp32:.2f}x)", flush=True)
+           "scoring_share": 1 - summary["images_per_s"] / rates[used]}
+    print("  restore fp32 by batch: " + ", ".join(f"{b}: {r:.2f}" for b, r in by_batch.items()) + " img/s"
+          + (f"; tf32 {rates['tf32']:.2f} ({rates['tf32'] / rates['fp32']:.2f}x), bf16 {rates['bf16']:.2f} "
+             f"({rates['bf16'] / rates['fp32']:.2f}x)" if device == "cuda" else "; tf32/bf16 rates: CUDA only"),
+          flush=True)
+    print(f"  PSNR {psnrs['fp32']:.4f} dB fp32 on the benchmark image (untrained weights); vs fp32: "
+          + ", ".join(f"{k} {d:+.4f} dB (RMS change {rms[k]:.3f} levels)" for k, d in deltas.items())
+          + f" [bf16: {bf16_how}; adopt if |delta| < 0.01 dB on the test set]", flush=True)
+    print(f"  evaluate path (restore {used} + PSNR + both SSIM conventions): {summary['images_per_s']:.2f} img/s "
+          f"(evaluate/restore {summary['images_per_s'] / rates[used]:.2f}x)", flush=True)
     return out
 
 
@@ -229,7 +287,8 @@ def section_loop(args: argparse.Namespace, device: str, models: dict | None) -> 
     print(f"\n== loop: the finetuning loop end to end ({profile} profile, task denoise, {steps} steps per row, "
           f"steady state after the first window), sync_every 1 vs the profile's, {device}", flush=True)
     out = bench_loop.section(profile=profile, models=args.models, steps=steps, syncs=[1, 0], device=device,
-                             params=PARAMS, images=4 if args.quick else 16)
+                             params=PARAMS, images=4 if args.quick else 16, stop=lambda: _past_deadline(args),
+                             on_row=lambda rows: _save_partial(args, "loop", {"rows": rows}))
     # the loop against the step alone (models section), where both ran the same batch, patch and precision
     step_rates = {} if models is None else {
         (r["model"], r["batch"], r["size"]): r["images_per_s"] for r in models["rows"]
@@ -393,10 +452,18 @@ def summary_table(result: dict) -> list[str]:
                      f"{lo['per_core_pairs_per_s']['png']:.0f}; store/png {lo['store_over_png']:.1f}x")
     if "eval" in result:
         ev = result["eval"]
-        lines.append(f"eval {ev['model']} {ev['variant']} 1280x720 tile {ev['tile']}: restore "
-                     f"{ev['restore_images_per_s_fp32']:.2f} img/s fp32"
-                     + (f", {ev['restore_images_per_s_bf16']:.2f} bf16" if ev["restore_images_per_s_bf16"] else "")
-                     + f"; with scoring {ev['evaluate_images_per_s']:.2f} img/s ({ev['device']})")
+        r = ev["restore_images_per_s"]
+        lines.append(f"eval {ev['model']} {ev['variant']} 1280x720 tile {ev['tile']} batch {ev['batch']} "
+                     f"({ev['passes_per_image']} pass(es)): restore {r['fp32']:.2f} img/s fp32"
+                     + "".join(f", {r[k]:.2f} {k}" for k in ("tf32", "bf16") if r[k] is not None)
+                     + " (fp32 by batch: " + ", ".join(f"{b}: {v:.2f}" for b, v in
+                                                       ev["restore_images_per_s_fp32_by_batch"].items())
+                     + f"); with scoring ({ev['profile_precision']}) {ev['evaluate_images_per_s']:.2f} img/s "
+                     f"({ev['device']})")
+        lines.append("eval PSNR vs fp32 (benchmark image, untrained weights): "
+                     + ", ".join(f"{k} {d:+.4f} dB (RMS {ev['rms_change_levels'][k]:.3f} levels)"
+                                 for k, d in ev["psnr_delta_db"].items())
+                     + f" (bf16: {ev['bf16_how']})")
     if "loop" in result:
         lp = result["loop"]
         lines.append(f"loop ({lp['profile']} profile, real loader + loop, steady state): img/s | data_wait | "
@@ -452,6 +519,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtypes", type=_csv(("fp32", "bf16"), "--dtypes"), default=["fp32", "bf16"])
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile (default: on for CUDA, off on a CPU)")
+    ap.add_argument("--modes", type=_csv(("eager", "compiled"), "--modes"), default=["eager", "compiled"],
+                    help="models: which of eager / compiled rows to time (compiled also needs --compile on a CPU)")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds after the start past which no new model or loop row starts (they are "
+                         "recorded as skipped); bench.json is rewritten after every model row either way")
     ap.add_argument("--task", default="denoise", choices=("denoise", "deblur"), help="whose variants (models)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--size", type=int, default=None)
@@ -468,6 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started, t0, load0 = dt.datetime.now(dt.UTC), time.perf_counter(), os.getloadavg()[0]
+    args.t0 = t0
     from restorebench.evaluate import git_revision
 
     result: dict = {"meta": {
@@ -478,6 +551,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_native_bf16": _cpu_has_native_bf16(), "torch": torch.__version__,
         "python": platform.python_version(), "platform": platform.platform(), "quick": args.quick,
         "sections": args.only}}
+    args.result = result
     print(f"restorebench benchmarks on {result['meta']['device_name']} ({device}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}){' [quick]' if args.quick else ''}; load average {load0:.1f}", flush=True)
     if "models" in args.only:

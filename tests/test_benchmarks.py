@@ -89,3 +89,42 @@ def test_bench_times_whole_sync_windows():
                              device="cpu", peak=None, warmup=1, sync_every=2)
     assert row["timed_steps"] == 5 and row["sync_every"] == 2
     assert row["images_per_s"] == pytest.approx(2 / row["step_s"])
+
+
+def test_run_all_stops_starting_rows_past_its_deadline(project_root, tmp_path):
+    """--deadline 0: no model or loop row starts, each is recorded as skipped, and bench.json is written."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(project_root / "benchmarks" / "run_all.py"), "--quick", "--only", "models,loop",
+         "--models", "nafnet", "--dtypes", "fp32", "--modes", "eager", "--deadline", "0", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bench = json.loads(out.read_text())
+    assert [(r["compiled"], r["status"], r["reason"]) for r in bench["models"]["rows"]] == [
+        (False, "skipped", "past --deadline 0 s"),
+        (True, "skipped", "off by default on a CPU to keep the run short; pass --compile"),
+    ]
+    assert bench["loop"]["rows"] == [] and bench["loop"]["skipped"] == [
+        {"model": "nafnet", "sync_every": 1}, {"model": "nafnet", "sync_every": 10}]
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off", "matmul"),
+    ("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8>", "matmul"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "conv"),
+    ("void cudnn::cnn::wgrad2d_grouped_direct_kernel<float, float>", "conv"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel)", "attention"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>", "attention"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>", "norm/reduce"),
+    ("triton_red_fused_native_layer_norm_0", "norm/reduce"),
+    ("void at::native::multi_tensor_apply_kernel<at::native::FusedAdamMathFunctor<float, 4>>", "optimizer"),
+    ("Memcpy HtoD (Pinned -> Device)", "copy"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>", "elementwise"),
+    ("triton_poi_fused_add_mul_0", "elementwise"),
+    ("some_custom_kernel", "other"),
+])
+def test_kernel_names_fall_in_their_kind(name, kind):
+    from benchmarks.models import kernel_kind
+
+    assert kernel_kind(name) == kind

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import shutil
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import copy_project, git_init
+from tests.helpers.project import copy_project, git_init, run, tool_env
 
 BIN = Path(sys.executable).parent
 
@@ -160,3 +162,115 @@ def test_every_param_dvc_lists_is_in_params_yaml(project_root, tmp_path, profile
                         if node is missing:
                             missing.add(key)
     assert not missing, f"dvc.yaml lists params that params.yaml (profile {profile}) lacks: {sorted(missing)}"
+
+
+# pretraining rule -> the modules whose `cfg.train.<key>` reads it runs on
+PRETRAIN_MODULES = {"pretrain_ipt": ("runner.py", "ipt.py"), "pretrain_dcpt": ("runner.py", "dcpt.py")}
+
+
+def train_keys_read(path: Path) -> set[str]:
+    """The keys a module reads from `cfg.train`: `cfg.train.<key>`, or `<t>.<key>` in a function that binds
+    `t = cfg.train`."""
+
+    def is_train(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "train" and getattr(node.value, "id", None) == "cfg"
+
+    keys = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        aliases = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign) and is_train(n.value)
+                   for t in n.targets if isinstance(t, ast.Name)}  # fmt: skip
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Attribute) and (is_train(n.value) or getattr(n.value, "id", None) in aliases):
+                keys.add(n.attr)
+    return keys
+
+
+def test_pretrain_stages_list_the_train_keys_pretraining_reads(project_root):
+    """dvc.yaml's pretrain stages list, of the train section, exactly the keys pretraining reads (not the
+    whole section: train.steps is finetuning's), less the operational ones that change no result."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    from restorebench.train.checkpoint import OPERATIONAL
+
+    listed: dict[str, set[frozenset[str]]] = {}
+    with Repo(str(project_root)) as repo:
+        for stage in repo.index.stages:
+            rule = re.sub(r"_(denoise|deblur)$", "", stage.name.split("@")[0])
+            if rule in PRETRAIN_MODULES:
+                keys = [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params]
+                train = {k.removeprefix("profiles.demo.train").lstrip(".") or "<the whole section>"
+                         for k in keys if k.startswith("profiles.demo.train")}  # fmt: skip
+                listed.setdefault(rule, set()).add(frozenset(train))
+    assert set(listed) == set(PRETRAIN_MODULES)
+    pretrain = project_root / "src" / "restorebench" / "pretrain"
+    for rule, modules in PRETRAIN_MODULES.items():
+        read = set().union(*(train_keys_read(pretrain / m) for m in modules))
+        assert {"amp", "ema_decay"} <= read, f"{rule}: the scan found {sorted(read)}"  # the scan works
+        # + gpus: `restorebench pretrain`, like finetune, re-runs itself under torchrun on train.gpus
+        expected = frozenset((read | {"gpus"}) - set(OPERATIONAL))
+        assert listed[rule] == {expected}, f"{rule}: dvc.yaml lists {listed[rule]}, pretraining reads {expected}"
+
+
+STUB = """#!{python}
+# restorebench stand-in for `pretrain`: writes the stage's outputs, trains nothing
+import sys
+from pathlib import Path
+
+args = sys.argv[1:]
+if args[args.index("--method") + 1] == "ipt":
+    run, metrics = Path("runs/pretrain/ipt/ipt"), Path("metrics/pretrain/ipt/ipt.json")
+else:
+    task, model = args[args.index("--task") + 1], args[args.index("--model") + 1]
+    run, metrics = Path("runs/pretrain/dcpt", task, model), Path("metrics/pretrain/dcpt", task, model + ".json")
+(run / "dvclive/plots/metrics").mkdir(parents=True, exist_ok=True)
+(run / "dvclive/plots/metrics/loss.tsv").write_text("step\\tloss\\n1\\t0.5\\n")
+(run / "model.safetensors").write_text("weights")
+(run / "pretrain.json").write_text("{{}}")
+metrics.parent.mkdir(parents=True, exist_ok=True)
+metrics.write_text("{{}}")
+"""
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_both_orchestrators_rerun_pretraining_only_for_its_train_keys(project_root, tmp_path):
+    """After IPT and DCPT pretraining ran (a stand-in CLI), a finetuning-only change (train.steps) and
+    operational ones leave both up to date in Snakemake and DVC alike; train.amp re-runs both and
+    train.deterministic (which IPT does not read) DCPT alone."""
+    import yaml
+
+    repo = copy_project(project_root, tmp_path / "repo")
+    git_init(repo)
+    (repo / "data/store/imagenet/train").mkdir(parents=True)
+    (repo / "data/store/imagenet/train/meta.json").write_text("{}")
+    stub = tmp_path / "bin" / "restorebench"
+    stub.parent.mkdir()
+    stub.write_text(STUB.format(python=sys.executable))
+    stub.chmod(0o755)
+    env = tool_env(PATH=f"{stub.parent}{os.pathsep}{tool_env()['PATH']}")
+    outputs = {"pretrain_ipt": "runs/pretrain/ipt/ipt/model.safetensors",
+               "pretrain_dcpt": "runs/pretrain/dcpt/denoise/nafnet/model.safetensors"}  # fmt: skip
+    stages = {"pretrain_ipt": "pretrain_ipt@ipt", "pretrain_dcpt": "pretrain_dcpt_denoise@nafnet"}
+    # only the pretraining rules: the store stands in for the stages upstream
+    snakemake = [str(BIN / "snakemake"), "--cores", "1", "--allowed-rules", *outputs]
+    run([*snakemake, "--", *outputs.values()], repo, env)
+    run([str(BIN / "dvc"), "repro", "--single-item", *stages.values()], repo, env)
+
+    def planned() -> tuple[set[str], set[str]]:
+        snake = run([*snakemake, "-n", "--", *outputs.values()], repo, env)
+        dvc = json.loads(run([str(BIN / "dvc"), "status", "--json", *stages.values()], repo, env))
+        return (set(re.findall(r"^(?:local)?rule (\w+):", snake, re.M)),
+                {rule for rule, stage in stages.items() if stage in dvc})  # fmt: skip
+
+    original = (repo / "params.yaml").read_text()
+    assert planned() == (set(), set())
+    cases = [({"steps": 123, "holdout": 0.3, "compile": True, "sync_every": 1}, set()),
+             ({"amp": True}, {"pretrain_ipt", "pretrain_dcpt"}),
+             ({"deterministic": False}, {"pretrain_dcpt"})]  # fmt: skip
+    for change, expected in cases:
+        params = yaml.safe_load(original)
+        params["profiles"]["demo"]["train"].update(change)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert planned() == (expected, expected), f"train.{change}: (snakemake, dvc) re-run"

@@ -5,6 +5,23 @@ def dataset_params(wildcards):
     return P["data"][wildcards.dataset]
 
 
+# The train keys pretraining reads, as dvc.yaml's pretrain stages list them: finetuning's schedule
+# (train.steps, ...) does not re-run pretraining; compile, compile_mode and sync_every change no result.
+PRETRAIN_TRAIN_KEYS = {
+    "ipt": ("amp", "channels_last", "ema_decay", "gpus"),
+    "dcpt": ("amp", "channels_last", "deterministic", "ema_decay", "gpus"),
+}
+
+
+def pretrain_params(method):
+    """What a pretraining run depends on besides its own section (the same params as in dvc.yaml)."""
+    return {
+        "seed": config["seed"],
+        "holdout": P.get("pretrain", {}).get("holdout"),
+        "train": {k: P.get("train", {}).get(k) for k in PRETRAIN_TRAIN_KEYS[method]},
+    }
+
+
 # Task -> the dataset it trains and evaluates on (restorebench.config.TASK_DATASET).
 TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
 

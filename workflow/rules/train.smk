@@ -47,6 +47,7 @@ rule pretrain_ipt:
     params:
         profile=PROFILE,
         pretrain=P.get("pretrain", {}).get("ipt", {}),
+        shared=pretrain_params("ipt"),
     log:
         "logs/pretrain/ipt/ipt.log",
     conda:
@@ -67,7 +68,9 @@ rule pretrain_dcpt:
     params:
         profile=PROFILE,
         pretrain=P.get("pretrain", {}).get("dcpt", {}),
+        shared=pretrain_params("dcpt"),
         variant=model_variant,
+        pretrained=P.get("pretrained", {}),
     log:
         "logs/pretrain/dcpt/{task}/{model}.log",
     conda:
