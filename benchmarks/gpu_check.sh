@@ -2,7 +2,8 @@
 # Issue 8's GPU checks as one device command of about 5 minutes (H100/H200), most important first:
 #   1. the GPU tests (pytest -m gpu): no host-device sync inside a training step, CUDA restore, metrics;
 #   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
-#   3. run_all.py loop + eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10), evaluation;
+#   3. run_all.py loop, then eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10); evaluation
+#      at 1280x720 (tile batch, TF32 and bf16 against fp32: rates and PSNR change);
 #   4. run_all.py models, compiled bf16 (compiled/eager ratios decide train.compile per model).
 # Each part has a deadline (no new row starts after it) inside a hard timeout, and bench.json is rewritten
 # after every model row, so a part cut short keeps what it measured.
@@ -10,7 +11,7 @@
 # Here first:   make gpu-wheels     (.whl/: what the device image lacks: omegaconf + antlr4, and this
 #                                    project's timm / transformers versions)
 # On the device (the `run` tool, carry [".whl"]):   bash benchmarks/gpu_check.sh
-# Results: $OUT (else results/gpu/): gpu_check.log and bench_{bf16,fp32,loop,compiled}.json.
+# Results: $OUT (else results/gpu/): gpu_check.log and bench_{bf16,fp32,loop,eval,compiled}.json.
 # A smoke run on a CPU (paper variants, tiny steps): EXTRA_ARGS=--quick PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu_check.sh
 set -u -o pipefail
 out=${OUT:-results/gpu}
@@ -48,7 +49,8 @@ timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests 2
 
 part bf16 110 --only models --modes eager --dtypes bf16 --deadline 80
 part fp32 80 --only models --modes eager --dtypes fp32 --deadline 50
-part loop 75 --only loop,eval --models nafnet,restormer,swin_upernet,vit_adapter --deadline 40
+part loop 70 --only loop --models nafnet,restormer,swin_upernet,vit_adapter --deadline 40
+part eval 45 --only eval
 part compiled 110 --only models --modes compiled --dtypes bf16 --deadline 70 \
   --models nafnet,restormer,swin_upernet,vit_adapter,swin_mask2former,ipt
 say "== done in $(($(date +%s) - started)) s"

@@ -162,3 +162,19 @@ def test_evaluate_bad_precision_names_the_key(project_root, monkeypatch):
                                  "--model", "identity"])
     assert result.exit_code == 1
     assert "profiles.paper.evaluate.autocast: 'fp16x' is not allowed; choose from ['bf16']" in result.output
+
+
+def test_pretraining_out_of_memory_names_its_own_batch_and_key(project_root, monkeypatch):
+    import torch
+
+    import restorebench.pretrain.dcpt as dcpt_module
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB.")
+
+    monkeypatch.chdir(project_root)
+    monkeypatch.setattr(dcpt_module, "pretrain_dcpt", oom)
+    result = runner.invoke(app, ["pretrain", "--method", "dcpt", "--model", "nafnet", "--task", "denoise"])
+    assert result.exit_code == 1
+    assert "pretrain dcpt/nafnet (denoise): out of GPU memory at batch" in result.output
+    assert "lower profiles.demo.pretrain.dcpt.batch" in result.output and "Traceback" not in result.output

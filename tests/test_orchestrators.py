@@ -237,8 +237,8 @@ metrics.write_text("{{}}")
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_both_orchestrators_rerun_pretraining_only_for_its_train_keys(project_root, tmp_path):
     """After IPT and DCPT pretraining ran (a stand-in CLI), a finetuning-only change (train.steps) and
-    operational ones leave both up to date in Snakemake and DVC alike; train.amp re-runs both and
-    train.deterministic (which IPT does not read) DCPT alone."""
+    operational ones leave both up to date in Snakemake and DVC alike; train.amp and train.deterministic
+    re-run both."""
     import yaml
 
     repo = copy_project(project_root, tmp_path / "repo")
@@ -268,7 +268,7 @@ def test_both_orchestrators_rerun_pretraining_only_for_its_train_keys(project_ro
     assert planned() == (set(), set())
     cases = [({"steps": 123, "holdout": 0.3, "compile": True, "sync_every": 1}, set()),
              ({"amp": True}, {"pretrain_ipt", "pretrain_dcpt"}),
-             ({"deterministic": False}, {"pretrain_dcpt"})]  # fmt: skip
+             ({"deterministic": False}, {"pretrain_ipt", "pretrain_dcpt"})]  # fmt: skip
     for change, expected in cases:
         params = yaml.safe_load(original)
         params["profiles"]["demo"]["train"].update(change)

@@ -161,18 +161,16 @@ def _check_choices(**choices: tuple[str, list[str] | tuple[str, ...]]) -> None:
         raise fail(str(err)) from None
 
 
-def _training_errors(what: str, cfg: Config, err: Exception) -> typer.Exit:
-    """A clear message for the ways a training run (pretrain or finetune) ends early."""
+def _training_errors(what: str, err: Exception, *, batch: int, patch: str, hint: str) -> typer.Exit:
+    """A clear message for the ways a training run (pretrain or finetune) ends early; on out-of-memory it
+    names the run's batch and patch and what to change (`hint`)."""
     from restorebench.train.loop import Preempted
 
     if isinstance(err, Preempted):
         return fail(str(err), code=143)
     if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
-        return fail(
-            f"{what}: out of GPU memory at batch {cfg.train.batch}, patch {cfg.train.patch}: "
-            f"{str(err).splitlines()[0]}\n  hint: lower the batch and raise train.accumulate (same global "
-            f"batch), or lower the patch"
-        )
+        return fail(f"{what}: out of GPU memory at batch {batch}, patch {patch}: {str(err).splitlines()[0]}\n"
+                    f"  hint: {hint}")
     return fail(f"{what}: {err}")
 
 
@@ -302,7 +300,16 @@ def pretrain(
             summary = pretrain_dcpt(cfg, model, task, run_dir)
     except Exception as err:
         if _handled(err):
-            raise _training_errors(what, cfg, err) from None
+            p = f"profiles.{cfg.profile}.pretrain.{method}"
+            run = cfg.pretrain.ipt if method == "ipt" else cfg.pretrain.dcpt
+            if method == "dcpt":
+                patch = str(cfg.pretrain.dcpt.patch)
+            else:  # IPT trains on inputs of its variant's tile size
+                from restorebench.models.ipt import _VARIANT_CFG
+
+                patch = str(_VARIANT_CFG[cfg.pretrain.ipt.variant]["patch_size"])
+            raise _training_errors(what, err, batch=run.batch, patch=patch,
+                                   hint=f"lower {p}.batch (pretraining has no gradient accumulation)") from None
         raise
     if not summary:  # a DDP rank other than 0
         return
@@ -332,7 +339,10 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
         summary = run_cell(cfg, task, model, strategy, run_dir, pretrain=pretrain)
     except Exception as err:
         if _handled(err):
-            raise _training_errors(f"finetune {task}/{model}/{cell}", cfg, err) from None
+            patch = cfg.train.recipe(model).patch or cfg.train.patch
+            raise _training_errors(f"finetune {task}/{model}/{cell}", err, batch=cfg.train.batch, patch=str(patch),
+                                   hint="lower the batch and raise train.accumulate (same global batch), or "
+                                        "lower the patch") from None
         raise
     if not summary:  # a DDP rank other than 0
         return

@@ -8,7 +8,7 @@ def dataset_params(wildcards):
 # The train keys pretraining reads, as dvc.yaml's pretrain stages list them: finetuning's schedule
 # (train.steps, ...) does not re-run pretraining; compile, compile_mode and sync_every change no result.
 PRETRAIN_TRAIN_KEYS = {
-    "ipt": ("amp", "channels_last", "ema_decay", "gpus"),
+    "ipt": ("amp", "channels_last", "deterministic", "ema_decay", "gpus"),
     "dcpt": ("amp", "channels_last", "deterministic", "ema_decay", "gpus"),
 }
 

@@ -139,6 +139,8 @@ def held_out_psnr(trainee: IPTTrainee, data: IPTBatches, items: np.ndarray, name
 
 def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
     """IPT's multi-task pretraining on the degrade store; writes runs/pretrain/ipt/ipt/."""
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     c = cfg.pretrain.ipt
     if not c.tasks:
         raise ValueError(f"profiles.{cfg.profile}.pretrain.ipt.tasks: empty; map IPT tasks to degrade tasks")
