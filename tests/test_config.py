@@ -74,6 +74,9 @@ def test_grid_lists_hold_known_names(project_root):
         ("profiles.paper.train.compile_mode=reduce_overhead",
          r"profiles\.paper\.train\.compile_mode: 'reduce_overhead'.*did you mean 'reduce-overhead'"),
         ("profiles.demo.train.sync_every=0", r"profiles\.demo\.train\.sync_every: must be >= 1, got 0"),
+        ("profiles.demo.pretrained={nafnet: null}",
+         r"profiles\.demo\.pretrained: no entry for \['swin_upernet', 'swin_mask2former', 'vit_adapter', 'restormer', "
+         r"'ipt'\]; give each model a checkpoint or null"),
         ("profiles.paper.evaluate.autocast=fp16x",
          r"profiles\.paper\.evaluate\.autocast: 'fp16x' is not allowed; choose from \['bf16'\]"),
         ("profiles.demo.evaluate.autocast=bf61", r"profiles\.demo\.evaluate\.autocast: 'bf61'.*did you mean 'bf16'"),

@@ -279,8 +279,9 @@ class ProfileConfig:
     data: DataConfig = field(default_factory=DataConfig)
     # model name -> task -> variant (see `restorebench models`); NAFNet's SIDD and GoPro configs differ
     variants: dict[str, dict[str, str]] = field(default_factory=_demo_variants)
-    # model -> checkpoint to start from (hub id, hub-snapshot folder or file); absent: seeded random init
-    pretrained: dict[str, str] = field(default_factory=dict)
+    # model -> checkpoint to start from (hub id, hub-snapshot folder or file); null: seeded random init.
+    # Every model has an entry (DVC's finetune stages track each model's own, profiles.P.pretrained.M)
+    pretrained: dict[str, str | None] = field(default_factory=dict)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -495,6 +496,10 @@ def resolve(raw: dict) -> Config:
                 check_choice(f"profiles.{name}.variants.{model}.{task}", task, TASKS)
         for model in prof.pretrained:
             check_choice(f"profiles.{name}.pretrained.{model}", model, MODEL_NAMES)
+        missing = [m for m in MODEL_NAMES if m not in prof.pretrained]
+        if missing:
+            raise ConfigError(f"profiles.{name}.pretrained: no entry for {missing}; give each model a checkpoint "
+                              "or null (a seeded random init), since DVC tracks each model's entry")
         for model, recipe in prof.train.models.items():
             check_choice(f"profiles.{name}.train.models.{model}", model, MODEL_NAMES)
             check_choice(f"profiles.{name}.train.models.{model}.loss", recipe.loss, LOSS_NAMES)

@@ -22,6 +22,11 @@ def pretrain_params(method):
     }
 
 
+def model_checkpoint(wildcards):
+    """The segmentation checkpoint the model starts from (None: a seeded random init), as DVC tracks it."""
+    return P.get("pretrained", {}).get(wildcards.model)
+
+
 # Task -> the dataset it trains and evaluates on (restorebench.config.TASK_DATASET).
 TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
 

@@ -28,6 +28,7 @@ rule degrade:
         store=directory("data/store/imagenet/train"),
     params:
         profile=PROFILE,
+        seed=config["seed"],
         degrade=P.get("degrade", {}),
     log:
         "logs/degrade/imagenet.log",
@@ -70,7 +71,7 @@ rule pretrain_dcpt:
         pretrain=P.get("pretrain", {}).get("dcpt", {}),
         shared=pretrain_params("dcpt"),
         variant=model_variant,
-        pretrained=P.get("pretrained", {}),
+        checkpoint=model_checkpoint,
     log:
         "logs/pretrain/dcpt/{task}/{model}.log",
     conda:
@@ -95,8 +96,10 @@ rule finetune:
         summary="runs/finetune/{task}/{model}/{cell}/train.json",
     params:
         profile=PROFILE,
+        seed=config["seed"],
         train=P.get("train", {}),
         variant=model_variant,
+        checkpoint=model_checkpoint,
         strategy=cell_strategy,
         pretrain=cell_pretrain,
     log:
