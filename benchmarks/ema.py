@@ -1,8 +1,8 @@
-"""EMA update per training step: one mul_ + add_ per tensor (the old loop) vs two multi-tensor kernels.
+"""EMA update per training step: one mul_ + add_ per tensor (a loop) vs two multi-tensor (foreach) kernels.
 
-`restorebench.train.ema.EMA.update` now does the same arithmetic with torch._foreach_mul_ / _foreach_add_
-(bit-identical results, see tests/test_train.py); this measures what that saves, side by side, on each
-model's paper variant (many small tensors: NAFNet, Restormer) and demo variant.
+`restorebench.train.ema.EMA.update` does the same arithmetic with torch._foreach_mul_ / _foreach_add_ on
+CUDA and with the loop on a CPU; this times both side by side, on each model's paper variant (hundreds of
+tensors: 309-664) and demo variant, on whatever device is here.
 
     python benchmarks/ema.py [--models nafnet,restormer] [--repeats 20]
 """
@@ -23,18 +23,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.models import profile_variants  # noqa: E402
 from restorebench.models import MODELS, build_model  # noqa: E402
 from restorebench.train.ema import EMA  # noqa: E402
-
-
-def per_tensor_update(ema: EMA, model: torch.nn.Module) -> None:
-    """The update as it was: a loop over the state dict, two kernels per floating tensor."""
-    current = model.state_dict()
-    with torch.no_grad():
-        for name, value in ema.shadow.state_dict().items():
-            src = current[name]
-            if value.dtype.is_floating_point:
-                value.mul_(ema.decay).add_(src.detach(), alpha=1.0 - ema.decay)
-            else:
-                value.copy_(src)
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -69,8 +57,8 @@ def main() -> None:
             ema = EMA(model, 0.999)
             tensors = len(ema.shadow.state_dict())
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            old = timed(lambda e=ema, m=model: per_tensor_update(e, m), args.repeats, device)
-            new = timed(lambda e=ema, m=model: e.update(m), args.repeats, device)
+            old = timed(lambda e=ema, m=model: e.update(m, foreach=False), args.repeats, device)
+            new = timed(lambda e=ema, m=model: e.update(m, foreach=True), args.repeats, device)
             print(f"{name:>17} {variants[name]:>13} {tensors:>8} {params:>7.1f}M {1e3 * old:>14.2f} "
                   f"{1e3 * new:>11.2f} {old / new:>8.2f}x", flush=True)
 

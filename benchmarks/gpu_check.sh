@@ -4,7 +4,8 @@
 #   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
 #   3. run_all.py loop, then eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10); evaluation
 #      at 1280x720 (tile batch, TF32 and bf16 against fp32: rates and PSNR change);
-#   4. run_all.py models, compiled bf16 (compiled/eager ratios decide train.compile per model).
+#   4. run_all.py models, compiled bf16 (compiled/eager ratios decide train.compile per model);
+#   5. benchmarks/ema.py: per-tensor vs multi-tensor EMA update on the GPU.
 # Each part has a deadline (no new row starts after it) inside a hard timeout, and bench.json is rewritten
 # after every model row, so a part cut short keeps what it measured.
 #
@@ -53,4 +54,6 @@ part loop 70 --only loop --models nafnet,restormer,swin_upernet,vit_adapter --de
 part eval 45 --only eval
 part compiled 110 --only models --modes compiled --dtypes bf16 --deadline 70 \
   --models nafnet,restormer,swin_upernet,vit_adapter,swin_mask2former,ipt
+say "== part ema: per-tensor vs multi-tensor EMA update (benchmarks/ema.py)"
+timeout 40 python3 benchmarks/ema.py --repeats 20 2>&1 | tee -a "$log"
 say "== done in $(($(date +%s) - started)) s"

@@ -81,13 +81,13 @@ class Windows:
 
     def __init__(self) -> None:
         self.step = 0
-        self.marks: list[tuple[int, float]] = []
+        self.marks: list[tuple[int, float, float]] = []  # (step, wall, this process's CPU seconds)
 
     def log_metric(self, name: str, value: float) -> None:
         pass
 
     def make_summary(self) -> None:
-        self.marks.append((self.step, time.perf_counter()))
+        self.marks.append((self.step, time.perf_counter(), time.process_time()))
 
 
 def run_row(cfg, model: str, sync_every: int, steps: int, device: str, run_dir: Path) -> dict:
@@ -103,7 +103,7 @@ def run_row(cfg, model: str, sync_every: int, steps: int, device: str, run_dir: 
         t_start = time.perf_counter()
         _, result = loop.train(net, data.batches, loop_cfg, device=device, run_dir=run_dir, live=marks,
                                progress=False)
-    (step0, t0), (step1, t1) = marks.marks[0], marks.marks[-1]  # steady state: after the first window
+    (step0, t0, cpu0), (step1, t1, cpu1) = marks.marks[0], marks.marks[-1]  # steady state: after window 1
     batch = cfg.train.batch
     return {
         "model": model, "variant": cfg.variant(model, "denoise"), "sync_every": sync_every, "steps": steps,
@@ -111,6 +111,9 @@ def run_row(cfg, model: str, sync_every: int, steps: int, device: str, run_dir: 
         "first_window_s": t0 - t_start,
         "images_per_s": (step1 - step0) * batch / max(t1 - t0, 1e-9),
         "data_wait": result.data_wait,
+        # the main process's CPU seconds per wall second (loader workers not counted): on a CPU, below the
+        # thread count means other jobs took cores, and the row's rate is not worth quoting
+        "cpu_per_wall": (cpu1 - cpu0) / max(t1 - t0, 1e-9),
         "gpu_util_pct": util.mean_between(t0, t1),
         "gpu_util_samples": sum(t0 <= t <= t1 for t, _ in util.samples),
         "gpu_util_note": util.reason,
@@ -151,7 +154,7 @@ def line(r: dict) -> str:
     util = f"{r['gpu_util_pct']:.0f}%" if r["gpu_util_pct"] is not None else (r["gpu_util_note"] or "n/a")
     return (f"{r['model']:>17} {r['variant']:>13} sync_every {r['sync_every']:>3}: {r['images_per_s']:9.2f} img/s "
             f"(batch {r['batch']} x {r['patch']}^2, {r['workers']} workers), data_wait {100 * r['data_wait']:.1f}%, "
-            f"GPU util {util}")
+            f"GPU util {util}, host cpu/wall {r['cpu_per_wall']:.2f}")
 
 
 def main() -> None:

@@ -274,7 +274,8 @@ def test_loop_settings_are_checked(tmp_path):
         train(_model(), make_batches(), _cfg(sync_every=0), run_dir=tmp_path, progress=False)
 
 
-def test_ema_update_matches_the_formula():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_ema_update_matches_the_formula(foreach):
     from restorebench.train.ema import EMA
 
     model = _model()
@@ -283,7 +284,7 @@ def test_ema_update_matches_the_formula():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    ema.update(model)
+    ema.update(model, foreach=foreach)
     for key, value in ema.shadow.state_dict().items():
         want = 0.9 * before[key].double() + 0.1 * model.state_dict()[key].double()
         torch.testing.assert_close(value.double(), want, rtol=0, atol=1e-6)

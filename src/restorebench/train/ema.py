@@ -18,7 +18,10 @@ class EMA:
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, foreach: bool | None = None) -> None:
+        """One step. foreach: the same arithmetic in a few multi-tensor kernels instead of two launches per
+        tensor; None = on CUDA only (as torch.optim's default: on a CPU the loop is as fast or faster,
+        benchmarks/ema.py)."""
         current = model.state_dict()
         shadow, source = [], []
         for name, value in self.shadow.state_dict().items():
@@ -27,9 +30,14 @@ class EMA:
                 source.append(current[name].detach())
             else:
                 value.copy_(current[name])
-        # the same two operations per tensor as a loop, in a few multi-tensor kernels instead of two per tensor
-        torch._foreach_mul_(shadow, self.decay)
-        torch._foreach_add_(shadow, source, alpha=1.0 - self.decay)
+        if foreach is None:
+            foreach = bool(shadow) and shadow[0].is_cuda
+        if foreach:
+            torch._foreach_mul_(shadow, self.decay)
+            torch._foreach_add_(shadow, source, alpha=1.0 - self.decay)
+        else:
+            for value, src in zip(shadow, source, strict=True):
+                value.mul_(self.decay).add_(src, alpha=1.0 - self.decay)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": self.shadow.state_dict()}
