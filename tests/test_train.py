@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -332,3 +333,22 @@ def test_the_loop_never_waits_for_the_gpu_between_reads(tmp_path, monkeypatch):
         torch.cuda.set_sync_debug_mode("default")
     assert reads == [6, 6] and result.steps == 12 and torch.isfinite(torch.tensor(result.last_loss))
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="inductor needs a C++ compiler")
+def test_compiled_training_matches_eager_and_checkpoints_plain_keys(tmp_path):
+    """train.compile: the same weights as eager (to float rounding), and checkpoints an uncompiled run resumes
+    from (no torch.compile `_orig_mod.` prefixes)."""
+    weights = {}
+    for compiled in (False, True):
+        final, _ = train(_model(), make_batches(), _cfg(steps=6, compile=compiled, checkpoint_every=3),
+                         run_dir=tmp_path / str(compiled), progress=False)
+        weights[compiled] = final.state_dict()
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, rtol=0, atol=1e-6)
+    state = torch.load(tmp_path / "True" / "checkpoints" / "step_00000003.pt", weights_only=False)
+    assert set(state["model"]) == set(weights[False])
+    _, result = train(_model(), make_batches(), _cfg(steps=6, checkpoint_every=3), run_dir=tmp_path / "True",
+                      progress=False)
+    assert result.resumed_from == 6
