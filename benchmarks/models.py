@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from restorebench.config import MODEL_NAMES, Config, load_config
 from restorebench.models import build_model
@@ -73,9 +73,19 @@ def profile_recipe(profile: str, model: str, params: str | Path = "params.yaml")
             "channels_last": cfg.train.channels_last}
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of aten.convolution_backward: each gradient asked for (input, weight) costs what the forward
+    does, every (weight element, output position) product once. FlopCounterMode's own formula ignores
+    `groups` for the weight gradient (torch/utils/flop_counter.py says it skips them), which counts a
+    depthwise conv's backward C times too high: NAFNet and Restormer are full of them."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def step_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """FLOPs of forward + backward on `x` (float), counted by FlopCounterMode."""
-    counter = FlopCounterMode(display=False)
+    """FLOPs of forward + backward on `x` (float), counted by FlopCounterMode (conv backward: see above)."""
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     with counter:
         model(x).float().mean().backward()
     model.zero_grad(set_to_none=True)

@@ -128,3 +128,18 @@ def test_kernel_names_fall_in_their_kind(name, kind):
     from benchmarks.models import kernel_kind
 
     assert kernel_kind(name) == kind
+
+
+@pytest.mark.parametrize("groups", [1, 8, 64])
+def test_step_flops_count_a_conv_backward_as_two_forwards(groups):
+    """forward + backward of a conv (input and weight gradients) = 3x its forward multiply-adds, grouped or
+    not; torch's own formula counts a depthwise conv's weight gradient `groups` times too high."""
+    import torch
+
+    from benchmarks.models import step_flops
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=groups, bias=False)
+    x = torch.rand(2, 64, 16, 16, requires_grad=True)
+    forward = 2 * 2 * 64 * (64 // groups) * 9 * 16 * 16  # 2 FLOPs per multiply-add, per output element
+    assert step_flops(conv, x) == 3 * forward
+    assert step_flops(conv, x.detach()) == 2 * forward  # no input gradient asked: the first layer's case
