@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 8's GPU checks as one device command of about 5 minutes (H100/H200), most important first:
+# Issue 8's GPU checks as one device command: about 5 minutes (H100/H200), 7.5 at most (the parts'
+# timeouts; run it with timeout_s 480), most important first:
 #   1. the GPU tests (pytest -m gpu): no host-device sync inside a training step, CUDA restore, metrics;
 #   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
 #   3. run_all.py loop, then eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10); evaluation
@@ -46,14 +47,14 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device'
   nproc; } 2>&1 | tee -a "$log"
 
 say "== part tests: pytest -m gpu"
-timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests 2>&1 | tee -a "$log" | tail -4
+timeout 75 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests 2>&1 | tee -a "$log" | tail -4
 
-part bf16 110 --only models --modes eager --dtypes bf16 --deadline 80
-part fp32 80 --only models --modes eager --dtypes fp32 --deadline 50
-part loop 70 --only loop --models nafnet,restormer,swin_upernet,vit_adapter --deadline 40
-part eval 45 --only eval
-part compiled 110 --only models --modes compiled --dtypes bf16 --deadline 70 \
+part bf16 90 --only models --modes eager --dtypes bf16 --deadline 60
+part fp32 65 --only models --modes eager --dtypes fp32 --deadline 40
+part loop 60 --only loop --models nafnet,restormer,swin_upernet,vit_adapter --deadline 30
+part eval 40 --only eval
+part compiled 90 --only models --modes compiled --dtypes bf16 --deadline 60 \
   --models nafnet,restormer,swin_upernet,vit_adapter,swin_mask2former,ipt
 say "== part ema: per-tensor vs multi-tensor EMA update (benchmarks/ema.py)"
-timeout 40 python3 benchmarks/ema.py --repeats 20 2>&1 | tee -a "$log"
+timeout 30 python3 benchmarks/ema.py --repeats 20 2>&1 | tee -a "$log"
 say "== done in $(($(date +%s) - started)) s"
