@@ -104,12 +104,14 @@ def training_step(
     betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     total_steps: int = 1000,
+    fused: bool = True,
 ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """One step of train/loop.py's `train` (strategy "full", accumulate 1) as a function of a (lq, gt) batch;
     returns the detached loss, still on the device (reading it is the caller's sync point).
 
     bf16 (amp) is CUDA autocast inside the loop's objective; on a CPU the loop runs fp32 only, and amp here
-    wraps the step in CPU autocast so that a bf16/fp32 ratio can still be measured.
+    wraps the step in CPU autocast so that a bf16/fp32 ratio can still be measured. fused=False: torch's
+    default AdamW (multi-tensor on CUDA), the plain loop's.
     """
     cuda = device.type == "cuda"
     model.to(device)
@@ -117,7 +119,7 @@ def training_step(
         model.to(memory_format=torch.channels_last)
     objective = pixel_objective(loss, channels_last=channels_last, amp=amp)
     groups = strategies.optimizer_groups(model, "full", lr=lr, weight_decay=weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=cuda or None)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=(cuda and fused) or None)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total=total_steps, base_lr=lr, min_lr=lr * 1e-3)
     )
@@ -198,7 +200,8 @@ def kernel_breakdown(step: Callable, batch: tuple[torch.Tensor, torch.Tensor], t
 
 def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compiled: bool, steps: int,
           device: str, peak: float | None, warmup: int = 2, recipe: dict | None = None,
-          channels_last: bool | None = None, budget_s: float | None = None, sync_every: int = 1) -> dict:
+          channels_last: bool | None = None, budget_s: float | None = None, sync_every: int = 1,
+          fused: bool = True) -> dict:
     """Time `steps` training steps (after `warmup`, which includes compilation) of one model variant, in
     windows of `sync_every` steps that each end by reading the loss (the loop's host-device sync); the rate
     is the batch over the median step time (window time / its steps). `budget_s` stops timing after that
@@ -217,7 +220,7 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         lq, gt = lq.pin_memory(), gt.pin_memory()
     flops = step_flops(model, lq.to(dev).float().div_(255))
     step = training_step(model, device=dev, amp=dtype == "bf16", compiled=compiled,
-                         channels_last=channels_last, total_steps=warmup + steps, **recipe)
+                         channels_last=channels_last, total_steps=warmup + steps, fused=fused, **recipe)
     t_compile = time.perf_counter()
     for _ in range(warmup):  # warm-up (and compilation)
         float(step((lq, gt)))
@@ -262,6 +265,7 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
         "step_s": seconds,
         "timed_steps": timed,
         "sync_every": sync_every,
+        "fused_adamw": bool(fused and dev.type == "cuda"),
         "host_syncs_per_step": None if syncs is None else syncs[0],  # the step's own, besides the loss read
         "host_sync_first": None if syncs is None else syncs[1],
         "step_s_mean": wall / timed,

@@ -49,6 +49,10 @@ from restorebench.models import MODELS  # noqa: E402
 SECTIONS = ("models", "loader", "eval", "loop", "orchestration")
 PARAMS = ROOT / "params.yaml"
 TARGET_ORCHESTRATION_S = 5.0
+# issue 8's speed targets: the transformer models at >= 40% MFU in bf16; NAFNet >= 2x a plain fp32 eager loop
+# of the same architecture; GPU utilisation > 90% while finetuning (the loop section)
+TRANSFORMERS = ("swin_upernet", "swin_mask2former", "vit_adapter", "restormer", "ipt")
+TARGET_MFU, TARGET_NAFNET_OVER_PLAIN, TARGET_GPU_UTIL = 0.40, 2.0, 90.0
 OUTPUT_ROOTS = ("data/", "metrics/", "results/", "runs/", "logs/")  # pipeline outputs, not copied
 
 
@@ -95,26 +99,24 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                     why = f"not in --modes {','.join(args.modes)}"
                 elif _past_deadline(args):
                     why = f"past --deadline {args.deadline:.0f} s"
-                if why is not None:
-                    rows.append({**base, "status": "skipped", "reason": why})
-                    print("  " + _model_line(rows[-1]), flush=True)
-                    continue
-                try:
-                    r = bench_models.bench(name, variants[name], batch=batch, size=size, dtype=dtype,
-                                           compiled=compiled, steps=steps, device=device,
-                                           warmup=max(warmup, 2) if compiled else warmup,  # compile + recompile
-                                           peak=peak, recipe=recipe, budget_s=budget, sync_every=sync_every)
-                    rows.append({**base, **r, "status": "ok", "peak_name": peak_name})
-                except torch.OutOfMemoryError as err:
-                    rows.append({**base, "status": "oom", "reason": str(err).splitlines()[0]})
-                except Exception as err:  # noqa: BLE001 - a compile failure is a result, not a crash
-                    rows.append({**base, "status": "failed", "reason": f"{type(err).__name__}: "
-                                 f"{(str(err).splitlines() or [''])[0][:200]}"})
-                finally:
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-                print("  " + _model_line(rows[-1]), flush=True)
+                kwargs = dict(compiled=compiled, warmup=max(warmup, 2) if compiled else warmup,  # + recompile
+                              recipe=recipe, sync_every=sync_every)
+                rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype=dtype,
+                                       steps=steps, device=device, peak=peak, peak_name=peak_name, budget=budget))
                 _save_partial(args, "models", {"rows": rows})
+    # the issue's NAFNet target is against "a plain fp32 eager loop of the same architecture": fp32, eager,
+    # contiguous (NCHW) memory, torch's default AdamW, the loss read every step
+    plain = [m for m in args.plain if m in args.models] if "fp32" in args.dtypes and "eager" in args.modes else []
+    for name in plain:
+        base = {"model": name, "variant": variants[name], "dtype": "fp32", "compiled": False, "plain": True}
+        why = f"past --deadline {args.deadline:.0f} s" if _past_deadline(args) else None
+        kwargs = dict(compiled=False, warmup=warmup, recipe=bench_models.profile_recipe(profile, name, PARAMS),
+                      sync_every=1, channels_last=False, fused=False)
+        peak, peak_name = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else \
+            bench_models.device_peak(device, "fp32")
+        rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype="fp32", steps=steps,
+                               device=device, peak=peak, peak_name=peak_name, budget=budget))
+        _save_partial(args, "models", {"rows": rows})
     ratios = _model_ratios(rows)
     for r in ratios:
         print("  ratios " + f"{r['model']:>17}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()
@@ -123,6 +125,29 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
             "warmup_steps": warmup, "timed_steps": steps, "row_budget_s": budget, "compile": compile_on, "note": note,
             "bf16_on_cpu": "CPU autocast; the training loop itself runs fp32 on a CPU" if device == "cpu" else None,
             "rows": rows, "ratios": ratios}
+
+
+def _model_row(base: dict, why: str | None, kwargs: dict, *, batch: int, size: int,
+               dtype: str, steps: int, device: str, peak: float | None, peak_name: str,
+               budget: float | None) -> dict:
+    """One timed row (or a skipped one when `why`); an OOM or a compile failure is a result, not a crash."""
+    if why is not None:
+        row = {**base, "status": "skipped", "reason": why}
+    else:
+        try:
+            r = bench_models.bench(base["model"], base["variant"], batch=batch, size=size, dtype=dtype,
+                                   steps=steps, device=device, peak=peak, budget_s=budget, **kwargs)
+            row = {**base, **r, "status": "ok", "peak_name": peak_name}
+        except torch.OutOfMemoryError as err:
+            row = {**base, "status": "oom", "reason": str(err).splitlines()[0]}
+        except Exception as err:  # noqa: BLE001
+            row = {**base, "status": "failed",
+                   "reason": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+        finally:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    print("  " + _model_line(row), flush=True)
+    return row
 
 
 def _past_deadline(args: argparse.Namespace) -> bool:
@@ -135,7 +160,8 @@ def _save_partial(args: argparse.Namespace, section: str, payload: dict) -> None
 
 
 def _model_ratios(rows: list[dict]) -> list[dict]:
-    ok = {(r["model"], r["dtype"], r["compiled"]): r["images_per_s"] for r in rows if r["status"] == "ok"}
+    ok = {(r["model"], r["dtype"], r["compiled"]): r["images_per_s"] for r in rows
+          if r["status"] == "ok" and not r.get("plain")}
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
         def ratio(a, b):
@@ -149,7 +175,8 @@ def _model_ratios(rows: list[dict]) -> list[dict]:
 
 
 def _model_line(r: dict) -> str:
-    head = f"{r['model']:>17} {r['variant']:>13} {r['dtype']:>5} {'compiled' if r['compiled'] else 'eager':>8}"
+    mode = "plain" if r.get("plain") else "compiled" if r["compiled"] else "eager"
+    head = f"{r['model']:>17} {r['variant']:>13} {r['dtype']:>5} {mode:>8}"
     if r["status"] != "ok":
         return f"{head}  {r['status']}: {r['reason']}"
     syncs = "" if r.get("host_syncs_per_step") is None else f", host syncs/step {r['host_syncs_per_step']}"
@@ -430,7 +457,7 @@ def summary_table(result: dict) -> list[str]:
             f"{d + (' comp' if c else ' eager'):>11}" for d, c in cols) + f" {'bf16/fp32':>9} {'comp/eager':>10}"
             f" {'MFU best':>8} {'mem':>9}")
         for name in dict.fromkeys(r["model"] for r in m["rows"]):
-            rows = {(r["dtype"], r["compiled"]): r for r in m["rows"] if r["model"] == name}
+            rows = {(r["dtype"], r["compiled"]): r for r in m["rows"] if r["model"] == name and not r.get("plain")}
             cells = []
             for key in cols:
                 r = rows.get(key)
@@ -473,6 +500,15 @@ def summary_table(result: dict) -> list[str]:
             lines.append(f"{r['model']:>17} sync {r['sync_every']:>3}: {r['images_per_s']:9.2f} "
                          f"{100 * r['data_wait']:8.1f}% {util:>9} {_x(r['over_sync_every_1']):>8} "
                          f"{_x(r['loop_over_step']):>9}")
+    targets = speed_targets(result)
+    if targets:
+        lines.append("issue 8 targets:")
+    for t in targets:
+        value = "-" if t["value"] is None else (f"{100 * t['value']:.1f}%" if "MFU" in t["target"] else
+                                                f"{t['value']:.1f}%" if "utilisation" in t["target"] else
+                                                f"{t['value']:.2f}x")
+        verdict = "n/a" if t["pass"] is None else "PASS" if t["pass"] else "FAIL"
+        lines.append(f"  {t['target']}: {value} {verdict}" + (f" ({t['why']})" if t["why"] else ""))
     if "orchestration" in result:
         o = result["orchestration"]
         if o.get("status") == "skipped":
@@ -482,6 +518,37 @@ def summary_table(result: dict) -> list[str]:
             lines.append(f"{k}: {took} {'PASS' if v['pass'] else 'FAIL'} (target < {o['target_s']:.0f} s)")
         lines += [f"  problem: {p[:300]}" for p in o.get("problems", [])]
     return lines
+
+
+def speed_targets(result: dict) -> list[dict]:
+    """Each of issue 8's speed targets that this run measured something for: value, pass (None: not
+    measurable here, with why)."""
+    out = []
+    device = result["meta"]["device"]
+    rows = [r for r in result.get("models", {}).get("rows", []) if r["status"] == "ok"]
+    for name in dict.fromkeys(r["model"] for r in rows if r["model"] in TRANSFORMERS):
+        mfu = [r["mfu"] for r in rows if r["model"] == name and r["dtype"] == "bf16" and not r.get("plain")
+               and r.get("mfu") is not None]
+        out.append({"target": f"{name} bf16 MFU >= {100 * TARGET_MFU:.0f}%", "value": max(mfu) if mfu else None,
+                    "pass": max(mfu) >= TARGET_MFU if mfu else None,
+                    "why": None if mfu else "no bf16 MFU in this run (a CPU has no honest peak)"})
+    plain = [r["images_per_s"] for r in rows if r["model"] == "nafnet" and r.get("plain")]
+    best = [r for r in rows if r["model"] == "nafnet" and not r.get("plain")]
+    if plain and best:
+        top = max(best, key=lambda r: r["images_per_s"])
+        ratio = top["images_per_s"] / plain[0]
+        how = f"{top['dtype']} {'compiled' if top['compiled'] else 'eager'}"
+        out.append({"target": f"nafnet >= {TARGET_NAFNET_OVER_PLAIN:.0f}x a plain fp32 eager loop", "value": ratio,
+                    "pass": ratio >= TARGET_NAFNET_OVER_PLAIN if device == "cuda" else None,
+                    "why": f"best: {how}" + ("" if device == "cuda" else "; a CPU, not the target's GPU")})
+    for r in result.get("loop", {}).get("rows", []):
+        if r["sync_every"] == 1:
+            continue
+        util = r.get("gpu_util_pct")
+        out.append({"target": f"{r['model']} GPU utilisation while finetuning > {TARGET_GPU_UTIL:.0f}%",
+                    "value": util, "pass": util > TARGET_GPU_UTIL if util is not None else None,
+                    "why": None if util is not None else r.get("gpu_util_note")})
+    return out
 
 
 def _x(v: float | None) -> str:
@@ -521,6 +588,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also time torch.compile (default: on for CUDA, off on a CPU)")
     ap.add_argument("--modes", type=_csv(("eager", "compiled"), "--modes"), default=["eager", "compiled"],
                     help="models: which of eager / compiled rows to time (compiled also needs --compile on a CPU)")
+    ap.add_argument("--plain", type=_csv(tuple(MODELS), "--plain"), default=["nafnet"],
+                    help="models also timed as a plain fp32 eager loop (NCHW, default AdamW, loss read every "
+                         "step): the baseline of the issue's NAFNet >= 2x target")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds after the start past which no new model or loop row starts (they are "
                          "recorded as skipped); bench.json is rewritten after every model row either way")
@@ -571,6 +641,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r["loader_cores_needed"] = (r["images_per_s"] / ceiling if r["size"] == bench_loader.PATCH
                                             else None)
     result["meta"].update(seconds=time.perf_counter() - t0, loadavg_1min_before_after=[load0, os.getloadavg()[0]])
+    result["targets"] = speed_targets(result)
     io.write_json(args.out, result)
     print("\n" + "\n".join(summary_table(result)))
     print(f"\n{len(args.only)} section(s) in {result['meta']['seconds']:.0f} s; load average {load0:.1f} -> "

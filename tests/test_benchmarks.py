@@ -34,15 +34,19 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "== summary" in proc.stdout and "nafnet" in proc.stdout
     bench = json.loads(out.read_text())
-    assert set(bench) == {"meta", "models", "loader", "loop"}
+    assert set(bench) == {"meta", "models", "loader", "loop", "targets"}
     assert bench["meta"]["sections"] == ["models", "loader", "loop"] and bench["meta"]["quick"] is True
     assert not list(tmp_path.glob(".bench.json.*"))  # the atomic write left no temporary file
 
     rows = bench["models"]["rows"]
-    assert [(r["model"], r["dtype"], r["compiled"], r["status"]) for r in rows] == [
-        ("nafnet", "fp32", False, "ok"),
-        ("nafnet", "fp32", True, "skipped"),
+    assert [(r["model"], r["dtype"], r["compiled"], r["status"], r.get("plain", False)) for r in rows] == [
+        ("nafnet", "fp32", False, "ok", False),
+        ("nafnet", "fp32", True, "skipped", False),
+        ("nafnet", "fp32", False, "ok", True),  # the plain fp32 eager loop: NCHW, default AdamW, read every step
     ]
+    assert rows[2]["channels_last"] is False and rows[2]["fused_adamw"] is False and rows[2]["sync_every"] == 1
+    assert [t["target"] for t in bench["targets"]] == ["nafnet >= 2x a plain fp32 eager loop",
+                                                       "nafnet GPU utilisation while finetuning > 90%"]
     ok = rows[0]
     assert ok["variant"] == ("demo" if bench["meta"]["device"] == "cpu" else "sidd-width32")
     for key in ("images_per_s", "step_s", "tflops", "gflops_per_step", "params_m"):
@@ -104,6 +108,7 @@ def test_run_all_stops_starting_rows_past_its_deadline(project_root, tmp_path):
     assert [(r["compiled"], r["status"], r["reason"]) for r in bench["models"]["rows"]] == [
         (False, "skipped", "past --deadline 0 s"),
         (True, "skipped", "off by default on a CPU to keep the run short; pass --compile"),
+        (False, "skipped", "past --deadline 0 s"),  # the plain fp32 eager baseline
     ]
     assert bench["loop"]["rows"] == [] and bench["loop"]["skipped"] == [
         {"model": "nafnet", "sync_every": 1}, {"model": "nafnet", "sync_every": 10}]
@@ -143,3 +148,27 @@ def test_step_flops_count_a_conv_backward_as_two_forwards(groups):
     forward = 2 * 2 * 64 * (64 // groups) * 9 * 16 * 16  # 2 FLOPs per multiply-add, per output element
     assert step_flops(conv, x) == 3 * forward
     assert step_flops(conv, x.detach()) == 2 * forward  # no input gradient asked: the first layer's case
+
+
+def test_speed_targets_judge_gpu_rows_and_say_why_not_elsewhere():
+    from benchmarks.run_all import speed_targets
+
+    def row(model, dtype, rate, mfu=None, compiled=False, plain=False):
+        return {"model": model, "dtype": dtype, "compiled": compiled, "plain": plain, "status": "ok",
+                "images_per_s": rate, "mfu": mfu}
+
+    gpu = {"meta": {"device": "cuda"},
+           "models": {"rows": [row("vit_adapter", "bf16", 300, 0.45), row("vit_adapter", "bf16", 330, 0.52, True),
+                               row("restormer", "bf16", 200, 0.31), row("nafnet", "fp32", 100, plain=True),
+                               row("nafnet", "bf16", 260, compiled=True), row("nafnet", "bf16", 150),
+                               {"model": "ipt", "dtype": "bf16", "compiled": False, "status": "oom"}]},
+           "loop": {"rows": [{"model": "nafnet", "sync_every": 1, "gpu_util_pct": 80.0},
+                             {"model": "nafnet", "sync_every": 10, "gpu_util_pct": 93.5}]}}  # fmt: skip
+    got = {t["target"]: (t["value"], t["pass"]) for t in speed_targets(gpu)}
+    assert got == {"vit_adapter bf16 MFU >= 40%": (0.52, True), "restormer bf16 MFU >= 40%": (0.31, False),
+                   "nafnet >= 2x a plain fp32 eager loop": (2.6, True),
+                   "nafnet GPU utilisation while finetuning > 90%": (93.5, True)}
+    cpu = {"meta": {"device": "cpu"}, "models": {"rows": [row("nafnet", "fp32", 130, plain=True),
+                                                          row("nafnet", "fp32", 128)]}}
+    (target,) = speed_targets(cpu)
+    assert target["pass"] is None and "not the target's GPU" in target["why"]
