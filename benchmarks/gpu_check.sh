@@ -13,7 +13,8 @@
 # Here first:   make gpu-wheels     (.whl/: what the device image lacks: omegaconf + antlr4, and this
 #                                    project's timm / transformers versions)
 # On the device (the `run` tool, carry [".whl"]):   bash benchmarks/gpu_check.sh
-# Results: $OUT (else results/gpu/): gpu_check.log and bench_{bf16,fp32,loop,eval,compiled}.json.
+# Results: $OUT (else results/gpu/): gpu_check.log, bench_{bf16,fp32,loop,eval,compiled}.json and
+# bench_gpu.json, their merge (run_all.py --merge), whose summary ends with the targets judged.
 # A smoke run on a CPU (paper variants, tiny steps): EXTRA_ARGS=--quick PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu_check.sh
 set -u -o pipefail
 out=${OUT:-results/gpu}
@@ -57,4 +58,8 @@ part compiled 90 --only models --modes compiled --dtypes bf16 --deadline 60 \
   --models nafnet,restormer,swin_upernet,vit_adapter,swin_mask2former,ipt
 say "== part ema: per-tensor vs multi-tensor EMA update (benchmarks/ema.py)"
 timeout 30 python3 benchmarks/ema.py --repeats 20 2>&1 | tee -a "$log"
+say "== all parts merged (rows pooled, targets judged across them) -> $out/bench_gpu.json"
+parts=()
+for name in bf16 fp32 loop eval compiled; do [ -f "$out/bench_$name.json" ] && parts+=("$out/bench_$name.json"); done
+[ ${#parts[@]} -gt 0 ] && python3 benchmarks/run_all.py --merge "${parts[@]}" --out "$out/bench_gpu.json" 2>&1 | tee -a "$log"
 say "== done in $(($(date +%s) - started)) s"

@@ -84,6 +84,20 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
             + (f" (at most {budget:.0f} s of them, >= 2 steps)" if budget else ""))
     print(f"\n== models: {note}", flush=True)
     rows = []
+    # first (cheap, and a target's baseline): the issue's NAFNet target is against "a plain fp32 eager loop
+    # of the same architecture": fp32, eager, contiguous (NCHW) memory, torch's default AdamW, the loss read
+    # every step
+    plain = [m for m in args.plain if m in args.models] if "fp32" in args.dtypes and "eager" in args.modes else []
+    for name in plain:
+        base = {"model": name, "variant": variants[name], "dtype": "fp32", "compiled": False, "plain": True}
+        why = f"past --deadline {args.deadline:.0f} s" if _past_deadline(args) else None
+        kwargs = dict(compiled=False, warmup=warmup, recipe=bench_models.profile_recipe(profile, name, PARAMS),
+                      sync_every=1, channels_last=False, fused=False)
+        peak, peak_name = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else \
+            bench_models.device_peak(device, "fp32")
+        rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype="fp32", steps=steps,
+                               device=device, peak=peak, peak_name=peak_name, budget=budget))
+        _save_partial(args, "models", {"rows": rows})
     for name in args.models:
         recipe = bench_models.profile_recipe(profile, name, PARAMS)
         for dtype in args.dtypes:
@@ -104,19 +118,6 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                 rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype=dtype,
                                        steps=steps, device=device, peak=peak, peak_name=peak_name, budget=budget))
                 _save_partial(args, "models", {"rows": rows})
-    # the issue's NAFNet target is against "a plain fp32 eager loop of the same architecture": fp32, eager,
-    # contiguous (NCHW) memory, torch's default AdamW, the loss read every step
-    plain = [m for m in args.plain if m in args.models] if "fp32" in args.dtypes and "eager" in args.modes else []
-    for name in plain:
-        base = {"model": name, "variant": variants[name], "dtype": "fp32", "compiled": False, "plain": True}
-        why = f"past --deadline {args.deadline:.0f} s" if _past_deadline(args) else None
-        kwargs = dict(compiled=False, warmup=warmup, recipe=bench_models.profile_recipe(profile, name, PARAMS),
-                      sync_every=1, channels_last=False, fused=False)
-        peak, peak_name = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else \
-            bench_models.device_peak(device, "fp32")
-        rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype="fp32", steps=steps,
-                               device=device, peak=peak, peak_name=peak_name, budget=budget))
-        _save_partial(args, "models", {"rows": rows})
     ratios = _model_ratios(rows)
     for r in ratios:
         print("  ratios " + f"{r['model']:>17}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()
@@ -551,6 +552,31 @@ def speed_targets(result: dict) -> list[dict]:
     return out
 
 
+def merge(paths: list[Path]) -> dict:
+    """One result from several runs' bench.json (e.g. gpu_check.sh's parts): model rows pooled, a measured
+    row preferred over a skipped one of the same model, precision, mode and plain flag; every other section
+    from the last file that has it; ratios and targets recomputed across the parts."""
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result: dict = {"meta": {**parts[0]["meta"], "merged_from": [str(p) for p in paths]}}
+    rows: dict[tuple, dict] = {}
+    for part in parts:
+        for r in part.get("models", {}).get("rows", []):
+            key = (r["model"], r["dtype"], r["compiled"], bool(r.get("plain")))
+            if key not in rows or (rows[key]["status"] == "skipped" and r["status"] != "skipped"):
+                rows[key] = r
+        for name in ("loader", "eval", "loop", "orchestration"):
+            if name in part:
+                result[name] = part[name]
+    models = [p["models"] for p in parts if "models" in p]
+    if models:
+        merged = list(rows.values())
+        result["models"] = {**models[0], "rows": merged, "ratios": _model_ratios(merged), "partial": False}
+    result["targets"] = speed_targets(result)
+    return result
+
+
 def _x(v: float | None) -> str:
     return f"{v:.2f}x" if v is not None else "-"
 
@@ -606,7 +632,14 @@ def main(argv: list[str] | None = None) -> dict:
                     help="loop: training steps per row (default 40 on CUDA, 20 on a CPU, 4 with --quick)")
     ap.add_argument("--repeats", type=int, default=3, help="orchestration: runs per command")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench.json")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="BENCH_JSON",
+                    help="run nothing: merge these bench.json files (e.g. gpu_check.sh's parts) into --out")
     args = ap.parse_args(argv)
+    if args.merge:
+        result = merge(args.merge)
+        io.write_json(args.out, result)
+        print("\n".join(summary_table(result)) + f"\n\nmerged {len(args.merge)} file(s) into {args.out}", flush=True)
+        return result
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started, t0, load0 = dt.datetime.now(dt.UTC), time.perf_counter(), os.getloadavg()[0]

@@ -40,14 +40,16 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
 
     rows = bench["models"]["rows"]
     assert [(r["model"], r["dtype"], r["compiled"], r["status"], r.get("plain", False)) for r in rows] == [
+        ("nafnet", "fp32", False, "ok", True),  # the plain fp32 eager loop: NCHW, default AdamW, read every step
         ("nafnet", "fp32", False, "ok", False),
         ("nafnet", "fp32", True, "skipped", False),
-        ("nafnet", "fp32", False, "ok", True),  # the plain fp32 eager loop: NCHW, default AdamW, read every step
     ]
-    assert rows[2]["channels_last"] is False and rows[2]["fused_adamw"] is False and rows[2]["sync_every"] == 1
+    assert rows[0]["channels_last"] is False and rows[0]["fused_adamw"] is False and rows[0]["sync_every"] == 1
+    plain, rows = rows[0], rows[1:]
     assert [t["target"] for t in bench["targets"]] == ["nafnet >= 2x a plain fp32 eager loop",
                                                        "nafnet GPU utilisation while finetuning > 90%"]
     ok = rows[0]
+    assert plain["gflops_per_step"] == ok["gflops_per_step"]  # the same architecture and batch
     assert ok["variant"] == ("demo" if bench["meta"]["device"] == "cpu" else "sidd-width32")
     for key in ("images_per_s", "step_s", "tflops", "gflops_per_step", "params_m"):
         assert ok[key] > 0, key
@@ -106,9 +108,9 @@ def test_run_all_stops_starting_rows_past_its_deadline(project_root, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bench = json.loads(out.read_text())
     assert [(r["compiled"], r["status"], r["reason"]) for r in bench["models"]["rows"]] == [
+        (False, "skipped", "past --deadline 0 s"),  # the plain fp32 eager baseline
         (False, "skipped", "past --deadline 0 s"),
         (True, "skipped", "off by default on a CPU to keep the run short; pass --compile"),
-        (False, "skipped", "past --deadline 0 s"),  # the plain fp32 eager baseline
     ]
     assert bench["loop"]["rows"] == [] and bench["loop"]["skipped"] == [
         {"model": "nafnet", "sync_every": 1}, {"model": "nafnet", "sync_every": 10}]
@@ -172,3 +174,40 @@ def test_speed_targets_judge_gpu_rows_and_say_why_not_elsewhere():
                                                           row("nafnet", "fp32", 128)]}}
     (target,) = speed_targets(cpu)
     assert target["pass"] is None and "not the target's GPU" in target["why"]
+
+
+def test_merge_pools_the_parts_rows_and_judges_targets_across_them(project_root, tmp_path):
+    """gpu_check.sh writes one bench.json per part; --merge pools them (a measured row beats a skipped one)
+    and judges NAFNet's best row, from another part, against the plain row."""
+
+    def row(dtype, compiled, status, rate=None, plain=False):
+        r = {"model": "nafnet", "variant": "sidd-width32", "dtype": dtype, "compiled": compiled, "status": status}
+        if plain:
+            r["plain"] = True
+        if status == "ok":
+            r.update(images_per_s=rate, mfu=None, peak_mem_gb=1.0)
+        else:
+            r["reason"] = "not in --modes"
+        return r
+
+    meta = {"device": "cuda"}
+    models = {"profile": "paper", "device": "cuda", "batch": 32, "size": 256}
+    eager = {"meta": meta, "models": {**models, "rows": [row("fp32", False, "ok", 100.0, plain=True),
+                                                         row("fp32", False, "ok", 140.0),
+                                                         row("bf16", True, "skipped")]}}
+    compiled = {"meta": meta, "models": {**models, "rows": [row("fp32", False, "skipped"),
+                                                            row("bf16", True, "ok", 250.0)]}}
+    paths = []
+    for name, part in (("eager", eager), ("compiled", compiled)):
+        paths.append(tmp_path / f"bench_{name}.json")
+        paths[-1].write_text(json.dumps(part))
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(project_root / "benchmarks" / "run_all.py"), "--merge", *map(str, paths),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = json.loads(out.read_text())
+    assert sorted((r["dtype"], r["compiled"], r["status"], bool(r.get("plain"))) for r in merged["models"]["rows"]) == [
+        ("bf16", True, "ok", False), ("fp32", False, "ok", False), ("fp32", False, "ok", True)]
+    (target,) = merged["targets"]
+    assert target["value"] == pytest.approx(2.5) and target["pass"] is True and "bf16 compiled" in target["why"]
+    assert "nafnet >= 2x a plain fp32 eager loop: 2.50x PASS" in proc.stdout
