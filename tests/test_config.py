@@ -118,3 +118,10 @@ def test_cutting_models_names_the_dcpt_cells_it_leaves(project_root):
         load_config(project_root / "params.yaml", ["models=[nafnet]"])
     cfg = load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]"])
     assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["nafnet"]}
+
+
+def test_each_model_trains_on_its_recipe_crop(project_root):
+    demo = load_config(project_root / "params.yaml")
+    paper = load_config(project_root / "params.yaml", ["profile=paper"])
+    assert (demo.train.crop("ipt"), demo.train.crop("nafnet")) == (24, 48)  # IPT trains on its tile size
+    assert (paper.train.crop("ipt"), paper.train.crop("nafnet")) == (48, 256)

@@ -227,7 +227,7 @@ def test_a_late_nan_names_its_step_and_no_checkpoint_holds_it(tmp_path):
         train(_model(), _nan_from(7), cfg, run_dir=tmp_path, progress=False)
     names = [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")]
     assert names == ["step_00000005.pt"]
-    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
@@ -347,7 +347,7 @@ def test_compiled_training_matches_eager_and_checkpoints_plain_keys(tmp_path):
         weights[compiled] = final.state_dict()
     for key, value in weights[False].items():
         torch.testing.assert_close(weights[True][key], value, rtol=0, atol=1e-6)
-    state = torch.load(tmp_path / "True" / "checkpoints" / "step_00000003.pt", weights_only=False)
+    state = torch.load(tmp_path / "True" / "checkpoints" / "step_00000003.pt", weights_only=True)
     assert set(state["model"]) == set(weights[False])
     _, result = train(_model(), make_batches(), _cfg(steps=6, checkpoint_every=3), run_dir=tmp_path / "True",
                       progress=False)

@@ -305,9 +305,9 @@ def pretrain(
             if method == "dcpt":
                 patch = str(cfg.pretrain.dcpt.patch)
             else:  # IPT trains on inputs of its variant's tile size
-                from restorebench.models.ipt import _VARIANT_CFG
+                from restorebench.models.ipt import variant_patch_size
 
-                patch = str(_VARIANT_CFG[cfg.pretrain.ipt.variant]["patch_size"])
+                patch = str(variant_patch_size(cfg.pretrain.ipt.variant))
             raise _training_errors(what, err, batch=run.batch, patch=patch,
                                    hint=f"lower {p}.batch (pretraining has no gradient accumulation)") from None
         raise
@@ -339,8 +339,8 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
         summary = run_cell(cfg, task, model, strategy, run_dir, pretrain=pretrain)
     except Exception as err:
         if _handled(err):
-            patch = cfg.train.recipe(model).patch or cfg.train.patch
-            raise _training_errors(f"finetune {task}/{model}/{cell}", err, batch=cfg.train.batch, patch=str(patch),
+            raise _training_errors(f"finetune {task}/{model}/{cell}", err, batch=cfg.train.batch,
+                                   patch=str(cfg.train.crop(model)),
                                    hint="lower the batch and raise train.accumulate (same global batch), or "
                                         "lower the patch") from None
         raise

@@ -207,6 +207,10 @@ class TrainConfig:
     def recipe(self, model: str) -> ModelTrainConfig:
         return self.models.get(model, ModelTrainConfig())
 
+    def crop(self, model: str) -> int:
+        """The training crop of `model`'s cells: its recipe's patch, else train.patch."""
+        return self.recipe(model).patch or self.patch
+
 
 @dataclass
 class PretrainRunConfig:

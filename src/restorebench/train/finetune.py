@@ -210,10 +210,10 @@ class TrainingData:
 
 def training_data(cfg: Config, task: str, model: str) -> TrainingData:
     """The cell's data from TASK's packed training store: uint8 crops (4x less to copy; the loop converts
-    to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source images
-    held out per `train.holdout`."""
+    to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source groups
+    (scenes, sequences) held out per `train.holdout` (data.store.holdout_split)."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
-    patch = cfg.train.recipe(model).patch or cfg.train.patch
+    patch = cfg.train.crop(model)
     train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
     dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
     held = Items(PairedPatchDataset(store, patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
