@@ -65,11 +65,13 @@ def profile_variants(profile: str, task: str = "denoise", params: str | Path = "
 
 
 def profile_recipe(profile: str, model: str, params: str | Path = "params.yaml") -> dict:
-    """The model's training recipe (loss, lr, betas, weight decay) and the profile's batch and patch."""
+    """The model's training recipe (loss, lr, betas, weight decay), the profile's batch and patch, and the
+    recipe's own patch where it names one (`own_patch`, else None: IPT's cells train on its tiles)."""
     cfg = _config(profile, params)
     r = cfg.train.recipe(model)
     return {"loss": r.loss, "lr": r.lr, "betas": (float(r.betas[0]), float(r.betas[1])),
             "weight_decay": r.weight_decay, "batch": cfg.train.batch, "patch": cfg.train.patch,
+            "own_patch": r.patch,
             "channels_last": cfg.train.channels_last}
 
 
@@ -225,7 +227,12 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     for _ in range(warmup):  # warm-up (and compilation)
         float(step((lq, gt)))
     warmup_s = time.perf_counter() - t_compile
-    syncs = host_syncs(step, (lq, gt)) if dev.type == "cuda" else None
+    syncs = None
+    if dev.type == "cuda":
+        try:
+            syncs = host_syncs(step, (lq, gt))
+        except Exception as err:  # noqa: BLE001 - like the profile below: extra, so it must not lose the row
+            syncs = (None, f"count failed: {type(err).__name__}: {str(err)[:160]}")
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -78,9 +78,16 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
     sync_every = bench_models._config(profile, PARAMS).train.sync_every if device == "cuda" else 1
     # a CPU row stops timing after `budget` s (>= 2 steps): bf16 is emulated on most CPUs and very slow
     budget = args.row_budget if args.row_budget is not None else (None if device == "cuda" else 20.0)
+    def crop(recipe: dict) -> int:  # what the model's cells train on: its recipe's own patch (IPT's tiles)
+        return args.size or recipe["own_patch"] or size
+
+    own = {m: crop(bench_models.profile_recipe(profile, m, PARAMS)) for m in args.models}
+    own = {m: p for m, p in own.items() if p != size}
     note = (f"{profile} variants ({args.task}) on {device}"
             + ("" if paper else "; CPU: demo variants by default, --paper forces the paper ones")
-            + f"; batch {batch} x {size}x{size}, {warmup} warm-up + {steps} timed steps"
+            + f"; batch {batch} x {size}x{size}"
+            + "".join(f" ({m}: {p}x{p}, its cells' crop)" for m, p in own.items())
+            + f", {warmup} warm-up + {steps} timed steps"
             + (f" (at most {budget:.0f} s of them, >= 2 steps)" if budget else ""))
     print(f"\n== models: {note}", flush=True)
     rows = []
@@ -91,11 +98,11 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
     for name in plain:
         base = {"model": name, "variant": variants[name], "dtype": "fp32", "compiled": False, "plain": True}
         why = f"past --deadline {args.deadline:.0f} s" if _past_deadline(args) else None
-        kwargs = dict(compiled=False, warmup=warmup, recipe=bench_models.profile_recipe(profile, name, PARAMS),
-                      sync_every=1, channels_last=False, fused=False)
+        recipe = bench_models.profile_recipe(profile, name, PARAMS)
+        kwargs = dict(compiled=False, warmup=warmup, recipe=recipe, sync_every=1, channels_last=False, fused=False)
         peak, peak_name = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else \
             bench_models.device_peak(device, "fp32")
-        rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype="fp32", steps=steps,
+        rows.append(_model_row(base, why, kwargs, batch=batch, size=crop(recipe), dtype="fp32", steps=steps,
                                device=device, peak=peak, peak_name=peak_name, budget=budget))
         _save_partial(args, "models", {"rows": rows})
     for name in args.models:
@@ -115,7 +122,7 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
                     why = f"past --deadline {args.deadline:.0f} s"
                 kwargs = dict(compiled=compiled, warmup=max(warmup, 2) if compiled else warmup,  # + recompile
                               recipe=recipe, sync_every=sync_every)
-                rows.append(_model_row(base, why, kwargs, batch=batch, size=size, dtype=dtype,
+                rows.append(_model_row(base, why, kwargs, batch=batch, size=crop(recipe), dtype=dtype,
                                        steps=steps, device=device, peak=peak, peak_name=peak_name, budget=budget))
                 _save_partial(args, "models", {"rows": rows})
     ratios = _model_ratios(rows)
@@ -190,7 +197,7 @@ def _model_line(r: dict) -> str:
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
     mem = f"{r['peak_mem_gb']:.2f} GiB" if r.get("peak_mem_gb") is not None else "n/a"
     return (f"{head} {r['params_m']:7.2f}M {r['images_per_s']:9.2f} img/s {r['tflops']:8.4f} TFLOP/s "
-            f"MFU {mfu:>6}  peak mem {mem}  ({r['timed_steps']} steps, host cpu/wall {r['cpu_per_wall']:.2f}{syncs})")
+            f"MFU {mfu:>6}  peak mem {mem}  ({r['batch']} x {r['size']}^2, {r['timed_steps']} steps, host cpu/wall {r['cpu_per_wall']:.2f}{syncs})")
 
 
 # ---------------------------------------------------------------------------------------------- loader
@@ -472,7 +479,8 @@ def summary_table(result: dict) -> list[str]:
                          + " ".join(f"{c:>11}" for c in cells)
                          + f" {_x(ratio['bf16/fp32 eager']):>9} {_x(comp):>10}"
                          + f" {f'{100 * max(mfu):.1f}%' if mfu else 'n/a':>8}"
-                         + f" {f'{max(mem):.2f}GiB' if mem else 'n/a':>9}")
+                         + f" {f'{max(mem):.2f}GiB' if mem else 'n/a':>9}"
+                         + "".join(sorted({f" (at {r['size']}^2)" for r in ok if r["size"] != m["size"]})))
     if "loader" in result:
         lo = result["loader"]
         lines.append(f"loader ceiling: {lo['ceiling_pairs_per_s_per_core']:.0f} pairs/s per core (uint8 store, "

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from restorebench.data.manifest import build_manifest, resolve_workers
+from restorebench.data.manifest import build_manifest
+from restorebench.data.parallel import resolve_workers
 from restorebench.data.samples import load_sources, png_bytes
 from restorebench.data.validate import validate_dataset
 

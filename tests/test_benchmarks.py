@@ -75,6 +75,25 @@ def test_run_all_quick_writes_bench_json(project_root, tmp_path):
     assert "loop (demo profile" in proc.stdout
 
 
+def test_models_section_times_each_model_at_its_cells_crop(project_root, tmp_path):
+    """IPT's cells train on its tiles (its recipe's patch), not on train.patch: its row, its MFU and its
+    loop/step ratio are measured there, while the other models keep the profile's patch."""
+    from benchmarks.models import profile_recipe
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(project_root / "benchmarks" / "run_all.py"), "--quick", "--only", "models",
+         "--models", "nafnet,ipt", "--dtypes", "fp32", "--no-compile", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["model"]: r for r in json.loads(out.read_text())["models"]["rows"] if r["status"] == "ok"}
+    ipt_crop = profile_recipe("demo", "ipt", project_root / "params.yaml")["own_patch"]
+    assert ipt_crop == 24  # params.yaml's demo IPT recipe: 24x24 tiles
+    assert rows["nafnet"]["size"] == 32 and rows["ipt"]["size"] == ipt_crop  # --quick's 32 for the rest
+    assert "(ipt: 24x24, its cells' crop)" in proc.stdout and "ipt" in proc.stdout.split("== summary")[1]
+
+
 def test_run_all_rejects_unknown_section(project_root, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(project_root / "benchmarks" / "run_all.py"), "--only", "modles"],

@@ -23,16 +23,16 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from restorebench.data import parallel
+from restorebench.data.parallel import resolve_workers
 from restorebench.io import atomic_path
 
 from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
@@ -53,18 +53,12 @@ MODES = {
 }  # fmt: skip
 
 
-def resolve_workers(workers: int) -> int:
-    """0 -> all cores; otherwise `workers` (at least 1)."""
-    return max(1, os.cpu_count() or 1) if workers == 0 else max(1, workers)
-
-
 def parallel_map(fn: Callable[[Any], Any], items: list, workers: int) -> list:
     """`[fn(x) for x in items]`, in worker processes when there is enough work to pay for them."""
     workers = resolve_workers(workers)
-    if workers == 1 or len(items) < 4 * workers:
-        return [fn(x) for x in items]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
+    if len(items) < 4 * workers:
+        workers = 1
+    return list(parallel.parallel_map(fn, items, workers, chunk=max(1, len(items) // (workers * 8))))
 
 
 def header_info(data: bytes) -> tuple[int, int, int, str]:

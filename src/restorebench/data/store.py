@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
+from restorebench.data.parallel import parallel_map
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.io import atomic_dir
 
@@ -216,34 +216,6 @@ def open_store(path: str | Path, *, task: str | None = None) -> Store:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def resolve_workers(workers: int) -> int:
-    """0 or less -> all cores; otherwise the number given."""
-    return os.cpu_count() or 1 if workers <= 0 else int(workers)
-
-
-def parallel_map(
-    fn: Callable[[Any], Any], items: Iterable[Any], workers: int, window: int = 0
-) -> Iterator[Any]:
-    """`map(fn, items)` over processes, in input order, with at most `window` items in flight (bounded
-    memory, so `items` may be an endless stream). workers == 1 runs in this process. An exception in
-    `fn` is re-raised here and the pool is terminated."""
-    workers = resolve_workers(workers)
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    import multiprocessing as mp
-
-    window = window or 4 * workers
-    with mp.get_context().Pool(workers) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= window:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

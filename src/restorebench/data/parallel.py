@@ -1,0 +1,64 @@
+"""`map` over worker processes for the data stages (manifest, validate, prepare, degrade).
+
+Workers start from a fork server, not by forking this process: the stages run beside threads (tqdm's
+monitor, dvclive, torch's pools), and a fork taken while one of them holds a lock gives a child that
+waits on it forever. That hung `multiprocessing.Pool.terminate` in this test suite once (its task
+thread blocked on the input queue's lock after a worker's error). Python 3.14 makes the fork server
+the default on Linux for the same reason. Where there is none (Windows), the platform's default is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def resolve_workers(workers: int) -> int:
+    """0 or less -> all cores; otherwise the number given."""
+    return max(1, os.cpu_count() or 1) if workers <= 0 else int(workers)
+
+
+def _context(fn: Callable) -> Any:
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context()
+    ctx = mp.get_context("forkserver")
+    # the server imports the worker function's module once and each worker forks from it ready to run
+    # (this only counts before the server's first start, which is once per process)
+    ctx.set_forkserver_preload([fn.__module__])
+    return ctx
+
+
+def _apply(fn: Callable[[Any], Any], chunk: list) -> list:
+    return [fn(x) for x in chunk]
+
+
+def parallel_map(
+    fn: Callable[[Any], Any], items: Iterable[Any], workers: int, *, window: int = 0, chunk: int = 1
+) -> Iterator[Any]:
+    """`map(fn, items)` over `workers` processes, in input order, `chunk` items per task and at most
+    `window` tasks in flight (bounded memory, so `items` may be an endless stream; default 4 per
+    worker). workers == 1 runs in this process. `fn` must be a module-level function. An exception in
+    `fn` is re-raised here, after the tasks already running end and the queued ones are cancelled; a
+    worker that dies (the OOM killer, say) raises BrokenProcessPool instead of hanging."""
+    workers = resolve_workers(workers)
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    window = window or 4 * workers
+    stream = iter(items)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(fn))
+    try:
+        pending: deque = deque()
+        while batch := list(itertools.islice(stream, max(1, chunk))):
+            pending.append(pool.submit(_apply, fn, batch))
+            if len(pending) >= window:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,58 @@
+"""restorebench.data.parallel: the data stages' process map (order, bounded streaming, errors, and no
+fork of a threaded parent)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+
+import pytest
+
+from restorebench.data.parallel import parallel_map, resolve_workers
+from tests.helpers import workers as w
+
+
+@pytest.mark.parametrize(("workers", "chunk", "window"), [(1, 1, 0), (2, 1, 0), (2, 3, 2), (2, 50, 0)])
+def test_results_come_back_in_input_order(workers, chunk, window):
+    items = list(range(23))
+    assert list(parallel_map(w.square, items, workers, chunk=chunk, window=window)) == [x * x for x in items]
+
+
+def test_runs_in_other_processes_and_streams_an_endless_input():
+    stream = parallel_map(w.pid, itertools.count(), 2, window=2)  # an endless input: only a window in flight
+    pids = list(itertools.islice(stream, 12))
+    stream.close()  # stops the pool (the finally clause), cancelling what was queued
+    assert os.getpid() not in pids and 1 <= len(set(pids)) <= 2
+
+
+def test_an_error_in_a_worker_is_raised_here_and_the_next_map_works():
+    with pytest.raises(ValueError, match="item 3: bad input"):
+        list(parallel_map(w.fail_on, range(40), 2))
+    assert list(parallel_map(w.square, range(5), 2)) == [0, 1, 4, 9, 16]
+
+
+def test_workers_do_not_inherit_a_lock_a_parent_thread_holds():
+    """The hazard of forking a threaded process: a lock held by another thread at the fork stays held in
+    the child forever. The stages run beside such threads (tqdm's monitor, dvclive), so workers come from
+    a fork server and import their module afresh."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with w.LOCK:
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    held.wait(10)
+    try:
+        assert list(parallel_map(w.take_lock, range(8), 2)) == list(range(8))
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_resolve_workers():
+    assert resolve_workers(0) == resolve_workers(-1) == (os.cpu_count() or 1)
+    assert resolve_workers(3) == 3
