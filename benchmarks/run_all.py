@@ -480,7 +480,7 @@ def summary_table(result: dict) -> list[str]:
                          + f" {_x(ratio['bf16/fp32 eager']):>9} {_x(comp):>10}"
                          + f" {f'{100 * max(mfu):.1f}%' if mfu else 'n/a':>8}"
                          + f" {f'{max(mem):.2f}GiB' if mem else 'n/a':>9}"
-                         + "".join(sorted({f" (at {r['size']}^2)" for r in ok if r["size"] != m["size"]})))
+                         + "".join(sorted({f" (at {r['size']}^2)" for r in ok if r.get("size", m["size"]) != m["size"]})))
     if "loader" in result:
         lo = result["loader"]
         lines.append(f"loader ceiling: {lo['ceiling_pairs_per_s_per_core']:.0f} pairs/s per core (uint8 store, "
