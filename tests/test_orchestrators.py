@@ -279,7 +279,7 @@ def test_both_orchestrators_rerun_pretraining_only_for_its_train_keys(project_ro
 def test_a_dry_run_on_a_fresh_clone_plans_every_stage_with_force(project_root, tmp_path):
     """README: on a clone with nothing built, `dvc repro --dry --force` lists every stage in order. A plain
     `--dry` stops at the first stage whose input an earlier stage would make (DVC hashes the missing input
-    for its run cache: treeverse/dvc#9818); should DVC fix that, the README line can go."""
+    for its run cache, the failure in treeverse/dvc#9818); should DVC fix that, the README line can go."""
     from dvc.repo import Repo
 
     repo = copy_project(project_root, tmp_path / "repo")
