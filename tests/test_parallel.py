@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from restorebench.data.parallel import parallel_map, resolve_workers
+from restorebench.data.parallel import parallel_list, parallel_map, resolve_workers
 from tests.helpers import workers as w
 
 
@@ -51,6 +51,13 @@ def test_workers_do_not_inherit_a_lock_a_parent_thread_holds():
     finally:
         release.set()
         t.join(10)
+
+
+def test_parallel_list_starts_workers_only_for_enough_items():
+    assert parallel_list(w.pid, range(7), 2) == [os.getpid()] * 7  # under 4 items per worker: in process
+    many = parallel_list(w.pid, range(40), 2)
+    assert len(many) == 40 and os.getpid() not in many
+    assert parallel_list(w.square, list(range(40)), 2) == [x * x for x in range(40)]
 
 
 def test_resolve_workers():

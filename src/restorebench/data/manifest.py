@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from restorebench.data import parallel
-from restorebench.data.parallel import resolve_workers
+from restorebench.data.parallel import parallel_list
 from restorebench.io import atomic_path
 
 from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
@@ -51,14 +49,6 @@ MODES = {
     "RGBA": (4, "uint8"), "CMYK": (4, "uint8"), "YCbCr": (3, "uint8"), "I;16": (1, "uint16"),
     "I": (1, "int32"), "F": (1, "float32"),
 }  # fmt: skip
-
-
-def parallel_map(fn: Callable[[Any], Any], items: list, workers: int) -> list:
-    """`[fn(x) for x in items]`, in worker processes when there is enough work to pay for them."""
-    workers = resolve_workers(workers)
-    if len(items) < 4 * workers:
-        workers = 1
-    return list(parallel.parallel_map(fn, items, workers, chunk=max(1, len(items) // (workers * 8))))
 
 
 def header_info(data: bytes) -> tuple[int, int, int, str]:
@@ -203,7 +193,7 @@ def build_manifest(dataset: str, raw_dir: Path, *, workers: int = 0) -> pd.DataF
     rows = ROWS[dataset](raw_dir)
     mat_rows = _sidd_val_rows(raw_dir) if dataset == "sidd" else []
     paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k]})
-    infos = dict(zip(paths, parallel_map(file_info, [str(raw_dir / p) for p in paths], workers), strict=True))
+    infos = dict(zip(paths, parallel_list(file_info, [str(raw_dir / p) for p in paths], workers), strict=True))
     for r in rows:
         r.update(infos[r["gt_path"]])
         lq = infos[r["lq_path"]] if r["lq_path"] else NO_LQ

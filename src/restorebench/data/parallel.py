@@ -62,3 +62,12 @@ def parallel_map(
             yield from pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def parallel_list(fn: Callable[[Any], Any], items: list, workers: int) -> list:
+    """`[fn(x) for x in items]`: in worker processes, in chunks of about 1/8 of each worker's share, when
+    there are at least 4 items per worker to pay for starting them; else in this process."""
+    workers = resolve_workers(workers)
+    if len(items) < 4 * workers:
+        workers = 1
+    return list(parallel_map(fn, items, workers, chunk=max(1, len(items) // (workers * 8))))

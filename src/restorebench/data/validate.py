@@ -35,7 +35,8 @@ import pandas as pd
 
 from restorebench.io import write_json
 
-from .manifest import load_mat_blocks, parallel_map
+from .manifest import load_mat_blocks
+from .parallel import parallel_list
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_LISTED = 20  # per expectation, rows turned into named failures
@@ -305,7 +306,7 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     failures: list[tuple[str | None, str]] = []
     warnings: list[tuple[str, str]] = []
     decoded = 0
-    for fail, warn, n in parallel_map(check_pair, tasks, workers):
+    for fail, warn, n in parallel_list(check_pair, tasks, workers):
         failures += fail
         warnings += warn
         decoded += n

@@ -85,13 +85,13 @@ _VARIANT_CFG: dict[str, dict] = {
 }  # fmt: skip
 VARIANTS: tuple[str, ...] = tuple(_VARIANT_CFG)
 DEFAULT_VARIANT = "paper"
+PUBLISHED_PARAMS_ONE_TASK = 115.31e6
+PUBLISHED_GMACS_PER_PATCH = 33.0  # per 48x48 input patch (DESIGN.md)
 
 
 def variant_patch_size(variant: str) -> int:
     """The tile (and training input) side of an IPT variant."""
     return int(_VARIANT_CFG[variant]["patch_size"])
-PUBLISHED_PARAMS_ONE_TASK = 115.31e6
-PUBLISHED_GMACS_PER_PATCH = 33.0  # per 48x48 input patch (DESIGN.md)
 
 
 # --------------------------------------------------------------------------------------------- CNN parts
