@@ -7,6 +7,7 @@ outputs atomically. Snakemake rules and dvc.yaml stages call exactly these comma
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,8 +15,24 @@ from typing import Annotated
 import typer
 
 from restorebench.config import Config, ConfigError, load_config
+from restorebench.errors import RestorebenchError
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The typer app, printing a known failure (RestorebenchError) as one line and exiting 1; its traceback
+    only with --debug or RESTOREBENCH_DEBUG=1. Other exceptions are bugs and keep their traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except RestorebenchError as err:
+            if os.environ.get("RESTOREBENCH_DEBUG", "") not in ("", "0"):
+                raise
+            typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+            sys.exit(1)
+
+
+app = _App(
     help="restorebench: do segmentation transformers make good image restorers? One subcommand per stage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -45,7 +62,10 @@ def main(
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
     ] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a known failure")] = False,
 ) -> None:
+    if debug:
+        os.environ["RESTOREBENCH_DEBUG"] = "1"
     state.params = params
     state.overrides = list(set_ or [])
     if threads > 0:

@@ -21,6 +21,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from restorebench.errors import RestorebenchError
+
 DATASETS = ("sidd", "gopro", "imagenet")
 TASKS = ("denoise", "deblur")
 # Task -> the dataset its training and evaluation data come from.
@@ -39,8 +41,16 @@ def cell_name(strategy: str, pretrain: str = "none") -> str:
     return strategy if pretrain == "none" else f"{pretrain}-{strategy}"
 
 
-class ConfigError(ValueError):
-    """A params file or override that does not fit the schema; the message names the key."""
+class ConfigError(RestorebenchError, ValueError):
+    """A params file or override that does not fit the schema; the message names the key.
+
+    ConfigError("train.steps: must be >= 1") keeps its message as given; ConfigError(key, what, hint)
+    formats it as RestorebenchError does."""
+
+    def __init__(self, where: object, what: str | None = None, hint: str | None = None) -> None:
+        if what is None:
+            where, what = None, str(where)
+        super().__init__(where, what, hint)
 
 
 def did_you_mean(value: str, allowed: list[str] | tuple[str, ...]) -> str:
