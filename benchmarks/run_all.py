@@ -49,9 +49,9 @@ from restorebench.models import MODELS  # noqa: E402
 SECTIONS = ("models", "loader", "eval", "loop", "orchestration")
 PARAMS = ROOT / "params.yaml"
 TARGET_ORCHESTRATION_S = 5.0
-# issue 8's speed targets: the transformer models at >= 40% MFU in bf16; NAFNet >= 2x a plain fp32 eager loop
-# of the same architecture; GPU utilisation > 90% while finetuning (the loop section)
-TRANSFORMERS = ("swin_upernet", "swin_mask2former", "vit_adapter", "restormer", "ipt")
+# issue 8's speed targets: the transformer models (a row's `transformer`: the model's `is_transformer`) at
+# >= 40% MFU in bf16; NAFNet >= 2x a plain fp32 eager loop of the same architecture; GPU utilisation > 90%
+# while finetuning (the loop section)
 TARGET_MFU, TARGET_NAFNET_OVER_PLAIN, TARGET_GPU_UTIL = 0.40, 2.0, 90.0
 OUTPUT_ROOTS = ("data/", "metrics/", "results/", "runs/", "logs/")  # pipeline outputs, not copied
 
@@ -535,7 +535,7 @@ def speed_targets(result: dict) -> list[dict]:
     out = []
     device = result["meta"]["device"]
     rows = [r for r in result.get("models", {}).get("rows", []) if r["status"] == "ok"]
-    for name in dict.fromkeys(r["model"] for r in rows if r["model"] in TRANSFORMERS):
+    for name in dict.fromkeys(r["model"] for r in rows if r.get("transformer")):
         mfu = [r["mfu"] for r in rows if r["model"] == name and r["dtype"] == "bf16" and not r.get("plain")
                and r.get("mfu") is not None]
         out.append({"target": f"{name} bf16 MFU >= {100 * TARGET_MFU:.0f}%", "value": max(mfu) if mfu else None,

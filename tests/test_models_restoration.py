@@ -407,13 +407,11 @@ def test_tlc_kernels_and_switching() -> None:
 
 
 def test_demo_ipt_with_zeroed_tails_is_the_identity_and_bicubic_for_sr() -> None:
-    """image_residual (the demo variant): with each tail's last conv zeroed (start_at_identity), a same-size
+    """image_residual (the demo variant): with each tail's last conv zeroed (start_at_identity_), a same-size
     task returns its input, on whole images too (tiled), and an SR task returns the bicubic upsampling."""
-    from restorebench.models import start_at_identity
-
     model = ipt.build(variant="demo").eval()
     assert model.image_residual and not ipt.build(variant="paper", num_layers=1).image_residual
-    start_at_identity(model, "ipt")
+    model.start_at_identity_()
     x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(x, task="noise30"), x, rtol=0, atol=1e-5)

@@ -22,12 +22,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from restorebench.errors import RestorebenchError
+from restorebench.models import MODELS
 
 DATASETS = ("sidd", "gopro", "imagenet")
 TASKS = ("denoise", "deblur")
 # Task -> the dataset its training and evaluation data come from.
 TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
-MODEL_NAMES = ("swin_upernet", "swin_mask2former", "vit_adapter", "nafnet", "restormer", "ipt")
+MODEL_NAMES = tuple(MODELS)  # the registry's names (restorebench.models; importing it loads no model)
 STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
 PRETRAIN_METHODS = ("none", "ipt", "dcpt")
 LOSS_NAMES = ("l1", "charbonnier", "psnr")

@@ -3,7 +3,12 @@
 Every model maps (B, 3, H, W) in [0, 1] to (B, 3, H, W) for any H, W (it pads inside and crops back),
 and offers `parameter_groups()` -> {"backbone": [...], "decoder": [...], "head": [...]} (lists of
 (qualified name, parameter)) plus `layer_ids()` -> {backbone parameter name: layer index} and
-`num_layers` for layer-wise learning-rate decay.
+`num_layers` for layer-wise learning-rate decay. Every model is a `Restorer` (restorer.py) and answers what
+the rest of the pipeline needs to know about it (DCPT's hook points, its identity start, how a pretrained
+state maps into it), so nothing outside this folder is keyed by a model's name.
+
+Adding a model: its file here (a `Restorer` subclass, `VARIANTS` with a tiny "demo", `build`), one line in
+`_MODULES` below, and its entries in params.yaml (README "Extending").
 
 Builders take `variant=` (a named size from the module's VARIANTS, "demo" is the tiny CPU one),
 `pretrained=` (hub id, hub-snapshot folder, or .safetensors/.pth file) and the architecture's own keyword
@@ -14,10 +19,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
+if TYPE_CHECKING:  # the registry itself imports no torch: config.py derives its model names from it
+    import torch.nn as nn
 
 # name -> module under restorebench.models. Modules are imported on first use: the Swin models pull in
 # transformers (~3 s), which a NAFNet job should not pay for.
@@ -34,13 +39,17 @@ _MODULES = {
 class _Registry(Mapping):
     """A read-only name -> module attribute mapping that imports a model's module on first access."""
 
-    def __init__(self, attr: str) -> None:
-        self._attr = attr
+    _MISSING = object()
+
+    def __init__(self, attr: str, default: Any = _MISSING) -> None:
+        self._attr, self._default = attr, default
 
     def __getitem__(self, name: str) -> Any:
         if name not in _MODULES:
             raise KeyError(name)
         module = importlib.import_module(f"restorebench.models.{_MODULES[name]}")
+        if self._default is not self._MISSING:
+            return getattr(module, self._attr, self._default)
         return getattr(module, self._attr)
 
     def __iter__(self) -> Iterator[str]:
@@ -70,19 +79,10 @@ def build_model(name: str, *, variant: str | None = None, pretrained: str | None
     return MODELS[name](variant=variant, pretrained=pretrained, **kwargs)
 
 
-# From a random init, the restoration baselines start at the identity as the head-based models do: their
-# last conv (residual branch) is zeroed, so output = input at step 0. A pretrained init is left untouched.
-# IPT has an input skip only with image_residual (its demo variant); the official IPT has none.
-ZERO_INIT_OUTPUT = {"nafnet": "ending", "restormer": "output"}
+def _no_finetune_kwargs(task: str, *, head: str | None = None) -> dict[str, Any]:
+    return {}
 
 
-def start_at_identity(model: nn.Module, name: str) -> None:
-    """Zero the layers that make a randomly initialised `name` model output its input (see above)."""
-    if name == "ipt":
-        layers = model.output_convs() if getattr(model, "image_residual", False) else []
-    else:
-        layers = [getattr(model, ZERO_INIT_OUTPUT[name])] if name in ZERO_INIT_OUTPUT else []
-    with torch.no_grad():
-        for layer in layers:
-            for p in layer.parameters():
-                p.zero_()
+# name -> finetune_kwargs(task, *, head) -> builder keywords of the architecture a cell of `task` finetunes
+# (a model module's optional `finetune_kwargs`; IPT's: one same-size task). Default: none.
+FINETUNE_KWARGS: Mapping[str, Callable[..., dict[str, Any]]] = _Registry("finetune_kwargs", _no_finetune_kwargs)

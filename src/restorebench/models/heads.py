@@ -11,7 +11,10 @@ The shallow branch sees the raw pixels, so detail that the stride-4 patch stem t
 the output. The last conv starts at zero (weight and bias), so an untrained model returns its input exactly.
 
 `SegmentationRestorer` is the common forward for swin_upernet, swin_mask2former and vit_adapter:
-normalise -> pad to the backbone's multiple -> features at 1/4 -> head -> input + residual -> crop.
+normalise -> pad to the backbone's multiple -> features at 1/4 -> head -> input + residual -> crop. It is a
+`Restorer` (models/restorer.py) whose defaults fit any backbone + decoder + head model: DCPT hooks the 1/4
+features the head reads (a subclass with a multi-scale decoder lists its scales instead), the identity start
+zeroes the head's last conv.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from restorebench.models.restorer import Restorer, zero_
 
 # ImageNet statistics on the [0, 1] scale. The HF image processors of openmmlab/upernet-swin-* and
 # facebook/mask2former-swin-*-ade-semantic normalise with these (0.485/0.456/0.406, 0.229/0.224/0.225;
@@ -118,12 +123,13 @@ class RestorationHead(nn.Module):
 ParamList = list[tuple[str, nn.Parameter]]
 
 
-class SegmentationRestorer(nn.Module):
+class SegmentationRestorer(Restorer):
     """Shared forward and parameter bookkeeping for backbone + decoder + RestorationHead models.
 
-    Subclasses set `self.normalize`, `self.backbone` (exactly the pretrained part), the decoder modules
-    (any other attribute), `self.head` (a RestorationHead), `self.pad_multiple`, and implement
-    `decode(x) -> (B, C, H/4, W/4)` for a normalised, padded x, and `backbone_layer_id(name) -> int`.
+    Subclasses call `super().__init__()` first, set `self.normalize`, `self.backbone` (exactly the pretrained
+    part), the decoder modules (any other attribute), `self.head` (a RestorationHead), `self.pad_multiple`,
+    and implement `decode(x) -> (B, C, H/4, W/4)` for a normalised, padded x, and
+    `backbone_layer_id(name) -> int`.
 
     forward: (B, 3, H, W) in [0, 1], any H, W -> (B, 3, H, W) = input + residual (not clamped).
     """
@@ -132,6 +138,12 @@ class SegmentationRestorer(nn.Module):
     head: RestorationHead
     normalize: Normalize
     pad_multiple: int = 32
+    is_transformer = True  # Swin and BEiT backbones
+
+    def __init__(self) -> None:
+        super().__init__()
+        # a hook point (no parameters, no state-dict keys): its output is what decode() hands the head
+        self.decoded = nn.Identity()
 
     def decode(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -144,9 +156,18 @@ class SegmentationRestorer(nn.Module):
             raise ValueError(f"{type(self).__name__} expects (B, 3, H, W) images, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         xp = pad_to_multiple(x, self.pad_multiple)
-        feats = self.decode(self.normalize(xp))
+        feats = self.decoded(self.decode(self.normalize(xp)))
         out = xp + self.head(feats, xp)
         return out[..., :h, :w]
+
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """Default: the decoder's output, the (B, C, H/4, W/4) features the head reads (one scale). A
+        subclass whose decoder has several scales lists them, coarse to fine."""
+        return [("decoded", self.decoded)]
+
+    def start_at_identity_(self) -> None:
+        """The head's last conv at zero (it starts there anyway; this restores it): output = input."""
+        zero_(self.head.out)
 
     def parameter_groups(self) -> dict[str, ParamList]:
         """{"backbone": pretrained-checkpoint parameters, "decoder": new decoder/adapter ones, "head": head}.

@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from restorebench.models.restorer import Restorer, zero_
 from restorebench.models.weights import load_strict, resolve_kwargs
 
 _ARCH_KEYS = (
@@ -324,7 +325,7 @@ class VisionTransformer(nn.Module):
 # --------------------------------------------------------------------------------------------- model
 
 
-class IPT(nn.Module):
+class IPT(Restorer):
     """IPT: (B, n_colors, H, W) in [0, 1] -> (B, n_colors, s*H, s*W) for the chosen task's scale s."""
 
     def __init__(
@@ -414,6 +415,52 @@ class IPT(nn.Module):
     def output_convs(self) -> list[nn.Conv2d]:
         """Each task's last conv: zeroed, an image_residual IPT starts as the identity (bicubic for SR)."""
         return [t[-1] for t in self.tail]
+
+    # -- what the model answers about itself (models/restorer.py) --------------------------------------
+
+    is_transformer = True
+
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """The transformer decoder of the body, one token map per layer (DCPT's hook points)."""
+        return [(f"body.decoder.layers.{i}", layer) for i, layer in enumerate(self.body.decoder.layers)]
+
+    def start_at_identity_(self) -> None:
+        """With image_residual (the demo variant), each task's last conv at zero: every task starts as its input
+        (bicubic-upsampled for SR). The official IPT has no input skip, so there is nothing to zero."""
+        if self.image_residual:
+            zero_(*self.output_convs())
+
+    def adapt_pretrained(
+        self, state: dict[str, Tensor], *, head: str | None = None, meta: dict | None = None,
+        task: str | None = None, **ctx: object,
+    ) -> dict[str, Tensor]:
+        """A multi-task pretrained IPT's `state` as this (single-task, finetuning) IPT's init, as the paper
+        finetunes: the body, plus the `head` task's head, tail and decoder query as task 0, the other tasks
+        dropped. head None (a task IPT was not pretrained on): the body only, with this model's own new head,
+        tail and query. meta: the pretraining run's record; its task_names and scales (IPT pretraining writes
+        them) name the state's tasks. Without them the state is this very architecture's (DCPT pretrains the
+        cell's own model) and passes as it is. task: the finetuning task (for the messages)."""
+        if not meta or "task_names" not in meta:
+            return dict(state)
+        tasks, scales = list(meta["task_names"]), [int(v) for v in meta["scales"]]
+        where = f"pretrain.ipt.heads.{task}" if task else "pretrain.ipt.heads"
+        query = "body.query_embed.weight"
+        out = {k: v for k, v in state.items() if k.startswith("body.") and k != query}
+        out.update({k: v for k, v in state.items() if k.split(".")[0] in ("sub_mean", "add_mean")})
+        if head is None:
+            own = self.state_dict()
+            out.update({k: v for k, v in own.items() if k.startswith(("head.", "tail.")) or k == query})
+            return out
+        if head not in tasks:
+            raise ValueError(f"{where}: {head!r} is not a pretrained IPT task; tasks: {tasks}")
+        t = tasks.index(head)
+        if scales[t] != 1:
+            raise ValueError(f"{where}: {head!r} is an SR task (x{scales[t]}); pick a same-size task")
+        out[query] = state[query][t : t + 1].clone()
+        for part in ("head", "tail"):
+            prefix = f"{part}.{t}."
+            out.update({f"{part}.0.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
+        return out
 
     def forward(self, x: Tensor, task: int | str | None = None) -> Tensor:
         """x (B, 3, H, W) in [0, 1], any H, W; task: index, name (e.g. "noise30") or None (default_task).
@@ -508,6 +555,13 @@ class IPT(nn.Module):
             else:  # mlp_head
                 ids[name] = self.num_layers - 1
         return ids
+
+
+def finetune_kwargs(task: str, *, head: str | None = None) -> dict:
+    """The builder keywords of the IPT a grid cell of `task` finetunes, as IPT finetunes: one same-size task
+    (one head, tail and query), named after the pretrained task whose head it starts from (`head`,
+    params pretrain.ipt.heads), else after `task` (a new head)."""
+    return {"tasks": (head or task,), "scales": (1,), "num_queries": 1}
 
 
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs) -> IPT:

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from restorebench.models.restorer import Restorer, zero_
 from restorebench.models.weights import load_strict, resolve_kwargs
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class NAFBlock(nn.Module):
 # --------------------------------------------------------------------------------------------- model
 
 
-class NAFNet(nn.Module):
+class NAFNet(Restorer):
     """NAFNet U-Net: (B, img_channel, H, W) in [0, 1] -> (B, img_channel, H, W), a residual on the input.
 
     Keyword arguments are the official constructor's (img_channel, width, middle_blk_num, enc_blk_nums,
@@ -265,6 +266,16 @@ class NAFNet(nn.Module):
             x = decoder(up(x) + skip)
         x = self.ending(x) + inp
         return x[:, :, :h, :w]
+
+    # -- what the model answers about itself (models/restorer.py) --------------------------------------
+
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """The decoder stages, coarse to fine (DCPT's hook points)."""
+        return [(f"decoders.{i}", stage) for i, stage in enumerate(self.decoders)]
+
+    def start_at_identity_(self) -> None:
+        """The last conv (the residual on the input) at zero: output = input."""
+        zero_(self.ending)
 
     # -- finetuning interface -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from restorebench.models.restorer import Restorer, zero_
 from restorebench.models.weights import load_strict, resolve_kwargs
 
 _ARCH_KEYS = (
@@ -217,7 +218,7 @@ class Upsample(nn.Module):
 # --------------------------------------------------------------------------------------------- model
 
 
-class Restormer(nn.Module):
+class Restormer(Restorer):
     """Restormer: (B, inp_channels, H, W) in [0, 1] -> (B, out_channels, H, W), any H, W.
 
     Keyword arguments and their defaults are the official constructor's. Output is `output(...) + input`
@@ -300,6 +301,20 @@ class Restormer(nn.Module):
         else:
             out = self.output(d1) + x0
         return out[:, :, :h, :w]
+
+    # -- what the model answers about itself (models/restorer.py) --------------------------------------
+
+    is_transformer = True  # channel attention (MDTA) blocks throughout
+
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """The decoder levels, coarse to fine (DCPT's hook points)."""
+        return [(name, getattr(self, name)) for name in ("decoder_level3", "decoder_level2", "decoder_level1")]
+
+    def start_at_identity_(self) -> None:
+        """The output conv (the residual on the input) at zero: output = input. The dual-pixel model predicts
+        the image from 6 input channels with no input skip: nothing to zero."""
+        if not self.dual_pixel_task:
+            zero_(self.output)
 
     # -- finetuning interface -----------------------------------------------------------------------
 

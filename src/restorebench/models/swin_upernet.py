@@ -150,6 +150,11 @@ class SwinUperNet(SegmentationRestorer):
     def backbone_layer_id(self, name: str) -> int:
         return swin_layer_id(name, self.depths)
 
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """UperNet's pyramid, coarse to fine: the PSP bottleneck (1/32), then the FPN convs at 1/16, 1/8, 1/4."""
+        fpn = [(f"decode_head.fpn_convs.{i}", conv) for i, conv in enumerate(self.decode_head.fpn_convs)]
+        return [("decode_head.bottleneck", self.decode_head.bottleneck), *reversed(fpn)]
+
 
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> SwinUperNet:
     """Build a Swin-UperNet restorer.

@@ -1,7 +1,7 @@
 """DCPT pretraining (Hu et al., "Universal Image Restoration Pre-training via Degradation Classification",
 ICLR 2025), for any model in MODELS.
 
-Forward hooks collect the model's multi-scale decoder features (`HOOKS` below: the modules whose outputs
+Forward hooks collect the model's multi-scale decoder features (`decoder_features()`: the modules whose outputs
 are the decoder's feature maps, coarse to fine). A light classifier (per scale: 1x1 projection and a
 bottleneck block; global average pooling; one linear layer over the concatenation) predicts which
 degradation an input carries, among `pretrain.dcpt.degradations` (tasks of the degrade store). Each step
@@ -37,24 +37,6 @@ from restorebench.pretrain.runner import (
 from restorebench.train.loop import to_device
 
 
-def _children(attr: str):
-    return lambda m: [(f"{attr}.{i}", mod) for i, mod in enumerate(getattr(m, attr))]
-
-
-# model name -> modules whose outputs are the decoder's features (coarse to fine)
-HOOKS = {
-    "nafnet": _children("decoders"),
-    "restormer": lambda m: [(n, getattr(m, n)) for n in ("decoder_level3", "decoder_level2", "decoder_level1")],
-    "swin_upernet": lambda m: [("decode_head.bottleneck", m.decode_head.bottleneck)]
-    + [(f"decode_head.fpn_convs.{i}", c) for i, c in reversed(list(enumerate(m.decode_head.fpn_convs)))],
-    # the Mask2Former pixel decoder returns its three multi-scale maps and the 1/4-scale mask features
-    "swin_mask2former": lambda m: [("decoder", m.decoder)],
-    "vit_adapter": lambda m: [("decoder", m.decoder)],
-    # IPT's decoder is the transformer decoder of its body: one token map per layer
-    "ipt": lambda m: [(f"body.decoder.layers.{i}", layer) for i, layer in enumerate(m.body.decoder.layers)],
-}
-
-
 def _as_maps(output) -> list[Tensor]:
     """A hooked module's output as (N, C, H, W) maps: tensors pass, token sequences (seq, N, D) with a
     square seq become (N, D, g, g), pixel-decoder outputs give their multi-scale maps + mask features."""
@@ -76,14 +58,12 @@ def _as_maps(output) -> list[Tensor]:
 class FeatureHooks:
     """Forward hooks on a model's decoder modules; `take()` returns (and clears) the maps of the last pass."""
 
-    def __init__(self, model_name: str, model: nn.Module) -> None:
-        if model_name not in HOOKS:
-            raise ValueError(f"DCPT: no decoder hooks for model {model_name!r}; known: {sorted(HOOKS)}")
+    def __init__(self, model: nn.Module) -> None:
         self.names = []
         self._calls: list[tuple[int, list[Tensor]]] = []  # (id of the module, its maps)
         self._handles = []
         self.enabled = True
-        for name, module in HOOKS[model_name](model):
+        for name, module in model.decoder_features():
             self.names.append(name)
             self._handles.append(module.register_forward_hook(self._hook))
 
@@ -286,7 +266,7 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
     model, init = init_model(cfg, model_name, task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    hooks = FeatureHooks(model_name, model)
+    hooks = FeatureHooks(model)
     channels = probe_channels(model, hooks, c.patch)
     classifier = DegradationClassifier(channels, len(c.degradations), c.classifier_width)
     trainee = DCPTTrainee(model, hooks, classifier)

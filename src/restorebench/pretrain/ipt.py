@@ -26,7 +26,7 @@ from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.metrics import psnr_torch
-from restorebench.models import build_model, start_at_identity
+from restorebench.models import build_model
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
@@ -157,7 +157,7 @@ def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
     train_idx, held_idx = holdout_split(store, cfg.pretrain.holdout, f"profiles.{cfg.profile}.pretrain.holdout")
     torch.manual_seed(cfg.seed)
     ipt = build_model("ipt", variant=c.variant, tasks=tuple(names), scales=scales, num_queries=len(names))
-    start_at_identity(ipt, "ipt")  # with image_residual (demo): each task starts as its input (bicubic for SR)
+    ipt.start_at_identity_()  # with image_residual (demo): each task starts as its input (bicubic for SR)
     data = IPTBatches(path, store_tasks, ipt.patch_size, train_idx, c.batch, cfg.seed)
     held = IPTBatches(path, store_tasks, ipt.patch_size, held_idx, c.batch, cfg.seed, augment=False)
     trainee = IPTTrainee(ipt)

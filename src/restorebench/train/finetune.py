@@ -22,7 +22,7 @@ from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.metrics import psnr_torch
-from restorebench.models import build_model, start_at_identity
+from restorebench.models import FINETUNE_KWARGS, build_model
 from restorebench.train.loop import TrainConfig, to_device
 from restorebench.train.session import train_and_save
 
@@ -124,46 +124,28 @@ def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
 
 
 def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
-    """The architecture a cell of TASK trains: the profile's variant; IPT with one same-size task (the
-    finetuning task, named after the pretrained head it starts from), as IPT finetunes."""
-    kwargs = {}
-    if model == "ipt":
-        head = cfg.pretrain.ipt.heads.get(task)
-        kwargs = {"tasks": (head or task,), "scales": (1,), "num_queries": 1}
+    """The architecture a cell of TASK trains: the profile's variant, with the model's own finetuning
+    keywords (its module's `finetune_kwargs`; IPT: one same-size task named after the pretrained head it
+    starts from, pretrain.ipt.heads)."""
+    kwargs = FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
     return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained, **kwargs)
 
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
-    checkpoint when `pretrained` names one, else a seeded random init that starts at the identity.
-    Returns (model, init description)."""
+    checkpoint when `pretrained` names one, else a seeded random init that starts at the identity where the
+    model can (`start_at_identity_`). Returns (model, init description)."""
     pretrained = cfg.pretrained.get(model)
     net = cell_model(cfg, model, task, pretrained)
     if pretrained is None:
-        start_at_identity(net, model)
+        net.start_at_identity_()
     return net, pretrained or f"random(seed={cfg.seed})"
 
 
-def ipt_finetune_state(state: dict[str, torch.Tensor], tasks: list[str], head: str | None) -> dict[str, torch.Tensor]:
-    """IPT's finetuning init from a multi-task pretrained state: the body, plus the `head` task's head, tail
-    and decoder query as task 0 (the rest dropped, as the paper does). head None: body only."""
-    out = {k: v for k, v in state.items() if k.startswith("body.") and k != "body.query_embed.weight"}
-    out.update({k: v for k, v in state.items() if k in ("sub_mean.weight", "sub_mean.bias", "add_mean.weight",
-                                                      "add_mean.bias")})  # fmt: skip
-    if head is not None:
-        if head not in tasks:
-            raise ValueError(f"pretrain.ipt.heads: {head!r} is not a pretrained IPT task; tasks: {tasks}")
-        t = tasks.index(head)
-        out["body.query_embed.weight"] = state["body.query_embed.weight"][t : t + 1].clone()
-        for part in ("head", "tail"):
-            prefix = f"{part}.{t}."
-            out.update({f"{part}.0.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
-    return out
-
-
 def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: str, pretrain: str) -> str:
-    """Load a restoration-pretrained init into `net` (every tensor it provides, shape-checked); returns the
-    init description recorded in train.json and the metrics."""
+    """Load a restoration-pretrained init into `net`: the run's state mapped by the model itself
+    (`adapt_pretrained`: IPT keeps one task's head and tail), then every tensor of `net` from it,
+    shape-checked. Returns the init description recorded in train.json and the metrics."""
     import json
 
     from safetensors.torch import load_file
@@ -173,28 +155,20 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
     if not path.exists():
         hint = "--method ipt" if pretrain == "ipt" else f"--method dcpt --task {task} --model {model}"
         raise FileNotFoundError(f"{path}: no pretrained weights; run `restorebench pretrain {hint}` first")
-    state = load_file(str(path))
-    if pretrain == "ipt":
-        meta = json.loads((run / "pretrain.json").read_text())
-        head = cfg.pretrain.ipt.heads.get(task)
-        tasks = list(meta["task_names"])
-        if head in tasks and int(meta["scales"][tasks.index(head)]) != 1:  # unknown heads: ipt_finetune_state
-            raise ValueError(f"pretrain.ipt.heads.{task}: {head!r} is an SR task; pick a same-size task")
-        state = ipt_finetune_state(state, tasks, head)
+    meta_path = run / "pretrain.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    state = net.adapt_pretrained(load_file(str(path)), task=task, head=cfg.pretrain.ipt.heads.get(task), meta=meta)
     own = net.state_dict()
-    allowed_missing = set()
-    if pretrain == "ipt" and head is None:  # a task IPT was not pretrained on: new head, tail and query
-        allowed_missing = {k for k in own if k.startswith(("head.", "tail.")) or k == "body.query_embed.weight"}
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
     unknown = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state and k not in allowed_missing]
+    missing = [k for k in own if k not in state]
     if wrong or unknown or missing:
         raise ValueError(
             f"{path} does not fit {model} (variant {cfg.variant(model, task)}): shape mismatches {wrong[:3]}, "
             f"unexpected {unknown[:3]}, missing {missing[:3]}; pretrain and finetune the same variant"
         )
-    net.load_state_dict(state, strict=False)
+    net.load_state_dict(state)
     return f"{pretrain}:{path} (sha256 {io.sha256_file(path)[:16]})"
 
 

@@ -1,0 +1,67 @@
+"""`Restorer`: what every model of the zoo answers about itself, so that no table elsewhere is keyed by its name.
+
+A model class derives from `Restorer` (the segmentation-derived ones through heads.SegmentationRestorer) and
+answers, besides `forward` ((B, 3, H, W) in [0, 1] -> (B, 3, H, W)) and the finetuning interface that
+train/strategies.py reads (`parameter_groups()`, `layer_ids()`, `num_layers`):
+
+- `decoder_features()`: the modules whose outputs DCPT's classifier reads (pretrain/dcpt.py), coarse to fine;
+- `start_at_identity_()`: zero what makes a randomly initialised model return its input (a no-op where the
+  architecture has no input skip to fall back on);
+- `adapt_pretrained(state, **ctx)`: how a restoration-pretrained state dict maps into the model a grid cell
+  finetunes (IPT keeps one task's head and tail; the others take it as it is);
+- `is_transformer`: whether issue 8's transformer speed target (MFU) applies (benchmarks/run_all.py).
+
+A model module may also define `finetune_kwargs(task, *, head) -> dict`: builder keywords for the
+architecture a cell of `task` finetunes (IPT: one same-size task); without it, the variant's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from restorebench.errors import RestorebenchError
+
+
+def zero_(*modules: nn.Module) -> None:
+    """Zero every parameter of `modules` in place (the output convs of a residual restorer)."""
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.zero_()
+
+
+class Restorer(nn.Module):
+    """Base class of the zoo's models: the defaults of what a model answers about itself (module docstring)."""
+
+    # issue 8's MFU target is for the models built on token (or channel) attention, not for plain CNNs
+    is_transformer: ClassVar[bool] = False
+
+    def decoder_features(self) -> list[tuple[str, nn.Module]]:
+        """(qualified name, module) pairs whose forward outputs are the decoder's feature maps, coarse to fine.
+
+        An output may be a (N, C, H, W) map, a tuple/list whose first item is one, a (seq, N, D) token
+        sequence over a square grid, or an object with `multi_scale_features` and `mask_features`
+        (pretrain/dcpt.py `_as_maps` reads each). Every module listed must run in `forward`.
+        """
+        raise RestorebenchError(
+            f"src/restorebench/models ({type(self).__name__})",
+            "the model names no decoder features, so DCPT cannot pretrain it",
+            "override decoder_features() in its class",
+        )
+
+    def start_at_identity_(self) -> None:
+        """Zero the layers that make this randomly initialised model return its input; default: nothing to
+        zero (the model has no input skip). Called only for a random init, never on loaded weights."""
+
+    def adapt_pretrained(self, state: dict[str, Tensor], **ctx: Any) -> dict[str, Tensor]:
+        """The restoration-pretrained `state` as this model's state dict (loaded strictly afterwards).
+
+        ctx, as train/finetune.py passes it: `task` (the finetuning task), `head` (the pretrained task whose
+        head the cell starts from, params `pretrain.ipt.heads`, or None) and `meta` (the pretraining run's
+        pretrain.json). Default: the state is already laid out like this model.
+        """
+        return dict(state)
