@@ -71,3 +71,120 @@ def test_attention_goes_through_sdpa_where_the_model_has_a_token_attention(name,
     model = build_model(name, variant="demo").train()
     model(torch.rand(2, 3, 48, 48)).mean().backward()  # batch 2: UperNet's pooling BatchNorm trains on 1x1
     assert bool(calls) == (name in SDPA_USERS), (name, len(calls))
+
+
+# ------------------------------------------------------------------ what each model answers about itself
+
+
+def test_every_model_is_a_restorer_and_config_takes_its_names_from_the_registry():
+    import subprocess
+    import sys
+
+    from restorebench.config import MODEL_NAMES
+    from restorebench.models.restorer import Restorer
+
+    assert MODEL_NAMES == tuple(MODELS)
+    for name in MODELS:
+        assert isinstance(build_model(name, variant="demo"), Restorer), name
+    # the names come without loading a model: config (every CLI call, the Snakefile) imports no torch
+    code = "import sys, restorebench.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_decoder_features_are_modules_that_run_in_forward(name):
+    torch.manual_seed(0)
+    model = build_model(name, variant="demo").eval()
+    features = model.decoder_features()
+    assert features, "DCPT needs at least one hook point"
+    modules = dict(model.named_modules())
+    ran = []
+    for qualified, module in features:
+        assert modules.get(qualified) is module, f"{qualified} is not the name of that module in the model"
+        module.register_forward_hook(lambda m, i, o, q=qualified: ran.append(q))
+    with torch.no_grad():
+        model(torch.rand(2, 3, 48, 48))
+    assert set(ran) == {q for q, _ in features}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_start_at_identity_makes_any_weights_return_the_input(name):
+    """Every demo variant has an input skip: after start_at_identity_, the model returns its input exactly,
+    whatever its other weights (all moved off their init first, zero-initialised heads included)."""
+    torch.manual_seed(0)
+    model = build_model(name, variant="demo").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(x) - x).abs().max() > 1e-3  # not the identity before
+        model.start_at_identity_()
+        torch.testing.assert_close(model(x), x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("ipt", {"variant": "paper", "n_feats": 8, "num_heads": 1, "num_layers": 1, "patch_size": 12}),
+     ("restormer", {"variant": "demo", "inp_channels": 6, "dual_pixel_task": True})],
+)
+def test_start_at_identity_leaves_a_model_without_an_input_skip_alone(name, kwargs):
+    """The official IPT (no image_residual) and the dual-pixel Restormer (6 channels in, no input skip)
+    cannot start at the identity: start_at_identity_ changes nothing rather than zeroing the output."""
+    model = build_model(name, **kwargs)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.start_at_identity_()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("task", ["denoise", "deblur"])
+def test_adapt_pretrained_round_trips_a_state_of_the_cell_model_itself(project_root, name, task):
+    """A state saved from the very model a cell finetunes maps onto itself, with the context finetuning
+    passes (the task, its pretrain.ipt.heads entry, the pretraining run's record)."""
+    from restorebench.config import load_config
+    from restorebench.train.finetune import cell_model
+
+    cfg = load_config(project_root / "params.yaml")
+    torch.manual_seed(0)
+    net = cell_model(cfg, name, task)
+    state = net.state_dict()
+    head = cfg.pretrain.ipt.heads.get(task)
+    metas = [{}, {"steps": 10}]
+    if name == "ipt":  # IPT pretraining's record names the state's tasks: here the cell's own one task
+        metas.append({"task_names": list(net.tasks), "scales": list(net.scales)})
+    for meta in metas:
+        out = net.adapt_pretrained(state, task=task, head=head, meta=meta)
+        assert set(out) == set(state), meta
+        assert all(torch.equal(out[k], v) for k, v in state.items()), meta
+        net.load_state_dict(out)  # strictly
+
+
+def test_ipt_adapt_pretrained_keeps_the_named_task_of_a_multi_task_state():
+    """The multi-task case the round trip cannot show: task `noise30` of a 3-task state becomes task 0."""
+    from restorebench.models import FINETUNE_KWARGS
+
+    tiny = {"variant": "demo", "n_feats": 8}
+    torch.manual_seed(1)
+    pre = build_model("ipt", tasks=("sr2", "noise30", "rain"), scales=(2, 1, 1), num_queries=3, **tiny)
+    kwargs = FINETUNE_KWARGS["ipt"]("denoise", head="noise30")
+    assert kwargs == {"tasks": ("noise30",), "scales": (1,), "num_queries": 1}
+    net = build_model("ipt", **tiny, **kwargs)
+    state = pre.state_dict()
+    meta = {"task_names": list(pre.tasks), "scales": list(pre.scales)}
+    out = net.adapt_pretrained(state, task="denoise", head="noise30", meta=meta)
+    net.load_state_dict(out)
+    assert torch.equal(out["body.query_embed.weight"], state["body.query_embed.weight"][1:2])
+    assert torch.equal(out["tail.0.1.weight"], state["tail.1.1.weight"])
+    with pytest.raises(ValueError, match=r"pretrain.ipt.heads.denoise: 'sr2' is an SR task"):
+        net.adapt_pretrained(state, task="denoise", head="sr2", meta=meta)
+    assert FINETUNE_KWARGS["nafnet"]("denoise", head="noise30") == {}  # the default: the variant's own
+
+
+def test_a_model_that_names_no_decoder_features_says_so():
+    from restorebench.errors import RestorebenchError
+    from restorebench.models.restorer import Restorer
+
+    with pytest.raises(RestorebenchError, match=r"Restorer\).*names no decoder features.*override"):
+        Restorer().decoder_features()
