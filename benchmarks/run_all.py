@@ -49,7 +49,7 @@ from restorebench.models import MODELS  # noqa: E402
 SECTIONS = ("models", "loader", "eval", "loop", "orchestration")
 PARAMS = ROOT / "params.yaml"
 TARGET_ORCHESTRATION_S = 5.0
-# issue 8's speed targets: the transformer models (a row's `transformer`: the model's `is_transformer`) at
+# issue 8's speed targets: the transformer models (a row's `transformer`: its model's `is_transformer`) at
 # >= 40% MFU in bf16; NAFNet >= 2x a plain fp32 eager loop of the same architecture; GPU utilisation > 90%
 # while finetuning (the loop section)
 TARGET_MFU, TARGET_NAFNET_OVER_PLAIN, TARGET_GPU_UTIL = 0.40, 2.0, 90.0

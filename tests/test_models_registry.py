@@ -48,11 +48,11 @@ def test_summary_counts_match_published_sizes():
     assert set(VARIANTS) == set(MODELS)
 
 
-# Where the attention runs (issue 8: "SDPA/flash attention where the model allows"). Swin (transformers'
-# "sdpa" implementation), BEiT (timm's fused_attn) and IPT (nn.MultiheadAttention without weights) call
-# scaled_dot_product_attention, so PyTorch picks a flash / memory-efficient kernel on CUDA. NAFNet has no
-# attention; Restormer's is across channels (a (C/heads)^2 map over H*W-long vectors: no SDPA shape).
-SDPA_USERS = {"swin_upernet", "swin_mask2former", "vit_adapter", "ipt"}
+# Where the attention runs (issue 8: "SDPA/flash attention where the model allows"). A model whose
+# `attention` is "token" must call scaled_dot_product_attention, so PyTorch picks a flash / memory-efficient
+# kernel on CUDA: Swin (transformers' "sdpa" implementation), BEiT (timm's fused_attn), IPT
+# (nn.MultiheadAttention without weights). NAFNet has none; Restormer's is across channels ("channel": a
+# (C/heads)^2 map over H*W-long vectors, no SDPA shape).
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -70,7 +70,9 @@ def test_attention_goes_through_sdpa_where_the_model_has_a_token_attention(name,
     torch.manual_seed(0)
     model = build_model(name, variant="demo").train()
     model(torch.rand(2, 3, 48, 48)).mean().backward()  # batch 2: UperNet's pooling BatchNorm trains on 1x1
-    assert bool(calls) == (name in SDPA_USERS), (name, len(calls))
+    assert model.attention in ("token", "channel", None)
+    assert bool(calls) == (model.attention == "token"), (name, model.attention, len(calls))
+    assert model.is_transformer == (model.attention is not None)
 
 
 # ------------------------------------------------------------------ what each model answers about itself

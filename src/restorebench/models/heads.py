@@ -138,7 +138,7 @@ class SegmentationRestorer(Restorer):
     head: RestorationHead
     normalize: Normalize
     pad_multiple: int = 32
-    is_transformer = True  # Swin and BEiT backbones
+    attention = "token"  # Swin and BEiT backbones (transformers' sdpa and timm's fused_attn)
 
     def __init__(self) -> None:
         super().__init__()

@@ -418,7 +418,7 @@ class IPT(Restorer):
 
     # -- what the model answers about itself (models/restorer.py) --------------------------------------
 
-    is_transformer = True
+    attention = "token"  # the body's nn.MultiheadAttention over patch tokens (SDPA inside)
 
     def decoder_features(self) -> list[tuple[str, nn.Module]]:
         """The transformer decoder of the body, one token map per layer (DCPT's hook points)."""

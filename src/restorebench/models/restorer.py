@@ -9,7 +9,9 @@ train/strategies.py reads (`parameter_groups()`, `layer_ids()`, `num_layers`):
   architecture has no input skip to fall back on);
 - `adapt_pretrained(state, **ctx)`: how a restoration-pretrained state dict maps into the model a grid cell
   finetunes (IPT keeps one task's head and tail; the others take it as it is);
-- `is_transformer`: whether issue 8's transformer speed target (MFU) applies (benchmarks/run_all.py).
+- `attention`: "token" (attention over spatial tokens, through torch's scaled_dot_product_attention),
+  "channel" (Restormer's transposed attention) or None; `is_transformer` (attention of either kind) says
+  whether issue 8's transformer speed target (MFU) applies (benchmarks/run_all.py).
 
 A model module may also define `finetune_kwargs(task, *, head) -> dict`: builder keywords for the
 architecture a cell of `task` finetunes (IPT: one same-size task); without it, the variant's own.
@@ -37,8 +39,13 @@ def zero_(*modules: nn.Module) -> None:
 class Restorer(nn.Module):
     """Base class of the zoo's models: the defaults of what a model answers about itself (module docstring)."""
 
-    # issue 8's MFU target is for the models built on token (or channel) attention, not for plain CNNs
-    is_transformer: ClassVar[bool] = False
+    # "token" (spatial tokens, through F.scaled_dot_product_attention), "channel" or None (a CNN)
+    attention: ClassVar[str | None] = None
+
+    @property
+    def is_transformer(self) -> bool:
+        """Built on attention (either kind): issue 8's MFU target applies, not to plain CNNs."""
+        return self.attention is not None
 
     def decoder_features(self) -> list[tuple[str, nn.Module]]:
         """(qualified name, module) pairs whose forward outputs are the decoder's feature maps, coarse to fine.

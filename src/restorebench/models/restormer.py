@@ -304,7 +304,7 @@ class Restormer(Restorer):
 
     # -- what the model answers about itself (models/restorer.py) --------------------------------------
 
-    is_transformer = True  # channel attention (MDTA) blocks throughout
+    attention = "channel"  # MDTA: attention across channels (a (C/heads)^2 map), no token attention
 
     def decoder_features(self) -> list[tuple[str, nn.Module]]:
         """The decoder levels, coarse to fine (DCPT's hook points)."""
