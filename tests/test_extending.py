@@ -79,10 +79,16 @@ def add_toy_model(repo: Path) -> None:
     for profile in params["profiles"].values():
         profile["variants"]["toy"] = {"denoise": "demo", "deblur": "demo"}
         profile["pretrained"]["toy"] = None
-        profile["train"]["models"]["toy"] = {"lr": 1.0e-3, "min_lr": 1.0e-6, "loss": "l1",
-                                             "betas": [0.9, 0.999], "weight_decay": 0.0}
-    params.update(tasks=["denoise"], models=["toy"], strategies=["full"],
-                  pretrain_models={"ipt": [], "dcpt": []})
+        profile["train"]["models"]["toy"] = {
+            "lr": 1.0e-3,
+            "min_lr": 1.0e-6,
+            "loss": "l1",
+            "betas": [0.9, 0.999],
+            "weight_decay": 0.0,
+        }
+    params.update(
+        tasks=["denoise"], models=["toy"], strategies=["full"], pretrain_models={"ipt": [], "dcpt": []}
+    )
     params["profiles"]["demo"]["train"].update(steps=4, checkpoint_every=2, validate_every=4)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
