@@ -1,6 +1,8 @@
 # restorebench: two commands on a fresh machine.
 #   make demo   - install into .venv if needed, run the whole pipeline on the embedded sample
 #   make test   - install into .venv if needed, run the test suite
+# The environment is pinned: `make install` installs the exact versions in requirements.lock (every
+# dependency and the dev extras); `make lock` re-resolves it from pyproject.toml (see README).
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
@@ -8,15 +10,38 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test test-fast lint bench gpu-wheels clean-outputs
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.9
+# the lock tool lives in its own venv, never in the project's
+LOCK_TOOL := .lock-tool
+# pip's own cap on versions (a machine whose pip config constrains packages, e.g. to wheels on its disk)
+# applies to the resolution too, so the lock never names a version `make install` cannot get there
+PIP_CONSTRAINT_FILE := $(or $(PIP_CONSTRAINT),$(shell $(PYTHON) -m pip config list 2>/dev/null | \
+  sed -n "s/^\(global\|install\).constraint='\(.*\)'$$/\2/p" | head -1))
+LOCK_ARGS ?= $(if $(PIP_CONSTRAINT_FILE),-c $(PIP_CONSTRAINT_FILE))
+UPGRADE ?=
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: install lock demo test test-fast lint bench gpu-wheels clean-outputs
+
+# exact versions from the lock, then the project itself without resolving anything
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 install: $(VENV)/.installed
+
+# re-resolve the lock; every pin it holds is kept unless asked: UPGRADE=--upgrade (all) or
+# UPGRADE='--upgrade-package dvc' (one); universal: markers for Linux, macOS and Windows, Python >= 3.11
+lock:
+	test -x $(LOCK_TOOL)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOL) && \
+	  $(LOCK_TOOL)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --custom-compile-command 'make lock' $(LOCK_ARGS) $(UPGRADE) -o $(LOCK)
 
 demo: install
 	snakemake --cores $(CORES) results/table.csv

@@ -47,6 +47,21 @@ def dataset_status(cfg: Config, name: str) -> tuple[str, str]:
     return "invalid", f"{len(data.get('failures', []))} failures, see {report}"
 
 
+def environment_status(lock: Path | None = None, installed: dict[str, str] | None = None) -> str:
+    """One line: does this interpreter hold the versions in requirements.lock? Names the packages that
+    differ (a result from a drifted environment may not reproduce)."""
+    from restorebench.lock import drift, lock_path
+
+    lock = lock or lock_path()
+    if lock is None:
+        return "no requirements.lock found (not a checkout): versions unpinned"
+    diffs = drift(lock, installed)
+    if not diffs:
+        return f"matches {lock}"
+    shown = ", ".join(str(d) for d in diffs[:8]) + (f" and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+    return f"{len(diffs)} package(s) differ from {lock}: {shown}; run `make install` to restore the lock"
+
+
 def run_doctor(cfg: Config, console: Console | None = None, check_hub: bool = True) -> bool:
     """Print the report; return False when something needed for the active profile is missing."""
     import torch
@@ -73,6 +88,7 @@ def run_doctor(cfg: Config, console: Console | None = None, check_hub: bool = Tr
         state, detail = dataset_status(cfg, name)
         source = cfg.data.dataset(name).source
         table.add_row(f"data: {name}", f"{state} (source {source}) {detail}")
+    table.add_row("environment", environment_status())
     if check_hub:
         reachable, detail = hub_reachable()
         table.add_row("model hub", detail if reachable else f"{detail}: pass local folders as `pretrained`")

@@ -23,6 +23,7 @@ from PIL import Image
 
 from restorebench import io
 from restorebench.config import TASK_DATASET
+from restorebench.lock import lock_sha256
 from restorebench.metrics import psnr, ssim_conventions
 
 SIDD_NOISY = "ValidationNoisyBlocksSrgb"
@@ -186,6 +187,7 @@ def provenance(*, params_hash: str, data_files: list[Path], checkpoint: Path | N
         "git_revision": git_revision(),
         "data_sha256": {str(p): io.sha256_file(p) for p in data_files if p.exists()},
         "checkpoint_sha256": io.sha256_file(checkpoint) if checkpoint is not None else None,
+        "lock_sha256": lock_sha256(),  # requirements.lock: the exact environment (None outside a checkout)
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
