@@ -298,21 +298,37 @@ def test_relaunch_keeps_the_pinned_devices_claimed(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------------- GPU pinning
 
 
+class _Clock:
+    """Time that passes only in `sleep`: the wait is counted exactly, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 def test_claims_get_different_devices_and_a_third_waits_then_fails(tmp_path, caplog):
     first = distributed.claim_devices(1, count=2, directory=tmp_path)
     second = distributed.claim_devices(1, count=2, directory=tmp_path)
     assert first.devices == [0] and second.devices == [1]
-    t0 = time.monotonic()
+    clock = _Clock()
     with (
         caplog.at_level(logging.WARNING),
         pytest.raises(RuntimeError, match="no 1 free GPU\\(s\\) of 2 after waiting"),
     ):
-        distributed.claim_devices(1, count=2, directory=tmp_path, timeout=0.3, poll=0.05)
-    assert time.monotonic() - t0 >= 0.3
+        distributed.claim_devices(1, count=2, directory=tmp_path, timeout=0.3, poll=0.1, clock=clock,
+                                  sleep=clock.sleep)
+    assert clock.slept == pytest.approx([0.1, 0.1, 0.1])  # polled until the deadline, then gave up
     assert "waiting for 1 free GPU(s) of 2" in caplog.text
     with pytest.raises(RuntimeError, match="no 2 free"):  # one free is not enough for two
         first.release()
-        distributed.claim_devices(2, count=2, directory=tmp_path, timeout=0.1, poll=0.05)
+        distributed.claim_devices(2, count=2, directory=tmp_path, timeout=0.1, poll=0.05, clock=clock,
+                                  sleep=clock.sleep)
     third = distributed.claim_devices(1, count=2, directory=tmp_path, timeout=0)
     assert third.devices == [0]  # releasing freed device 0
     second.release()
@@ -321,17 +337,23 @@ def test_claims_get_different_devices_and_a_third_waits_then_fails(tmp_path, cap
 
 def test_a_waiting_claim_gets_the_device_once_released(tmp_path):
     held = distributed.claim_devices(1, count=1, directory=tmp_path)
+    polled = threading.Event()
     got = []
+
+    def sleep(seconds: float) -> None:  # the waiter found the device taken and waits for it
+        polled.set()
+        time.sleep(0.01)
+
     waiter = threading.Thread(
         target=lambda: got.append(
-            distributed.claim_devices(1, count=1, directory=tmp_path, timeout=10, poll=0.05)
+            distributed.claim_devices(1, count=1, directory=tmp_path, timeout=3600, poll=0.01, sleep=sleep)
         )
     )
     waiter.start()
-    time.sleep(0.3)
-    assert got == []  # still waiting
+    assert polled.wait(timeout=600)
+    assert got == []  # still waiting: the device is held
     held.release()
-    waiter.join(timeout=10)
+    waiter.join(timeout=600)
     assert got[0].devices == [0]
     got[0].release()
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from restorebench.train import checkpoint, strategies
-from restorebench.train.loop import TrainConfig, TrainingDiverged, psnr_loss, train
+from restorebench.train.loop import TrainConfig, TrainingDiverged, pixel_objective, psnr_loss, train
 from restorebench.train.schedule import warmup_cosine
 from tests.helpers.tiny import TinyRestorer, make_batches
 
@@ -255,17 +255,36 @@ def test_reading_less_often_trains_bit_identically(tmp_path):
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
 
 
+class _Clock:
+    """A clock that moves only when told: the loop's timings become exact, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_data_wait_is_the_share_of_time_spent_waiting_for_batches(tmp_path):
-    def slow(start):
+    clock = _Clock()
+
+    def slow(start):  # each batch takes 3 s to arrive ...
         for batch in make_batches()(start):
-            time.sleep(0.05)
+            clock.now += 3.0
             yield batch
 
-    _, fast = train(_model(), make_batches(), _cfg(steps=8), run_dir=tmp_path / "a", progress=False)
-    _, starved = train(_model(), slow, _cfg(steps=8), run_dir=tmp_path / "b", progress=False)
-    assert starved.data_wait > 0.5, starved.data_wait  # 50 ms a batch against a step of a few ms
-    assert fast.data_wait < starved.data_wait
-    assert 0.0 <= starved.history[-1]["data_wait"] <= 1.0
+    def objective(forward, batch, device):  # ... and each step 1 s to compute
+        clock.now += 1.0
+        return pixel_objective("l1")(forward, batch, device)
+
+    _, starved = train(_model(), slow, _cfg(steps=8), run_dir=tmp_path / "b", progress=False, clock=clock,
+                       objective=objective)
+    assert starved.data_wait == pytest.approx(0.75)
+    assert starved.seconds == pytest.approx(32.0) and starved.images_per_s == pytest.approx(starved.images / 32)
+    assert [row["data_wait"] for row in starved.history] == pytest.approx([0.75] * len(starved.history))
+    _, fed = train(_model(), make_batches(), _cfg(steps=8), run_dir=tmp_path / "a", progress=False, clock=clock,
+                   objective=objective)
+    assert fed.data_wait == 0.0 and fed.seconds == pytest.approx(8.0)
 
 
 def test_loop_settings_are_checked(tmp_path):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -178,11 +179,14 @@ def claim_devices(
     directory: Path | None = None,
     timeout: float = 3600.0,
     poll: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Claim:
     """Claim n of the `count` device indices, waiting (polling) up to `timeout` seconds for them to free.
 
     A device is claimed by an exclusive, non-blocking flock on `directory/gpu{i}.lock`; the lock lives
-    as long as the file stays open, so a crashed job never leaves a stale claim.
+    as long as the file stays open, so a crashed job never leaves a stale claim. `clock` and `sleep`
+    (seconds) are injectable so tests control the wait.
     """
     if n < 1:
         raise ValueError(f"train.gpus must be >= 1, got {n}")
@@ -190,7 +194,7 @@ def claim_devices(
         raise RuntimeError(f"train.gpus is {n} but this machine has {count} GPUs")
     directory = directory or lock_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
+    deadline = clock() + timeout
     waited = False
     while True:
         devices, handles = [], []
@@ -209,7 +213,7 @@ def claim_devices(
                 return Claim(devices, handles)
         for handle in handles:  # fewer than n free: hold none while waiting, so two jobs cannot deadlock
             handle.close()
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             raise RuntimeError(
                 f"no {n} free GPU(s) of {count} after waiting {timeout:.0f} s: all are claimed by other "
                 f"restorebench jobs (lock files in {directory}); lower the number of parallel GPU jobs "
@@ -218,7 +222,7 @@ def claim_devices(
         if not waited:
             log.warning("waiting for %d free GPU(s) of %d (lock files in %s)", n, count, directory)
             waited = True
-        time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+        sleep(min(poll, max(deadline - clock(), 0.0)))
 
 
 def pin_devices(
