@@ -1,38 +1,57 @@
 """The `restorebench` command: one thin subcommand per pipeline stage.
 
-Each command parses its options, loads the config once, calls one library function and writes its
-outputs atomically. Snakemake rules and dvc.yaml stages call exactly these commands.
+Each command parses its options, loads the config once, calls one library function (which writes its
+outputs atomically) and prints one sentence. Snakemake rules and dvc.yaml stages call exactly these
+commands. A known failure is a RestorebenchError raised by the library; the app prints it as one line,
+`error: <where>: <what> (<hint>)`, and exits 1 (a preempted run 143); --debug keeps the traceback.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from restorebench.config import Config, ConfigError, load_config
+from restorebench import __version__, logs
+from restorebench.config import (
+    DATASETS,
+    MODEL_NAMES,
+    PRETRAIN_METHODS,
+    STRATEGIES,
+    TASKS,
+    Config,
+    check_choice,
+    load_config,
+)
 from restorebench.errors import RestorebenchError
 
 
-class _App(typer.Typer):
-    """The typer app, printing a known failure (RestorebenchError) as one line and exiting 1; its traceback
-    only with --debug or RESTOREBENCH_DEBUG=1. Other exceptions are bugs and keep their traceback."""
+def _debug() -> bool:
+    return os.environ.get("RESTOREBENCH_DEBUG", "") not in ("", "0")
 
-    def __call__(self, *args, **kwargs):
+
+class _Group(TyperGroup):
+    """Prints a known failure (RestorebenchError) as one line and exits with its code (1; 143 for a
+    preempted run); the traceback only with --debug or RESTOREBENCH_DEBUG=1. Other exceptions are bugs
+    and keep their traceback. Here, not around the app, so `CliRunner` tests see what users see."""
+
+    def invoke(self, ctx: click.Context):
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except RestorebenchError as err:
-            if os.environ.get("RESTOREBENCH_DEBUG", "") not in ("", "0"):
+            if _debug():
                 raise
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-            sys.exit(1)
+            ctx.exit(err.exit_code)
 
 
-app = _App(
+app = typer.Typer(
+    cls=_Group,
     help="restorebench: do segmentation transformers make good image restorers? One subcommand per stage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -50,6 +69,12 @@ class _State:
 state = _State()
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"restorebench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     params: Annotated[Path, typer.Option(help="params file (both orchestrators read the same one)")] = Path(
@@ -63,9 +88,13 @@ def main(
         int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a known failure")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     if debug:
         os.environ["RESTOREBENCH_DEBUG"] = "1"
+    logs.setup()
     state.params = params
     state.overrides = list(set_ or [])
     if threads > 0:
@@ -74,30 +103,35 @@ def main(
         torch.set_num_threads(threads)
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 def load() -> Config:
-    try:
-        return load_config(state.params, state.overrides)
-    except ConfigError as err:
-        raise fail(str(err)) from None
+    return load_config(state.params, state.overrides)
 
 
-def data_dir(cfg: Config, *parts: str) -> Path:
-    return Path(cfg.data.root).joinpath(*parts)
+def _choices(values) -> str:
+    return "[" + "|".join(values) + "]"
 
 
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="sidd | gopro | imagenet")]
+# the allowed values show in --help; a wrong one is refused by check_choice with a did-you-mean
+Dataset = Annotated[str, typer.Option("--dataset", "-d", metavar=_choices(DATASETS), help="the dataset")]
+Task = Annotated[str, typer.Option("--task", "-t", metavar=_choices(TASKS), help="denoise (SIDD) or deblur (GoPro)")]
+Model = Annotated[str, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES), help="the model")]
+EvalModel = Annotated[
+    str, typer.Option("--model", "-m", metavar=_choices(("identity", *MODEL_NAMES)), help="the model, or identity")
+]
+Strategy = Annotated[str, typer.Option("--strategy", "-s", metavar=_choices(STRATEGIES), help="finetuning strategy")]
+EvalStrategy = Annotated[
+    str, typer.Option("--strategy", "-s", metavar=_choices(("none", *STRATEGIES)),
+                      help="finetuning strategy (none for identity)")  # fmt: skip
+]
+Pretrain = Annotated[
+    str, typer.Option("--pretrain", "-p", metavar=_choices(PRETRAIN_METHODS),
+                      help="the restoration-pretrained init (none: the model's own)")  # fmt: skip
+]
 
 
-def _check_dataset(cfg: Config, dataset: str) -> None:
-    try:
-        cfg.data.dataset(dataset)
-    except ConfigError as err:
-        raise fail(str(err)) from None
+def _check(**choices: tuple[str, tuple[str, ...] | list[str]]) -> None:
+    for name, (value, allowed) in choices.items():
+        check_choice(f"--{name}", value, allowed)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -110,88 +144,62 @@ def fetch(dataset: Dataset) -> None:
     from restorebench.data.manifest import build_manifest, write_manifest
 
     cfg = load()
-    _check_dataset(cfg, dataset)
     ds = cfg.data.dataset(dataset)
-    raw = data_dir(cfg, "raw", dataset)
+    raw = Path(cfg.data.root) / "raw" / dataset
     try:
-        fetch_dataset(
-            dataset,
-            ds.source,
-            raw,
-            cache_dir=Path(cfg.data.cache),
-            sample=cfg.data.sample,
-            seed=cfg.seed,
-            min_free_bytes=int(cfg.data.min_free_gb * 2**30),
-        )
-    except (DownloadError, OSError, ValueError) as err:
-        raise fail(f"fetch {dataset}: {err}") from None
+        fetch_dataset(dataset, ds.source, raw, cache_dir=Path(cfg.data.cache), sample=cfg.data.sample,
+                      seed=cfg.seed, min_free_bytes=int(cfg.data.min_free_gb * 2**30))  # fmt: skip
+    except (DownloadError, OSError, ValueError) as err:  # fetch.py's own errors (being moved to RestorebenchError)
+        if isinstance(err, RestorebenchError):
+            raise
+        raise RestorebenchError(f"data.datasets.{dataset}.source", str(err), "check the source and re-run fetch") from err
     manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
-    write_manifest(manifest, data_dir(cfg, "manifests", f"{dataset}.parquet"))
-    typer.echo(f"{dataset}: {len(manifest)} rows -> {data_dir(cfg, 'manifests', f'{dataset}.parquet')}")
+    out = Path(cfg.data.root) / "manifests" / f"{dataset}.parquet"
+    write_manifest(manifest, out)
+    typer.echo(f"fetch {dataset}: {len(manifest)} pairs listed in {out}")
 
 
 @app.command()
 def validate(dataset: Dataset) -> None:
     """Validate DATASET against its manifest; write data/validation/{dataset}.json; fail if invalid."""
-    import pandas as pd
-
-    from restorebench.data.validate import validate_dataset, write_report
+    from restorebench.data.validate import validate_stage
 
     cfg = load()
-    _check_dataset(cfg, dataset)
     ds = cfg.data.dataset(dataset)
-    manifest_path = data_dir(cfg, "manifests", f"{dataset}.parquet")
-    if not manifest_path.exists():
-        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset {dataset}` first")
-    report = validate_dataset(
-        dataset,
-        pd.read_parquet(manifest_path),
-        data_dir(cfg, "raw", dataset),
-        expected_pairs=ds.expected_pairs,
-        expected_groups=ds.expected_groups,
-        workers=cfg.data.workers,
-    )
-    out = data_dir(cfg, "validation", f"{dataset}.json")
-    write_report(report, out)
-    if not report["success"]:
-        lines = [f"  {f['file']}: {f['reason']}" for f in report["failures"][:10]]
-        more = len(report["failures"]) - len(lines)
-        if more > 0:
-            lines.append(f"  ... and {more} more (see {out})")
-        raise fail(f"{dataset} failed validation ({out}):\n" + "\n".join(lines))
-    typer.echo(f"{dataset}: valid, {report['counts']} -> {out}")
+    report, out = validate_stage(dataset, root=Path(cfg.data.root), expected_pairs=ds.expected_pairs,
+                                 expected_groups=ds.expected_groups, workers=cfg.data.workers)  # fmt: skip
+    counts = ", ".join(f"{n} {split}" for split, n in report["counts"].items())
+    typer.echo(f"validate {dataset}: valid, {counts} pairs, {report['files_checked']} files decoded -> {out}")
 
 
-# ---------------------------------------------------------------------------------------------- later stages
+@app.command()
+def degrade() -> None:
+    """Synthesize the degraded ImageNet pretraining set into data/store/imagenet/train/."""
+    from restorebench.data.prepare import degrade_imagenet, describe_degrade
+
+    cfg = load()
+    d = cfg.degrade
+    stats = degrade_imagenet(root=Path(cfg.data.root), tasks=d.tasks, patch=d.patch,
+                             patches_per_image=d.patches_per_image, max_images=d.max_images, seed=cfg.seed,
+                             workers=cfg.data.workers, where=f"profiles.{cfg.profile}.degrade.tasks")  # fmt: skip
+    typer.echo(describe_degrade(stats))
 
 
-Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur (GoPro)")]
-Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
-Pretrain = Annotated[str, typer.Option("--pretrain", "-p", help="none | ipt | dcpt: the restoration-pretrained init")]
+@app.command()
+def prepare(dataset: Dataset) -> None:
+    """Crop DATASET's training pairs into packed sub-images: data/store/{dataset}/train/."""
+    from restorebench.data.prepare import PAIRED, describe_prepare, prepare_dataset
+
+    cfg = load()
+    cfg.data.dataset(dataset)
+    _check(dataset=(dataset, PAIRED))
+    crop = getattr(cfg.prepare, dataset)
+    stats = prepare_dataset(dataset, root=Path(cfg.data.root), size=crop.size, step=crop.step,
+                            gopro_input=cfg.prepare.gopro_input, workers=cfg.data.workers)  # fmt: skip
+    typer.echo(describe_prepare(dataset, stats))
 
 
-def _check_choices(**choices: tuple[str, list[str] | tuple[str, ...]]) -> None:
-    from restorebench.config import check_choice
-
-    try:
-        for name, (value, allowed) in choices.items():
-            check_choice(name, value, allowed)
-    except ConfigError as err:
-        raise fail(str(err)) from None
-
-
-def _training_errors(what: str, err: Exception, *, batch: int, patch: str, hint: str) -> typer.Exit:
-    """A clear message for the ways a training run (pretrain or finetune) ends early; on out-of-memory it
-    names the run's batch and patch and what to change (`hint`)."""
-    from restorebench.train.loop import Preempted
-
-    if isinstance(err, Preempted):
-        return fail(str(err), code=143)
-    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
-        return fail(f"{what}: out of GPU memory at batch {batch}, patch {patch}: {str(err).splitlines()[0]}\n"
-                    f"  hint: {hint}")
-    return fail(f"{what}: {err}")
+# ---------------------------------------------------------------------------------------------- training
 
 
 def _launch(cfg: Config) -> None:
@@ -199,181 +207,79 @@ def _launch(cfg: Config) -> None:
     setting CUDA_VISIBLE_DEVICES), and with train.gpus > 1 re-run this command under torchrun (DDP)."""
     from restorebench.train import distributed
 
-    try:
-        distributed.pin_devices(cfg.train.gpus)
-    except (TimeoutError, RuntimeError, ValueError) as err:
-        raise fail(str(err)) from None
+    distributed.pin_devices(cfg.train.gpus)
     distributed.relaunch_under_torchrun(sys.argv[1:], cfg.train.gpus)
 
 
-def _handled(err: Exception) -> bool:
-    from restorebench.train.loop import Preempted, TrainingDiverged
-
-    oom = isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-    return isinstance(err, Preempted | TrainingDiverged | ValueError | FileNotFoundError) or oom
-
-
-@app.command()
-def degrade() -> None:
-    """Synthesize the degraded ImageNet pretraining set into data/store/imagenet/train/."""
-    import pandas as pd
-
-    from restorebench.data.store import degrade_store
-
-    cfg = load()
-    d = cfg.degrade
-    if not d.tasks:
-        raise fail(f"profiles.{cfg.profile}.degrade.tasks: empty; list at least one task -> pipeline")
-    root = Path(cfg.data.root)
-    manifest_path = root / "manifests" / "imagenet.parquet"
-    if not manifest_path.exists():
-        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset imagenet` first")
-    rows = pd.read_parquet(manifest_path, columns=["split", "pair_id", "gt_path"])
-    rows = rows[rows["split"] == "train"]
-    if d.max_images:
-        rows = rows.head(d.max_images)
-    raw = root / "raw" / "imagenet"
-    images = ((r.pair_id, raw / r.gt_path) for r in rows.itertuples())  # a stream, not a list
-    try:
-        stats = degrade_store(
-            images,
-            root / "store" / "imagenet" / "train",
-            tasks=d.tasks,
-            patch=d.patch,
-            patches_per_image=d.patches_per_image,
-            seed=cfg.seed,
-            workers=cfg.data.workers,
-            total=len(rows),
-        )
-    except (ValueError, OSError) as err:
-        raise fail(f"degrade: {err}") from None
-    typer.echo(f"degrade: {stats}")
-
-
-@app.command()
-def prepare(dataset: Dataset) -> None:
-    """Crop DATASET's training pairs into packed sub-images: data/store/{dataset}/train/."""
-    import pandas as pd
-
-    from restorebench.data.store import prepare_store
-
-    cfg = load()
-    _check_dataset(cfg, dataset)
-    if dataset not in ("sidd", "gopro"):
-        raise fail(f"prepare: dataset {dataset!r} has no paired training set; choose sidd or gopro")
-    crop = getattr(cfg.prepare, dataset)
-    root = Path(cfg.data.root)
-    manifest_path = root / "manifests" / f"{dataset}.parquet"
-    if not manifest_path.exists():
-        raise fail(f"{manifest_path}: manifest not found; run `restorebench fetch --dataset {dataset}` first")
-    rows = pd.read_parquet(manifest_path)
-    rows = rows[rows["split"] == "train"]
-    lq_col = "alt_path" if dataset == "gopro" and cfg.prepare.gopro_input == "blur_gamma" else "lq_path"
-    raw = root / "raw" / dataset
-    pairs = [(r.pair_id, raw / getattr(r, lq_col), raw / r.gt_path) for r in rows.itertuples()]
-    try:
-        stats = prepare_store(
-            pairs,
-            root / "store" / dataset / "train",
-            size=crop.size,
-            step=crop.step,
-            workers=cfg.data.workers,
-            meta={"dataset": dataset, "lq": lq_col},
-        )
-    except (ValueError, OSError) as err:
-        raise fail(f"prepare {dataset}: {err}") from None
-    typer.echo(f"prepare {dataset}: {stats}")
+def _trained(what: str, summary: dict, dest: Path) -> str:
+    """`finetune denoise/nafnet/full: 80 steps in 12.3 s (51.2 img/s), val/psnr 31.20 dB -> ...`."""
+    val = summary.get("val_psnr") or summary.get("after", {}).get("val/psnr")
+    text = f"{what}: {summary['steps']} steps in {summary['train_seconds']:.1f} s ({summary['train_images_per_s']:.1f} img/s)"
+    if summary.get("resumed_from"):
+        text += f", resumed at step {summary['resumed_from']}"
+    if val is not None:
+        text += f", val/psnr {val:.2f} dB"
+    return f"{text} -> {dest}"
 
 
 @app.command()
 def pretrain(
-    method: Annotated[str, typer.Option("--method", help="ipt | dcpt")],
-    model: Annotated[str, typer.Option("--model", "-m", help="DCPT: the model to pretrain (IPT: ipt)")] = "ipt",
-    task: Annotated[
-        str | None, typer.Option("--task", "-t", help="DCPT: the task whose variant and init it pretrains")
-    ] = None,
+    method: Annotated[str, typer.Option("--method", metavar="[ipt|dcpt]", help="the pretraining method")],
+    model: Annotated[str, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES),
+                                       help="DCPT: the model to pretrain (IPT: ipt)")] = "ipt",  # fmt: skip
+    task: Annotated[str | None, typer.Option("--task", "-t", metavar=_choices(TASKS),
+                                             help="DCPT: the task whose variant and init it pretrains")] = None,  # fmt: skip
 ) -> None:
     """Restoration pretraining on the degraded ImageNet store: IPT (multi-task + contrastive) or DCPT
     (degradation classification); resumes from its last good checkpoint."""
-    from restorebench.config import MODEL_NAMES, TASKS
+    from restorebench.pretrain.runner import pretrain_stage
     from restorebench.train.finetune import pretrain_dir
 
     cfg = load()
-    _check_choices(method=(method, ("ipt", "dcpt")), model=(model, MODEL_NAMES))
+    _check(method=(method, ("ipt", "dcpt")), model=(model, MODEL_NAMES))
     if method == "ipt" and model != "ipt":
-        raise fail(f"pretrain --method ipt trains the ipt model, not {model!r}")
+        raise RestorebenchError("--model", f"pretrain --method ipt trains the ipt model, not {model!r}", "drop --model")
     if method == "dcpt":
         if task is None:
-            raise fail("pretrain --method dcpt needs --task (denoise | deblur): it pretrains that task's variant")
-        _check_choices(task=(task, TASKS))
+            raise RestorebenchError("--task", "pretrain --method dcpt needs it: it pretrains that task's variant",
+                                    f"add --task {' or --task '.join(TASKS)}")  # fmt: skip
+        _check(task=(task, TASKS))
     run_dir = pretrain_dir(method, model, task)
     _launch(cfg)
-    what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
-    try:
-        if method == "ipt":
-            from restorebench.pretrain.ipt import pretrain_ipt
-
-            summary = pretrain_ipt(cfg, run_dir)
-        else:
-            from restorebench.pretrain.dcpt import pretrain_dcpt
-
-            summary = pretrain_dcpt(cfg, model, task, run_dir)
-    except Exception as err:
-        if _handled(err):
-            p = f"profiles.{cfg.profile}.pretrain.{method}"
-            run = cfg.pretrain.ipt if method == "ipt" else cfg.pretrain.dcpt
-            if method == "dcpt":
-                patch = str(cfg.pretrain.dcpt.patch)
-            else:  # IPT trains on inputs of its variant's tile size
-                from restorebench.models.ipt import variant_patch_size
-
-                patch = str(variant_patch_size(cfg.pretrain.ipt.variant))
-            raise _training_errors(what, err, batch=run.batch, patch=patch,
-                                   hint=f"lower {p}.batch (pretraining has no gradient accumulation)") from None
-        raise
-    if not summary:  # a DDP rank other than 0
-        return
-    after = ", ".join(f"{k} {v:.4g}" for k, v in summary["after"].items() if k.startswith("val"))
-    typer.echo(
-        f"{what}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
-        f"({summary['train_images_per_s']:.1f} img/s); {after} -> {run_dir / 'model.safetensors'}"
-    )
+    summary = pretrain_stage(cfg, method, model, task, run_dir)
+    if summary:  # {} on DDP ranks other than 0
+        what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
+        typer.echo(_trained(what, summary, run_dir / "model.safetensors"))
 
 
 @app.command()
 def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none") -> None:
     """Finetune one grid cell (TASK x MODEL x STRATEGY, from PRETRAIN's weights); resumes from its last
     good checkpoint. Writes runs/finetune/{task}/{model}/{cell}/ (cell: STRATEGY, or PRETRAIN-STRATEGY)."""
-    from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, STRATEGIES, TASKS, cell_name
-    from restorebench.train.finetune import finetune as run_cell
+    from restorebench.config import cell_name
+    from restorebench.train import finetune as ft
+    from restorebench.train.session import guarded
 
     cfg = load()
-    _check_choices(task=(task, TASKS), model=(model, MODEL_NAMES), strategy=(strategy, STRATEGIES),
-                   pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
+    _check(task=(task, TASKS), model=(model, MODEL_NAMES), strategy=(strategy, STRATEGIES),
+           pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
     if pretrain == "ipt" and model != "ipt":
-        raise fail(f"--pretrain ipt applies to the ipt model only, not {model!r}")
+        raise RestorebenchError("--pretrain", f"ipt applies to the ipt model only, not {model!r}", "use none or dcpt")
     cell = cell_name(strategy, pretrain)
     run_dir = Path("runs/finetune") / task / model / cell
     _launch(cfg)
-    try:
-        summary = run_cell(cfg, task, model, strategy, run_dir, pretrain=pretrain)
-    except Exception as err:
-        if _handled(err):
-            raise _training_errors(f"finetune {task}/{model}/{cell}", err, batch=cfg.train.batch,
-                                   patch=str(cfg.train.crop(model)),
-                                   hint="lower the batch and raise train.accumulate (same global batch), or "
-                                        "lower the patch") from None
-        raise
-    if not summary:  # a DDP rank other than 0
-        return
-    typer.echo(
-        f"{task}/{model}/{cell}: {summary['steps']} steps in {summary['train_seconds']:.1f}s "
-        f"({summary['train_images_per_s']:.1f} img/s) -> {run_dir / 'model.safetensors'}"
-    )
+    summary = guarded(lambda: ft.finetune(cfg, task, model, strategy, run_dir, pretrain=pretrain),
+                      what=f"finetune {task}/{model}/{cell}", batch=cfg.train.batch, patch=str(cfg.train.crop(model)),
+                      hint="lower the batch and raise train.accumulate (same global batch), or lower the patch")  # fmt: skip
+    if summary:  # {} on DDP ranks other than 0
+        typer.echo(_trained(f"finetune {task}/{model}/{cell}", summary, run_dir / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------- results
 
 
 @app.command()
-def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none") -> None:
+def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pretrain: Pretrain = "none") -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
     Writes metrics/finetune/{task}/{model}/{cell}.json (with the precision the model ran in: fp32, tf32
@@ -381,87 +287,29 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
     results/eval/{task}/{model}/{cell}/, per_image.csv and sample crops (input | output | ground truth);
     cell: STRATEGY or PRETRAIN-STRATEGY.
     """
-    from restorebench import evaluate as ev
-    from restorebench import io
-    from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, TASK_DATASET, TASKS, cell_name
-
-    cfg = load()
-    _check_choices(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]),
-                   pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
-    cell = cell_name(strategy, pretrain)
-    checkpoint = None
-    extra: dict = {}
-    if model == "identity":
-        restorer = ev.identity
-        extra = {"params": 0, "init": "none", "pretrain": "none", "precision": "fp32"}  # no model: the input as is
-    else:
-        restorer, checkpoint, extra = _load_finetuned(cfg, task, model, cell, strategy, pretrain)
-    data_root = Path(cfg.data.root)
-    dataset = TASK_DATASET[task]
-    out_dir = Path("results/eval") / task / model / cell
-    try:
-        table, summary = ev.evaluate(
-            restorer,
-            task,
-            ev.eval_items(task, data_root),
-            max_images=cfg.evaluate.max_images,
-            crops_dir=out_dir / "crops",
-            crops=cfg.evaluate.crops,
-            crop_size=cfg.evaluate.crop_size,
-        )
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise fail(f"evaluate {task}/{model}/{cell}: {err}") from None
-    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    summary.update(extra)
-    summary.update(model=model, strategy=strategy, pretrain=pretrain, profile=cfg.profile)
-    summary["provenance"] = ev.provenance(
-        params_hash=cfg.digest(),
-        data_files=[data_root / "manifests" / f"{dataset}.parquet"],
-        checkpoint=checkpoint,
-    )
-    dest = Path("metrics/finetune") / task / model / f"{cell}.json"
-    io.write_json(dest, summary)
-    typer.echo(
-        f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
-        f"over {summary['images']} images ({summary['precision']}) -> {dest}"
-    )
-
-
-def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
-    """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
-    import torch
-    from safetensors.torch import load_file
-
-    from restorebench.infer import precision, restore
+    from restorebench.config import cell_name
+    from restorebench.evaluate import evaluate_cell
     from restorebench.train.finetune import cell_model
 
-    run = Path("runs/finetune") / task / model / cell
-    weights = run / "model.safetensors"
-    if not weights.exists():
-        raise fail(
-            f"{weights}: no finetuned weights; run `restorebench finetune --task {task} --model {model} "
-            f"--strategy {strategy} --pretrain {pretrain}` first"
-        )
-    net = cell_model(cfg, model, task)
-    try:
-        net.load_state_dict(load_file(weights), strict=True)
-    except RuntimeError as err:
-        raise fail(f"{weights} does not fit {model} variant {cfg.variant(model, task)}: {err}") from None
+    cfg = load()
+    _check(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]), pretrain=(pretrain, PRETRAIN_METHODS))
+    cell = cell_name(strategy, pretrain)
     e = cfg.evaluate
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net.to(device)
-
-    def restorer(x: torch.Tensor) -> torch.Tensor:
-        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device,
-                       autocast=e.autocast, tf32=e.tf32).cpu()
-
-    meta_path = run / "train.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    extra = {"params": sum(p.numel() for p in net.parameters()),
-             "precision": precision(device, autocast=e.autocast, tf32=e.tf32)}
-    extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
-    return restorer, weights, extra
+    identity = model == "identity"
+    summary, dest = evaluate_cell(
+        task=task, model=model, strategy=strategy, pretrain=pretrain, cell=cell, profile=cfg.profile,
+        params_hash=cfg.digest(), data_root=Path(cfg.data.root),
+        build=None if identity else (lambda: cell_model(cfg, model, task)),
+        variant=None if identity else cfg.variant(model, task),
+        rerun=(f"restorebench -S profile={cfg.profile} finetune --task {task} --model {model} "
+               f"--strategy {strategy} --pretrain {pretrain}"),
+        max_images=e.max_images, crops=e.crops, crop_size=e.crop_size, tile=e.tile, overlap=e.overlap,
+        batch=e.batch, autocast=e.autocast, tf32=e.tf32,
+    )  # fmt: skip
+    typer.echo(
+        f"evaluate {task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
+        f"over {summary['images']} images ({summary['precision']}) -> {dest}"
+    )
 
 
 @app.command()
@@ -472,11 +320,13 @@ def aggregate() -> None:
     cfg = load()
     try:
         table = build_table(Path("metrics"), cfg.tasks)
-    except ValueError as err:
-        raise fail(str(err)) from None
+    except ValueError as err:  # aggregate.py's own errors
+        if isinstance(err, RestorebenchError):
+            raise
+        raise RestorebenchError("metrics/", str(err), "run the evaluate stages first") from err
     write_outputs(table, Path("results/table.csv"), Path("metrics/summary.json"))
     measured = int((table["source"] == "measured").sum())
-    typer.echo(f"{measured} measured rows -> results/table.csv, metrics/summary.json")
+    typer.echo(f"aggregate: {measured} measured rows -> results/table.csv, metrics/summary.json")
 
 
 @app.command()
@@ -487,7 +337,7 @@ def report() -> None:
     load()
     table = Path("results/table.csv")
     if not table.exists():
-        raise fail(f"{table}: not found; run `restorebench aggregate` first")
+        raise RestorebenchError(table, "not found", "run `restorebench aggregate` first")
     out = build_report(table, Path("results/report.html"))
     typer.echo(f"report -> {out}")
 
@@ -496,33 +346,40 @@ def report() -> None:
 
 
 @app.command()
-def models() -> None:
-    """List models and variants with parameter counts (total and per group)."""
-    from rich.console import Console
-    from rich.table import Table
-
+def models(
+    names: Annotated[list[str] | None, typer.Argument(metavar="[MODEL]...", help="only these models")] = None,
+    macs: Annotated[bool, typer.Option("--macs", help="also count GMACs at 256x256 (slow for paper models)")] = False,
+) -> None:
+    """List models and variants with parameter counts (total and per group), one row as soon as it is
+    counted (on the meta device: no weights are allocated)."""
     from restorebench.models import VARIANTS
     from restorebench.models.summary import summarize
 
-    table = Table(title="restorebench models")
-    for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):
-        table.add_column(col, justify="right" if col not in ("model", "variant") else "left", no_wrap=True)
+    for name in names or []:
+        check_choice("MODEL", name, tuple(VARIANTS))
+    cols = [("model", 18, "<"), ("variant", 10, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
+            ("decoder", 9, ">"), ("head", 8, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
+
+    def line(values) -> str:
+        return "  ".join(f"{v:{align}{width}}" for v, (_, width, align) in zip(values, cols, strict=True))
+
+    typer.echo(line([c[0] for c in cols]))
     for name, variants in VARIANTS.items():
+        if names and name not in names:
+            continue
         for variant in variants:
-            row = summarize(name, variant)
-            table.add_row(
-                name,
-                variant,
-                f"{row['params'] / 1e6:.2f}",
-                *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
-                f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-",
-            )
-    Console().print(table)
+            row = summarize(name, variant, macs=macs)
+            values = [name, variant, f"{row['params'] / 1e6:.2f}",
+                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head"))]  # fmt: skip
+            if macs:
+                values.append(f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-")
+            typer.echo(line(values))
 
 
 @app.command()
 def doctor() -> None:
-    """Report Python, torch, CUDA/GPU, disk space, datasets present and valid, and hub reachability."""
+    """Report Python, torch, CUDA/GPU, disk space, the environment against requirements.lock, datasets
+    present and valid, and hub reachability."""
     from restorebench.doctor import run_doctor
 
     ok = run_doctor(load())
@@ -530,11 +387,17 @@ def doctor() -> None:
 
 
 @config_app.command("show")
-def config_show() -> None:
-    """Print the resolved configuration of the active profile as YAML."""
+def config_show(
+    section: Annotated[str | None, typer.Argument(help="one top-level section (e.g. train), or all")] = None,
+) -> None:
+    """Print the resolved configuration of the active profile (or one SECTION of it) as YAML."""
     import yaml
 
-    typer.echo(yaml.safe_dump(load().to_dict(), sort_keys=False).rstrip())
+    resolved = load().to_dict()
+    if section is not None:
+        check_choice("SECTION", section, tuple(resolved))
+        resolved = {section: resolved[section]}
+    typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 class RestorebenchError(Exception):
     """A known failure. `where`: the file path or params key it concerns; `what`: what is wrong;
-    `hint`: what to do about it (optional)."""
+    `hint`: what to do about it (optional). `exit_code`: the CLI's exit status (1; a subclass may differ)."""
+
+    exit_code = 1
 
     def __init__(self, where: object, what: str, hint: str | None = None) -> None:
         self.where = str(where) if where is not None else ""

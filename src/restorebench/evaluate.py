@@ -9,6 +9,7 @@ deblur (GoPro): the test pairs, whole images (tiled where memory needs it); outp
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import time
@@ -24,6 +25,7 @@ from PIL import Image
 from restorebench import io
 from restorebench.config import TASK_DATASET
 from restorebench.lock import lock_sha256
+from restorebench.logs import progress
 from restorebench.metrics import psnr, ssim_conventions
 
 SIDD_NOISY = "ValidationNoisyBlocksSrgb"
@@ -128,7 +130,7 @@ def evaluate(
     protocol = PROTOCOLS[task]
     rows = []
     start = time.perf_counter()
-    for n, item in enumerate(items):
+    for n, item in enumerate(progress(items, total=max_images or None, desc=f"evaluate {task}", unit="img")):
         if max_images and n >= max_images:
             break
         t0 = time.perf_counter()
@@ -196,3 +198,70 @@ def provenance(*, params_hash: str, data_files: list[Path], checkpoint: Path | N
             "scikit-image": skimage.__version__,
         },
     }
+
+
+def evaluate_cell(
+    *,
+    task: str,
+    model: str,
+    strategy: str,
+    pretrain: str,
+    cell: str,
+    profile: str,
+    params_hash: str,
+    data_root: Path,
+    build: Callable[[], torch.nn.Module] | None,
+    variant: str | None,
+    rerun: str,
+    max_images: int = 0,
+    crops: int = 3,
+    crop_size: int = 96,
+    tile: int = 0,
+    overlap: int = 32,
+    batch: int = 4,
+    autocast: bool | str | None = None,
+    tf32: bool = False,
+) -> tuple[dict, Path]:
+    """The `evaluate` stage for one cell: load runs/finetune/{task}/{model}/{cell}/model.safetensors into
+    `build()` (None: the identity floor), run the task's protocol over the evaluation set, and write
+    results/eval/{task}/{model}/{cell}/ (per_image.csv, crops) and metrics/finetune/{task}/{model}/{cell}.json.
+    tile, overlap, batch: tiled inference in pixels / tiles per pass (tile 0: whole images); autocast,
+    tf32: precision (restorebench.infer). `rerun`: the command that trains the cell, for messages.
+    Returns (summary, metrics path)."""
+    from restorebench.errors import RestorebenchError
+    from restorebench.infer import cell_restorer, load_weights
+
+    checkpoint = None
+    if build is None:
+        restorer = identity
+        extra: dict = {"params": 0, "init": "none", "pretrain": "none", "precision": "fp32"}  # the input as is
+    else:
+        checkpoint = Path("runs/finetune") / task / model / cell / "model.safetensors"
+        net = build()
+        load_weights(net, checkpoint, model=model, variant=str(variant), profile=profile, rerun=rerun)
+        restorer, prec = cell_restorer(net, tile=tile, overlap=overlap, batch=batch, autocast=autocast, tf32=tf32)
+        meta_path = checkpoint.parent / "train.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        extra = {"params": sum(p.numel() for p in net.parameters()), "precision": prec}
+        extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
+    out_dir = Path("results/eval") / task / model / cell
+    try:
+        table, summary = evaluate(restorer, task, eval_items(task, data_root), max_images=max_images,
+                                  crops_dir=out_dir / "crops", crops=crops, crop_size=crop_size)  # fmt: skip
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        if isinstance(err, RestorebenchError):
+            raise
+        raise RestorebenchError(f"evaluate {task}/{model}/{cell}", str(err).strip("'\""),
+                                f"run `restorebench validate --dataset {TASK_DATASET[task]}`") from err
+    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    summary.update(extra)
+    summary.update(model=model, strategy=strategy, pretrain=pretrain, profile=profile)
+    summary["provenance"] = provenance(
+        params_hash=params_hash,
+        data_files=[data_root / "manifests" / f"{TASK_DATASET[task]}.parquet"],
+        checkpoint=checkpoint,
+    )
+    dest = Path("metrics/finetune") / task / model / f"{cell}.json"
+    io.write_json(dest, summary)
+    return summary, dest

@@ -21,16 +21,20 @@ compute; `tf32=True` allows TF32 on CUDA, `autocast="bf16"` runs the model under
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["float32_precision", "precision", "restore", "to_uint8", "tile_starts"]
+__all__ = ["cell_restorer", "float32_precision", "load_weights", "precision", "restore", "to_uint8", "tile_starts",
+           "trained_as"]
+log = logging.getLogger(__name__)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -248,3 +252,80 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     arr = img.detach().float().clamp(0, 1).cpu().numpy()
     arr = np.moveaxis(arr, -3, -1)  # channels last
     return np.round(arr * np.float32(255.0)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- finetuned weights
+
+
+def trained_as(weights: Path) -> dict[str, str]:
+    """What a run folder says its weights were trained as (model, variant, task, profile ...): the
+    safetensors metadata, then config.json and train.json beside the file; {} when none says."""
+    import json
+
+    from safetensors import safe_open
+
+    found: dict[str, str] = {}
+    for side in ("train.json", "config.json"):  # later sources win: the file's own metadata last
+        path = weights.parent / side
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        found.update({k: str(v) for k, v in data.items() if isinstance(v, str | int) and not isinstance(v, bool)})
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found.update(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - an unreadable header is reported by the load itself
+        pass
+    return found
+
+
+def load_weights(net: nn.Module, weights: Path, *, model: str, variant: str, profile: str, rerun: str) -> None:
+    """Load a finetuned cell's weights into `net` (the architecture `profile` builds: `model` `variant`),
+    strictly. Weights of another profile, variant or architecture fail in one line (RestorebenchError):
+    which file, what it was trained as where the run folder says, how many tensors disagree, and what to
+    run (`rerun`: the command that trains this cell under this profile)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from restorebench.errors import RestorebenchError
+
+    if not weights.exists():
+        raise RestorebenchError(weights, "no finetuned weights", f"run `{rerun}` first")
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as err:
+        raise RestorebenchError(weights, f"unreadable ({err})", f"delete it and run `{rerun}`") from None
+    own = net.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        meta = trained_as(weights)
+        was = " ".join(f"{k} {meta[k]}" for k in ("model", "variant", "profile") if k in meta) or "another model"
+        counts = ", ".join(f"{n} {what}" for n, what in ((len(wrong), "differ in shape"), (len(missing), "missing"),
+                                                          (len(unexpected), "unexpected")) if n)  # fmt: skip
+        example = f"; e.g. {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}" if wrong else ""
+        other = meta.get("profile")
+        hint = (f"evaluate under its profile (-S profile={other}) or retrain here: `{rerun}`"
+                if other and other != profile else f"retrain under profile {profile}: `{rerun}`")  # fmt: skip
+        raise RestorebenchError(
+            weights, f"trained as {was}, but profile {profile} builds {model} variant {variant}: "
+                     f"{counts} of {len(own)} tensors{example}", hint)  # fmt: skip
+    net.load_state_dict(state, strict=True)
+    log.info("loaded %s: %d tensors, 0 missing, 0 unexpected", weights, len(state))
+
+
+def cell_restorer(
+    net: nn.Module, *, tile: int, overlap: int, batch: int, autocast: bool | str | None, tf32: bool
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """`net` on this machine's device as an evaluation restorer ((1,3,H,W) in [0,1] -> same, on the CPU)
+    with the given tiling and precision; and the precision's name for the record."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(device)
+
+    def restorer(x: torch.Tensor) -> torch.Tensor:
+        return restore(net, x, tile=tile, overlap=overlap, batch=batch, device=device, autocast=autocast,
+                       tf32=tf32).cpu()  # fmt: skip
+
+    return restorer, precision(device, autocast=autocast, tf32=tf32)

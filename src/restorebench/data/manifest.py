@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from restorebench.data.parallel import parallel_list
+from restorebench.errors import RestorebenchError
 from restorebench.io import atomic_path
 
 from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
@@ -193,7 +194,8 @@ def build_manifest(dataset: str, raw_dir: Path, *, workers: int = 0) -> pd.DataF
     rows = ROWS[dataset](raw_dir)
     mat_rows = _sidd_val_rows(raw_dir) if dataset == "sidd" else []
     paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k]})
-    infos = dict(zip(paths, parallel_list(file_info, [str(raw_dir / p) for p in paths], workers), strict=True))
+    infos = dict(zip(paths, parallel_list(file_info, [str(raw_dir / p) for p in paths], workers,
+                                                   desc=f"manifest {dataset}", unit="file"), strict=True))
     for r in rows:
         r.update(infos[r["gt_path"]])
         lq = infos[r["lq_path"]] if r["lq_path"] else NO_LQ
@@ -211,9 +213,19 @@ def write_manifest(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """Read a manifest written by `write_manifest`; a missing file fails naming it."""
+def read_manifest(path: Path, *, dataset: str | None = None, columns: list[str] | None = None,
+                  split: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """Read a manifest written by `write_manifest` (only `columns`, only the rows of `split` when given);
+    a missing file fails naming it and the command that makes it (ManifestMissing, a RestorebenchError)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: manifest not found (run `restorebench fetch` first)")
-    return pd.read_parquet(path)
+        raise ManifestMissing(path, "manifest not found",
+                              f"run `restorebench fetch --dataset {dataset or path.stem}` first")  # fmt: skip
+    if columns is not None and split is not None and "split" not in columns:
+        columns = ["split", *columns]
+    df = pd.read_parquet(path, columns=columns)
+    return df[df["split"] == split] if split is not None else df
+
+
+class ManifestMissing(RestorebenchError, FileNotFoundError):
+    """No manifest where a stage expects one."""

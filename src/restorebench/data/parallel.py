@@ -64,10 +64,18 @@ def parallel_map(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def parallel_list(fn: Callable[[Any], Any], items: list, workers: int) -> list:
+def parallel_list(
+    fn: Callable[[Any], Any], items: list, workers: int, *, desc: str | None = None, unit: str = "it"
+) -> list:
     """`[fn(x) for x in items]`: in worker processes, in chunks of about 1/8 of each worker's share, when
-    there are at least 4 items per worker to pay for starting them; else in this process."""
+    there are at least 4 items per worker to pay for starting them; else in this process. With `desc`,
+    shows progress (a bar on a terminal, log lines elsewhere: restorebench.logs.progress)."""
     workers = resolve_workers(workers)
     if len(items) < 4 * workers:
         workers = 1
-    return list(parallel_map(fn, items, workers, chunk=max(1, len(items) // (workers * 8))))
+    results = parallel_map(fn, items, workers, chunk=max(1, len(items) // (workers * 8)))
+    if desc is not None:
+        from restorebench.logs import progress
+
+        results = progress(results, total=len(items), desc=desc, unit=unit)
+    return list(results)

@@ -306,7 +306,7 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     failures: list[tuple[str | None, str]] = []
     warnings: list[tuple[str, str]] = []
     decoded = 0
-    for fail, warn, n in parallel_list(check_pair, tasks, workers):
+    for fail, warn, n in parallel_list(check_pair, tasks, workers, desc=f"validate {dataset}", unit="pair"):
         failures += fail
         warnings += warn
         decoded += n
@@ -341,3 +341,26 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
 def write_report(report: dict[str, Any], path: Path) -> None:
     """Write the report as JSON, atomically."""
     write_json(path, report)
+
+
+def validate_stage(dataset: str, *, root: Path, expected_pairs: dict[str, int], expected_groups: dict[str, int],
+                   workers: int = 0) -> tuple[dict[str, Any], Path]:  # fmt: skip
+    """The `validate` stage: check data/raw/{dataset} against its manifest, write
+    data/validation/{dataset}.json, and fail (RestorebenchError, one line naming the first bad files)
+    when the data is not valid. Returns (report, report path)."""
+    from restorebench.errors import RestorebenchError
+
+    from .manifest import read_manifest
+
+    manifest = read_manifest(root / "manifests" / f"{dataset}.parquet", dataset=dataset)
+    report = validate_dataset(dataset, manifest, root / "raw" / dataset, expected_pairs=expected_pairs,
+                              expected_groups=expected_groups, workers=workers)  # fmt: skip
+    out = root / "validation" / f"{dataset}.json"
+    write_report(report, out)
+    if not report["success"]:
+        failures = report["failures"]
+        shown = "; ".join(f"{f['file'] or dataset}: {f['reason']}" for f in failures[:3])
+        more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise RestorebenchError(out, f"{dataset} failed validation, {len(failures)} problem(s): {shown}{more}",
+                                f"every problem is listed in {out}; re-fetch or fix the files named")
+    return report, out

@@ -165,3 +165,27 @@ def run_pretraining(
 def stack(items: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
     """Collate same-shape (tensor, tensor, ...) items into batched tensors."""
     return tuple(torch.stack([item[k] for item in items]) for k in range(len(items[0])))
+
+
+def pretrain_stage(cfg: Config, method: str, model: str, task: str | None, run_dir: Path) -> dict:
+    """The `pretrain` stage: IPT (multi-task + contrastive) or DCPT (degradation classification) into
+    run_dir; the known ways it ends early (out of memory: with this run's batch and patch) are one-line
+    RestorebenchErrors. Returns the run's summary ({} on DDP ranks other than 0)."""
+    from restorebench.train.session import guarded
+
+    run = cfg.pretrain.ipt if method == "ipt" else cfg.pretrain.dcpt
+    if method == "ipt":
+        from restorebench.models.ipt import variant_patch_size
+        from restorebench.pretrain.ipt import pretrain_ipt
+
+        patch = variant_patch_size(cfg.pretrain.ipt.variant)  # IPT trains on inputs of its variant's tile size
+        fn = lambda: pretrain_ipt(cfg, run_dir)  # noqa: E731
+    else:
+        from restorebench.pretrain.dcpt import pretrain_dcpt
+
+        patch = cfg.pretrain.dcpt.patch
+        fn = lambda: pretrain_dcpt(cfg, model, task, run_dir)  # noqa: E731
+    what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
+    key = f"profiles.{cfg.profile}.pretrain.{method}"
+    return guarded(fn, what=what, batch=run.batch, patch=str(patch),
+                   hint=f"lower {key}.batch (pretraining has no gradient accumulation)")  # fmt: skip

@@ -30,6 +30,8 @@ from typing import IO, Any
 import torch
 import torch.distributed as torch_dist
 
+from restorebench.errors import RestorebenchError
+
 log = logging.getLogger(__name__)
 
 # Lock files of the devices this process claimed; open for the process lifetime (closing releases them).
@@ -172,6 +174,10 @@ class Claim:
         self.handles.clear()
 
 
+class NoFreeGpu(RestorebenchError, RuntimeError):
+    """The GPUs a job asks for do not exist or stay claimed by other jobs."""
+
+
 def claim_devices(
     n: int,
     *,
@@ -191,7 +197,7 @@ def claim_devices(
     if n < 1:
         raise ValueError(f"train.gpus must be >= 1, got {n}")
     if n > count:
-        raise RuntimeError(f"train.gpus is {n} but this machine has {count} GPUs")
+        raise NoFreeGpu("train.gpus", f"{n}, but this machine has {count} GPU(s)", f"set it to {count} or less")
     directory = directory or lock_dir()
     directory.mkdir(parents=True, exist_ok=True)
     deadline = clock() + timeout
@@ -214,10 +220,11 @@ def claim_devices(
         for handle in handles:  # fewer than n free: hold none while waiting, so two jobs cannot deadlock
             handle.close()
         if clock() >= deadline:
-            raise RuntimeError(
+            raise NoFreeGpu(
+                directory,
                 f"no {n} free GPU(s) of {count} after waiting {timeout:.0f} s: all are claimed by other "
-                f"restorebench jobs (lock files in {directory}); lower the number of parallel GPU jobs "
-                f"(snakemake --resources gpu=N) or set CUDA_VISIBLE_DEVICES yourself"
+                f"restorebench jobs (lock files here)",
+                "lower the number of parallel GPU jobs (snakemake --resources gpu=N) or set CUDA_VISIBLE_DEVICES",
             )
         if not waited:
             log.warning("waiting for %d free GPU(s) of %d (lock files in %s)", n, count, directory)
@@ -240,6 +247,8 @@ def pin_devices(
     until the process exits.
     """
     if "CUDA_VISIBLE_DEVICES" in os.environ:
+        if os.environ["CUDA_VISIBLE_DEVICES"]:
+            log.info("using GPU(s) %s (CUDA_VISIBLE_DEVICES, set outside)", os.environ["CUDA_VISIBLE_DEVICES"])
         return None
     count = count_gpus() if count is None else count
     if count == 0:

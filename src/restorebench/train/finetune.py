@@ -255,6 +255,7 @@ def finetune(
         "gpus": cfg.train.gpus,
         "wall_seconds": time.time() - started,
         "params_hash": cfg.digest(),
+        "profile": cfg.profile,  # evaluate names it when weights meet another profile's architecture
     }
     io.write_json(run_dir / "train.json", summary)
     return summary

@@ -36,7 +36,9 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from restorebench import logs
 from restorebench.config import COMPILE_MODES
+from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint, distributed, strategies
 from restorebench.train.ema import EMA
 from restorebench.train.schedule import warmup_cosine
@@ -93,12 +95,15 @@ def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = Fa
     return x
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RestorebenchError, RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written and the run can resume."""
+class Preempted(RestorebenchError, RuntimeError):
+    """SIGTERM arrived; a checkpoint was written and the run can resume. The CLI exits 143 (128 + SIGTERM),
+    as a process killed by the signal would."""
+
+    exit_code = 143
 
 
 @dataclass
@@ -202,7 +207,7 @@ def train(
         start = int(state["step"])
         history = list(state.get("history", []))
         before = dict(state.get("totals", before))
-        log.info("resumed from %s (step %d)", path, start)
+        log.info("resumed from %s at step %d of %d", path, start, cfg.steps)
     net: nn.Module = model
     if ddp:  # after the resume: every rank holds the same weights; DDP checks that and syncs gradients
         net = nn.parallel.DistributedDataParallel(
@@ -293,7 +298,9 @@ def train(
                 if not math.isfinite(value):
                     last = checkpoint.list_checkpoints(ckpt_dir)
                     raise TrainingDiverged(
-                        f"loss is {value} at step {bad_step}; last good checkpoint: {last[-1] if last else 'none'}"
+                        run_dir,
+                        f"loss is {value} at step {bad_step}; last good checkpoint: {last[-1] if last else 'none'}",
+                        "lower the learning rate or set train.grad_clip; check the data with `restorebench validate`",
                     )
             window.clear()
             loss_value = losses[-1]
@@ -308,11 +315,14 @@ def train(
                 _log_live(live, row)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{loss_value:.4f}", ips=f"{row['images_per_s']:.1f}")
+                elif progress:  # not a terminal: one timestamped line per log step
+                    log.info("%s", logs.train_line(row, cfg.steps))
             if checkpointing:
                 save(done)
             if stopping:
                 path = save(done)
-                raise Preempted(f"SIGTERM at step {done}; checkpoint {path}; rerun the same command to resume")
+                raise Preempted(run_dir, f"SIGTERM at step {done}; checkpoint {path}",
+                                "rerun the same command to resume")
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
@@ -364,7 +374,8 @@ def _in_main_thread() -> bool:
 
 
 def _progress(it, total: int, start: int, enabled: bool):
-    if not enabled:
+    """A tqdm bar on a terminal; elsewhere the loop writes one log line per log step instead."""
+    if not enabled or not logs.interactive():
         return it
     from tqdm.auto import tqdm
 

@@ -9,13 +9,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
 from restorebench import io
+from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint, distributed
 from restorebench.train.loop import Batches, Objective, TrainConfig, TrainResult, train
+
+T = TypeVar("T")
+
+
+def known_failure(err: BaseException, *, what: str, batch: int, patch: str, hint: str) -> RestorebenchError | None:
+    """The one-line error for a way a training run (pretrain or finetune) ends early, or None for a bug.
+
+    Out of GPU memory names the run's batch and patch, the allocator's first line and what to change
+    (`hint`); a missing file or a bad value reached late is told with the run (`what`) it stopped."""
+    if isinstance(err, RestorebenchError):
+        return err
+    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
+        return RestorebenchError(what, f"out of GPU memory at batch {batch}, patch {patch}: "
+                                       f"{str(err).splitlines()[0]}", hint)  # fmt: skip
+    if isinstance(err, ValueError | FileNotFoundError):
+        return RestorebenchError(what, str(err))
+    return None
+
+
+def guarded(run: Callable[[], T], *, what: str, batch: int, patch: str, hint: str) -> T:
+    """run(), with the known ways a training run ends early raised as one-line RestorebenchErrors
+    (`known_failure`); anything else is a bug and propagates as it is."""
+    try:
+        return run()
+    except Exception as err:
+        known = known_failure(err, what=what, batch=batch, patch=patch, hint=hint)
+        if known is None or known is err:
+            raise
+        raise known from err
 
 
 def device_name(device: torch.device) -> str:
