@@ -290,7 +290,7 @@ def section_eval(args: argparse.Namespace, device: str) -> dict:
     # uncorrelated change of e levels moves its PSNR by about 10 log10(1 + e^2 / E^2) dB
     rms = {k: float((levels(outputs[k]) - levels(outputs["fp32"])).pow(2).mean().sqrt()) for k in deltas}
 
-    def restorer(t: torch.Tensor) -> torch.Tensor:  # the evaluate CLI's restorer (cli._load_finetuned)
+    def restorer(t: torch.Tensor) -> torch.Tensor:  # the evaluate stage's restorer (infer.cell_restorer)
         return restore(net, t, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device, autocast=e.autocast,
                        tf32=e.tf32).cpu()
 

@@ -7,6 +7,8 @@ them, undeclared to either orchestrator, so a restarted job resumes instead of s
 
 from __future__ import annotations
 
+import logging
+
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,6 +171,7 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
             f"unexpected {unknown[:3]}, missing {missing[:3]}; pretrain and finetune the same variant"
         )
     net.load_state_dict(state)
+    logging.getLogger(__name__).info("loaded %s: %d tensors, 0 missing, 0 unexpected", path, len(state))
     return f"{pretrain}:{path} (sha256 {io.sha256_file(path)[:16]})"
 
 
