@@ -7,7 +7,7 @@
          `lmdb` package is installed.
 
 All three do the same random 256 crop + dihedral augmentation + float CHW conversion, through
-`make_loader`. Prints a table and writes results/bench_loader.json.
+`step_loader`. Prints a table and writes results/bench_loader.json.
 
     python benchmarks/loader.py [--images 8] [--seconds 2] [--workers 0,1,2,16] [--out results/bench_loader.json]
 """
@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from restorebench.data.datasets import PairedPatchDataset, counter_ints, make_loader, to_tensor
+from restorebench.data.datasets import PairedPatchDataset, counter_ints, step_loader, to_tensor
 from restorebench.data.store import prepare_store
 
 PATCH, SUB = 256, 512
@@ -135,19 +135,14 @@ def build(root: Path, n: int) -> dict[str, Dataset]:
 
 def rate(ds: Dataset, workers: int, seconds: float, batch: int = 16) -> float:
     """Pairs per second, excluding worker start-up and the first batch."""
-    loader = make_loader(ds, batch, workers=workers, seed=0, pin_memory=False, persistent_workers=workers > 0)
-    it, epoch, done = iter(loader), 0, 0
+    it = step_loader(ds, batch, seed=0, workers=workers, pin_memory=False)  # endless: epochs roll over
+    done = 0
     next(it)
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        try:
-            done += len(next(it)[0])
-        except StopIteration:
-            epoch += 1
-            loader.sampler.set_epoch(epoch)
-            it = iter(loader)
+        done += len(next(it)[0])
     elapsed = time.perf_counter() - start
-    del it, loader
+    del it
     return done / elapsed
 
 

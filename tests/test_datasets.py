@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from restorebench.data.datasets import (
-    EvalDataset,
-    OnlineDegradationDataset,
+    Items,
     PairedPatchDataset,
+    StepBatches,
     dihedral,
-    make_loader,
+    step_loader,
     to_tensor,
 )
 from restorebench.data.store import StoreWriter, degrade_store
@@ -31,12 +31,8 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def batches(loader, epochs=(0, 1)) -> list[list[torch.Tensor]]:
-    out = []
-    for e in epochs:
-        loader.sampler.set_epoch(e)
-        out += [[t.clone() for t in b] for b in loader]
-    return out
+def batches(loader, steps: int = 6) -> list[list[torch.Tensor]]:
+    return [[t.clone() for t in next(loader)] for _ in range(steps)]
 
 
 def test_dihedral_gives_eight_distinct_views():
@@ -87,8 +83,7 @@ def test_sr_store_patches_keep_scale(tmp_path):
 
 def test_loader_same_batches_for_any_worker_count(store):
     ds = PairedPatchDataset(store, 16, seed=5)
-    runs = {w: batches(make_loader(ds, 4, workers=w, seed=7)) for w in (0, 1, 2)}
-    assert len(runs[0]) == 6
+    runs = {w: batches(step_loader(ds, 4, seed=7, workers=w)) for w in (0, 1, 2)}  # 12 items: 3 steps an epoch
     for w in (1, 2):
         for b0, bw in zip(runs[0], runs[w], strict=True):
             for t0, tw in zip(b0, bw, strict=True):
@@ -97,54 +92,28 @@ def test_loader_same_batches_for_any_worker_count(store):
     assert not torch.equal(runs[0][0][1], runs[0][3][1])
     torch.manual_seed(99)
     np.random.seed(99)
-    again = batches(make_loader(ds, 4, workers=0, seed=7))
+    again = batches(step_loader(ds, 4, seed=7))
     torch.testing.assert_close(again[4][0], runs[0][4][0])
-    other = batches(make_loader(ds, 4, workers=0, seed=8))
+    other = batches(step_loader(ds, 4, seed=8))
     assert not torch.equal(other[0][1], runs[0][0][1])
+    # a resumed run (start_step 4) sees the batches an uninterrupted one saw at steps 4, 5
+    resumed = batches(step_loader(ds, 4, seed=7, start_step=4), steps=2)
+    for got, want in zip(resumed, runs[0][4:], strict=True):
+        torch.testing.assert_close(got[0], want[0])
 
 
-def test_make_loader_options(store):
-    ds = PairedPatchDataset(store, 16)
-    loader = make_loader(ds, 5, workers=0, shuffle=False, drop_last=True)
-    assert loader.pin_memory == torch.cuda.is_available() and not loader.persistent_workers
-    assert [len(b[0]) for b in loader] == [5, 5]
-    assert [i for _, i in loader.sampler] == list(range(12))
-    assert make_loader(ds, 2, workers=1).persistent_workers
-    with pytest.raises(ValueError, match="batch_size"):
-        make_loader(ds, 0)
-
-
-def test_online_degradation_deterministic(tmp_path):
-    imgs = [(np.random.default_rng(i).random((40, 50, 3)) * 255).astype(np.uint8) for i in range(3)]
-    Image.fromarray(imgs[0]).save(tmp_path / "x.png")
-    ds = OnlineDegradationDataset(
-        [tmp_path / "x.png", *imgs[1:]], [{"name": "gaussian_noise", "sigma": 25}], 24, seed=1
-    )
-    a = ds[(0, 0)]
-    torch.manual_seed(3)
-    np.random.seed(3)
-    b = ds[(0, 0)]
-    torch.testing.assert_close(a, b)
-    assert not torch.equal(a[0], ds[(1, 0)][0])
-    assert a[0].shape == a[1].shape == (3, 24, 24)
-    assert 20 < float((a[0] - a[1]).std()) * 255 < 30
-    sr = OnlineDegradationDataset(imgs, [{"name": "bicubic_down", "scale": 2}], 24)
-    assert sr[1][0].shape == (3, 12, 12)
-    with pytest.raises(ValueError, match=r"images\[2\]: 40x50 is smaller than patch=48"):
-        OnlineDegradationDataset(imgs, [{"name": "jpeg"}], 48)[2]
-    with pytest.raises(ValueError, match="unknown degradation"):
-        OnlineDegradationDataset(imgs, [{"name": "nosie"}], 16)
-
-
-def test_eval_dataset_whole_images(tmp_path):
-    lq = (np.random.default_rng(0).random((30, 45, 3)) * 255).astype(np.uint8)
-    Image.fromarray(lq).save(tmp_path / "lq.png")
-    ds = EvalDataset([("scene1", tmp_path / "lq.png", lq), ("scene2", lq, lq)])
-    a, b, name = ds[0]
-    assert a.shape == b.shape == (3, 30, 45) and name == "scene1"
-    torch.testing.assert_close(a, b)
-    batch = next(iter(make_loader(ds, 1, shuffle=False)))
-    assert list(batch[2]) == ["scene1"]
+def test_step_batches_walk_whole_shuffled_epochs(store):
+    sampler = iter(StepBatches(12, 5, seed=0))
+    keys = [k for _ in range(6) for k in next(sampler)]  # 30 keys: epochs 0, 1 and half of 2
+    for epoch in (0, 1):
+        assert sorted(i for e, i in keys if e == epoch) == list(range(12))  # each item once an epoch
+    assert [i for e, i in keys if e == 0] != [i for e, i in keys if e == 1]
+    items = Items(PairedPatchDataset(store, 16), np.array([3, 7]))
+    assert len(items) == 2 and torch.equal(items[(0, 1)][1], PairedPatchDataset(store, 16)[(0, 7)][1])
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        step_loader(items, 0, seed=0)
+    with pytest.raises(ValueError, match="the training store is empty"):
+        StepBatches(0, 1, seed=0)
 
 
 def test_to_tensor_applies_the_same_dihedral_transform():

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from restorebench.train import checkpoint, distributed
-from restorebench.train.loop import Preempted, TrainConfig, TrainingDiverged, pixel_objective, train
+from restorebench.train.loop import Preempted, LoopConfig, TrainingDiverged, pixel_objective, train
 from tests.helpers.tiny import TinyRestorer, make_batches
 
 WORLD = 2
@@ -37,10 +37,10 @@ def _model(seed: int = 0) -> TinyRestorer:
     return TinyRestorer()
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(**kw) -> LoopConfig:
     base = dict(steps=6, lr=2e-3, checkpoint_every=2, log_every=1, loss="l1", accumulate=ACCUMULATE)
     base.update(kw)
-    return TrainConfig(**base)
+    return LoopConfig(**base)
 
 
 def _spawn(fn, tmp_path: Path, *args) -> None:

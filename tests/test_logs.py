@@ -35,9 +35,9 @@ def test_train_line_names_step_loss_lr_speed_and_val_psnr():
 
 
 def test_training_off_a_terminal_logs_one_timestamped_line_per_log_step(captured, tmp_path):
-    from restorebench.train.loop import TrainConfig, train
+    from restorebench.train.loop import LoopConfig, train
 
-    cfg = TrainConfig(steps=6, lr=1e-3, log_every=2, checkpoint_every=3)
+    cfg = LoopConfig(steps=6, lr=1e-3, log_every=2, checkpoint_every=3)
     train(TinyRestorer(), make_batches(), cfg, run_dir=tmp_path, validate=lambda m: {"val/psnr": 30.0})
     lines = captured.getvalue().splitlines()
     steps = [line for line in lines if " step " in line]
@@ -49,7 +49,7 @@ def test_training_off_a_terminal_logs_one_timestamped_line_per_log_step(captured
     assert steps[-1].endswith("val/psnr 30")  # measured at the end only
     # a restart says where it resumed, in one line
     captured.truncate(0)
-    train(TinyRestorer(), make_batches(), TrainConfig(steps=8, lr=1e-3, log_every=2, checkpoint_every=3),
+    train(TinyRestorer(), make_batches(), LoopConfig(steps=8, lr=1e-3, log_every=2, checkpoint_every=3),
           run_dir=tmp_path)
     resumed = [line for line in captured.getvalue().splitlines() if "resumed" in line]
     assert len(resumed) == 1 and re.search(r"resumed from .*step_00000006\.pt at step 6 of 8$", resumed[0])

@@ -37,7 +37,7 @@ from restorebench.pretrain.ipt import (
     supervised_contrastive,
 )
 from restorebench.train.finetune import cell_model, init_model, load_pretrained_init, pretrain_dir
-from restorebench.train.loop import TrainConfig, train
+from restorebench.train.loop import LoopConfig, train
 
 CPU = torch.device("cpu")
 IPT_TASKS = ("sr2", "noise30", "rain")  # a small multi-task IPT: one SR task, two same-size ones
@@ -300,7 +300,7 @@ def test_dcpt_objective_is_clean_reconstruction_plus_classification(tmp_path):
             yield degraded_set(1000 + step, 6, 16)
             step += 1
 
-    cfg = TrainConfig(steps=3, lr=1e-3, checkpoint_every=100, log_every=1, amp=False)
+    cfg = LoopConfig(steps=3, lr=1e-3, checkpoint_every=100, log_every=1, amp=False)
     _, result = train(trainee, batches, cfg, run_dir=tmp_path, objective=dcpt_objective(1.0, amp=False),
                       progress=False)  # fmt: skip
     assert [row["step"] for row in result.history] == [1, 2, 3]

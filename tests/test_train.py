@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from restorebench.train import checkpoint, strategies
-from restorebench.train.loop import TrainConfig, TrainingDiverged, pixel_objective, psnr_loss, train
+from restorebench.train.loop import LoopConfig, TrainingDiverged, pixel_objective, psnr_loss, train
 from restorebench.train.schedule import warmup_cosine
 from tests.helpers.tiny import TinyRestorer, make_batches
 
@@ -23,10 +23,10 @@ def _model(seed: int = 0) -> TinyRestorer:
     return TinyRestorer()
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(**kw) -> LoopConfig:
     base = dict(steps=12, lr=2e-3, strategy="full", checkpoint_every=4, log_every=2, loss="l1")
     base.update(kw)
-    return TrainConfig(**base)
+    return LoopConfig(**base)
 
 
 def test_training_reduces_the_loss(tmp_path):
@@ -137,13 +137,13 @@ KILL_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from restorebench.train.loop import TrainConfig, train
+from restorebench.train.loop import LoopConfig, train
 from tests.helpers.tiny import TinyRestorer, make_batches
 torch.use_deterministic_algorithms(True)
 torch.set_num_threads(1)
 torch.manual_seed(0)
 model = TinyRestorer()
-cfg = TrainConfig(steps=60, lr=2e-3, checkpoint_every=3, log_every=5, ema_decay=0.9)
+cfg = LoopConfig(steps=60, lr=2e-3, checkpoint_every=3, log_every=5, ema_decay=0.9)
 final, _ = train(model, make_batches(), cfg, run_dir=Path(sys.argv[1]), progress=False)
 torch.save(final.state_dict(), Path(sys.argv[1]) / "final.pt")
 """

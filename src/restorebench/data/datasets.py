@@ -1,14 +1,13 @@
-"""Torch datasets and loaders: random patches from packed stores, online degradation, whole-image eval.
+"""Torch datasets and the loader: random patches from packed stores, batches keyed by training step.
 
 Reproducibility: every sample's randomness (crop position, flip/rotation, degradation) is a pure
 function of (seed, epoch, index) (`derive_rng`, or `counter_ints` for the store's crops), never from the worker, the global numpy/torch RNG or the order
 in which workers run. Shuffling uses a torch.Generator seeded from (seed, epoch). So the same seed gives
 the same batches with any number of workers.
 
-`make_loader` samples keys (epoch, index) rather than bare indices: the epoch travels with each key,
-so persistent workers (which hold their own copy of the dataset) still see the current epoch after
-`loader.sampler.set_epoch(e)`. The datasets here also accept a bare int index (using their own
-`set_epoch`).
+`step_loader` samples keys (epoch, index) rather than bare indices: the epoch travels with each key,
+so persistent workers (which hold their own copy of the dataset) see the epoch of every item they
+load. The dataset also accepts a bare int index (using its own `set_epoch`).
 
 Tensors: float32, CHW, in [0, 1].
 """
@@ -23,10 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from restorebench.data.store import Store, open_store, read_rgb
-from restorebench.degrade.pipeline import Pipeline, build_pipeline, derive_rng
-
-ImageLike = str | Path | np.ndarray
+from restorebench.data.store import Store, open_store
+from restorebench.degrade.pipeline import derive_rng
 
 
 def to_tensor(img: np.ndarray, k: int = 0, *, uint8: bool = False) -> torch.Tensor:
@@ -72,10 +69,6 @@ def counter_ints(seed: int, epoch: int, index: int, bounds: Sequence[int]) -> li
     """
     state = _splitmix64(_splitmix64(_splitmix64(seed & _M64) ^ (epoch & _M64)) ^ (index & _M64))
     return [_splitmix64(state + k) % b for k, b in enumerate(bounds)]
-
-
-def _load(img: ImageLike) -> np.ndarray:
-    return read_rgb(img) if isinstance(img, str | Path) else np.asarray(img)
 
 
 def _key(index: Any, epoch: int) -> tuple[int, int]:
@@ -138,123 +131,64 @@ class PairedPatchDataset(Dataset):
         return (*out, int(meta.get("label", -1))) if self.with_label else out
 
 
-class OnlineDegradationDataset(Dataset):
-    """Clean images (paths or HxWx3 arrays) -> random patch (+ dihedral augmentation) -> pipeline on
-    the fly. Returns (lq, gt); for SR pipelines lq is patch / scale. The patch is cropped first and
-    degraded alone (borders padded symmetrically); `degrade_store` keeps context instead."""
+class StepBatches(Sampler):
+    """Batches of (epoch, index) keys for steps start, start+1, ... of a run that walks through shuffled
+    epochs: sample k of the run is position k % n of epoch k // n's permutation (seeded by (seed, epoch)).
+    A batch therefore depends only on (seed, step): resuming at any step sees the same data. The one batch
+    sampler of the project (finetuning, the loader benchmark)."""
 
-    def __init__(
-        self,
-        images: Sequence[ImageLike],
-        pipeline: Pipeline | Sequence[dict],
-        patch: int,
-        *,
-        seed: int = 0,
-        augment: bool = True,
-    ):
-        if patch < 1:
-            raise ValueError(f"patch must be >= 1, got {patch}")
-        self.images, self.patch, self.seed, self.augment = list(images), patch, seed, augment
-        self.pipeline = build_pipeline(pipeline)
-        self.epoch = 0
+    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0) -> None:
+        if n < 1:
+            raise ValueError("the training store is empty")
+        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
+        self._perm: tuple[int, list[int]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def _order(self, epoch: int) -> list[int]:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(int(derive_rng(self.seed, "epoch", epoch).integers(2**62)))
+            self._perm = (epoch, torch.randperm(self.n, generator=g).tolist())
+        return self._perm[1]
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = _key(index, self.epoch)
-        rng = derive_rng(self.seed, "online", epoch, i)
-        img = _load(self.images[i])
-        h, w = img.shape[:2]
-        p = self.patch
-        if h < p or w < p:
-            name = self.images[i] if isinstance(self.images[i], str | Path) else f"images[{i}]"
-            raise ValueError(f"{name}: {h}x{w} is smaller than patch={p}")
-        y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-        gt = img[y : y + p, x : x + p]
-        if self.augment:
-            gt = dihedral(gt, int(rng.integers(8)))
-        gt = np.ascontiguousarray(gt, dtype=np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
-        lq = self.pipeline(gt, rng)
-        return to_tensor(lq), to_tensor(gt)
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        k = self.start * self.batch
+        while True:
+            keys = []
+            for j in range(k, k + self.batch):
+                epoch, pos = divmod(j, self.n)
+                keys.append((epoch, self._order(epoch)[pos]))
+            yield keys
+            k += self.batch
 
 
-class EvalDataset(Dataset):
-    """Whole (id, lq, gt) image pairs, paths or HxWx3 arrays; returns (lq, gt, id), unaugmented."""
+class Items(Dataset):
+    """The items `index` of a dataset keyed by (epoch, i): key (epoch, k) reads item index[k]."""
 
-    def __init__(self, pairs: Sequence[tuple[str, ImageLike, ImageLike]]):
-        self.pairs = list(pairs)
+    def __init__(self, dataset: Dataset, index: np.ndarray) -> None:
+        self.dataset, self.index = dataset, np.asarray(index)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.index)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        _, i = _key(index, 0)
-        image_id, lq, gt = self.pairs[i]
-        lq_a, gt_a = _load(lq), _load(gt)
-        if lq_a.shape[2:] != gt_a.shape[2:]:
-            raise ValueError(f"{image_id}: lq {lq_a.shape} and gt {gt_a.shape} differ in channels")
-        return to_tensor(lq_a), to_tensor(gt_a), str(image_id)
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, k = key
+        return self.dataset[(epoch, int(self.index[k]))]
 
 
-class EpochSampler(Sampler):
-    """Yields (epoch, index) keys; the order is a torch.randperm seeded from (seed, epoch) when
-    shuffling, else 0..n-1. Call `set_epoch` between epochs (works with persistent workers)."""
-
-    def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
-        self.n, self.seed, self.epoch, self.shuffle = n, seed, int(epoch), shuffle
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(int(derive_rng(self.seed, "shuffle", self.epoch).integers(2**62)))
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = range(self.n)
-        return ((self.epoch, i) for i in order)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    workers: int = 0,
-    shuffle: bool = True,
-    seed: int = 0,
-    epoch: int = 0,
-    pin_memory: bool | None = None,
-    persistent_workers: bool | None = None,
-    drop_last: bool = False,
-    prefetch_factor: int | None = None,
-) -> DataLoader:
-    """A DataLoader whose batches depend only on (dataset, seed, epoch), not on `workers`.
-
-    pin_memory: None = when CUDA is available. persistent_workers: None = workers > 0. Advance epochs
-    with `loader.sampler.set_epoch(e)` (or build a new loader with epoch=e).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+def step_loader(
+    dataset: Dataset, batch: int, *, seed: int, start_step: int = 0, workers: int = 0, pin_memory: bool | None = None
+) -> Iterator:
+    """Endless batches of `batch` items for steps start_step, start_step + 1, ... (StepBatches: a pure
+    function of (seed, step), the same for any number of `workers` loader processes). pin_memory: None =
+    when CUDA is available."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    extra = {"prefetch_factor": prefetch_factor} if workers > 0 and prefetch_factor else {}
-    return DataLoader(
+    loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed=seed, epoch=epoch, shuffle=shuffle),
+        batch_sampler=StepBatches(len(dataset), batch, seed=seed, start_step=start_step),
         num_workers=workers,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        persistent_workers=workers > 0 if persistent_workers is None else persistent_workers and workers > 0,
-        drop_last=drop_last,
-        **extra,
+        persistent_workers=workers > 0,
     )
+    return iter(loader)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from restorebench import io
 from restorebench.config import Config, PretrainRunConfig
 from restorebench.degrade.pipeline import derive_rng
-from restorebench.train.loop import Objective, TrainConfig
+from restorebench.train.loop import Objective, LoopConfig
 from restorebench.train.session import train_and_save
 
 
@@ -80,9 +80,9 @@ class Pretrainer(nn.Module):
         return groups
 
 
-def loop_config(cfg: Config, run: PretrainRunConfig) -> TrainConfig:
+def loop_config(cfg: Config, run: PretrainRunConfig) -> LoopConfig:
     t = cfg.train
-    return TrainConfig(
+    return LoopConfig(
         steps=run.steps,
         lr=run.lr,
         strategy="full",

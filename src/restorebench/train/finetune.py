@@ -8,67 +8,21 @@ them, undeclared to either orchestrator, so a restarted job resumes instead of s
 from __future__ import annotations
 
 import logging
-
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from restorebench import io
 from restorebench.config import TASK_DATASET, Config
-from restorebench.data.datasets import PairedPatchDataset
+from restorebench.data.datasets import Items, PairedPatchDataset, step_loader
 from restorebench.data.store import holdout_split, open_store
-from restorebench.degrade.pipeline import derive_rng
 from restorebench.metrics import psnr_torch
 from restorebench.models import FINETUNE_KWARGS, build_model
-from restorebench.train.loop import TrainConfig, to_device
+from restorebench.train.loop import LoopConfig, to_device
 from restorebench.train.session import train_and_save
-
-
-class StepBatches(Sampler):
-    """Batches of (epoch, index) keys for steps start, start+1, ... of a run that walks through shuffled
-    epochs: sample k of the run is position k % n of epoch k // n's permutation (seeded by (seed, epoch)).
-    A batch therefore depends only on (seed, step): resuming at any step sees the same data."""
-
-    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0) -> None:
-        if n < 1:
-            raise ValueError("the training store is empty")
-        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
-        self._perm: tuple[int, list[int]] | None = None
-
-    def _order(self, epoch: int) -> list[int]:
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(int(derive_rng(self.seed, "epoch", epoch).integers(2**62)))
-            self._perm = (epoch, torch.randperm(self.n, generator=g).tolist())
-        return self._perm[1]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        k = self.start * self.batch
-        while True:
-            keys = []
-            for j in range(k, k + self.batch):
-                epoch, pos = divmod(j, self.n)
-                keys.append((epoch, self._order(epoch)[pos]))
-            yield keys
-            k += self.batch
-
-
-class Items(Dataset):
-    """The items `index` of a dataset keyed by (epoch, i): key (epoch, k) reads item index[k]."""
-
-    def __init__(self, dataset: Dataset, index: np.ndarray) -> None:
-        self.dataset, self.index = dataset, np.asarray(index)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, k = key
-        return self.dataset[(epoch, int(self.index[k]))]
 
 
 @torch.no_grad()
@@ -87,9 +41,9 @@ def held_out_psnr(model: torch.nn.Module, held: Items, batch: int = 16) -> float
     return float(torch.cat(scores).mean())
 
 
-def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None) -> TrainConfig:
+def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None) -> LoopConfig:
     t, r = cfg.train, cfg.train.recipe(model)
-    return TrainConfig(
+    return LoopConfig(
         steps=steps or t.steps,
         lr=r.lr,
         strategy=strategy,
@@ -201,15 +155,8 @@ def training_data(cfg: Config, task: str, model: str) -> TrainingData:
         )
 
     def batches(start: int):
-        sampler = StepBatches(len(dataset), per_step, seed=cfg.seed, start_step=start * cfg.train.accumulate)
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.train.workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=cfg.train.workers > 0,
-        )
-        return iter(loader)
+        return step_loader(dataset, per_step, seed=cfg.seed, start_step=start * cfg.train.accumulate,
+                           workers=cfg.train.workers)  # fmt: skip
 
     holdout_images = len(set(store.index["image"][i] for i in held_idx))
     return TrainingData(batches, held, patch, holdout_images)

@@ -107,8 +107,9 @@ class Preempted(RestorebenchError, RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """Fields the loop needs (restorebench.config.TrainConfig carries them from params.yaml)."""
+class LoopConfig:
+    """What one run of the loop does: params.yaml's train section (restorebench.config.TrainConfig) merged with
+    one model's recipe and the strategy (train.finetune.loop_config, pretrain.runner.loop_config)."""
 
     steps: int
     lr: float
@@ -149,7 +150,7 @@ class TrainResult:
 def train(
     model: nn.Module,
     batches: Batches,
-    cfg: TrainConfig,
+    cfg: LoopConfig,
     *,
     device: str | torch.device = "cpu",
     run_dir: Path,

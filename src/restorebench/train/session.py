@@ -17,7 +17,7 @@ import torch.nn as nn
 from restorebench import io
 from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint, distributed
-from restorebench.train.loop import Batches, Objective, TrainConfig, TrainResult, train
+from restorebench.train.loop import Batches, Objective, LoopConfig, TrainResult, train
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ def device_name(device: torch.device) -> str:
 def train_and_save(
     net: nn.Module,
     batches: Batches,
-    cfg: TrainConfig,
+    cfg: LoopConfig,
     *,
     run_dir: Path,
     params: dict,
