@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from restorebench.train import checkpoint, distributed
-from restorebench.train.loop import Preempted, LoopConfig, TrainingDiverged, pixel_objective, train
+from restorebench.train.loop import LoopConfig, Preempted, TrainingDiverged, pixel_objective, train
 from tests.helpers.tiny import TinyRestorer, make_batches
 
 WORLD = 2

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from restorebench import io
 from restorebench.config import Config, PretrainRunConfig
 from restorebench.degrade.pipeline import derive_rng
-from restorebench.train.loop import Objective, LoopConfig
+from restorebench.train.loop import LoopConfig, Objective
 from restorebench.train.session import train_and_save
 
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from restorebench import io
 from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint, distributed
-from restorebench.train.loop import Batches, Objective, LoopConfig, TrainResult, train
+from restorebench.train.loop import Batches, LoopConfig, Objective, TrainResult, train
 
 T = TypeVar("T")
 
