@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from restorebench.data.datasets import PairedPatchDataset, counter_ints, step_loader, to_tensor
-from restorebench.data.store import prepare_store
+from restorebench.data.prepare import prepare_store
 
 PATCH, SUB = 256, 512
 

@@ -17,7 +17,8 @@ from restorebench.data.datasets import (
     step_loader,
     to_tensor,
 )
-from restorebench.data.store import StoreWriter, degrade_store
+from restorebench.data.prepare import degrade_store
+from restorebench.data.store import StoreWriter
 
 
 @pytest.fixture()

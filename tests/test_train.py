@@ -153,7 +153,8 @@ torch.save(final.state_dict(), Path(sys.argv[1]) / "final.pt")
 def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path, project_root):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT.format(root=str(project_root)))
-    env = {**os.environ, "PYTHONPATH": str(project_root)}
+    # this checkout's code, not whichever copy the venv installed in editable mode
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project_root / "src"), str(project_root)])}
     subprocess.run(
         [sys.executable, str(script), str(tmp_path / "ref")], check=True, env=env, cwd=project_root
     )

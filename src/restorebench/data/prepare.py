@@ -7,13 +7,203 @@ patches with one synthesized degradation per task, data/store/imagenet/train/ (I
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
 
 from restorebench.data.manifest import read_manifest
-from restorebench.data.store import degrade_store, prepare_store
+from restorebench.data.parallel import parallel_map
+from restorebench.data.store import StoreWriter, crop_subimages, read_rgb
+from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
 
 PAIRED = ("sidd", "gopro")
+
+
+# -------------------------------------------------------------------------------------- prepare stage
+
+
+def _crop_pair(
+    job: tuple[str, str, str, int, int],
+) -> tuple[str, list[tuple[int, int]], np.ndarray, np.ndarray]:
+    image_id, lq_path, gt_path, size, step = job
+    lq, gt = read_rgb(lq_path), read_rgb(gt_path)
+    if lq.shape != gt.shape:
+        raise ValueError(f"{image_id}: {lq_path} is {lq.shape[:2]} but {gt_path} is {gt.shape[:2]}")
+    pos = crop_subimages(gt, size, step, name=f"{image_id} ({gt_path})")
+    lq_c = np.stack([lq[y : y + size, x : x + size] for y, x in pos])
+    gt_c = np.stack([gt[y : y + size, x : x + size] for y, x in pos])
+    return image_id, pos, lq_c, gt_c
+
+
+def prepare_store(
+    pairs: Sequence[tuple[str, str | Path, str | Path]],
+    out_dir: str | Path,
+    *,
+    size: int,
+    step: int,
+    workers: int = 0,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Crop (id, lq_path, gt_path) image pairs into overlapping size x size sub-images (positions from
+    `crop_subimages`) and pack them into a store at out_dir (lq.u8, gt.u8, index.parquet, meta.json).
+
+    Reference recipes: SIDD size 512, step 384; GoPro size 512, step 256. PNGs are decoded in `workers`
+    processes (0 = all cores), written in input order. A file that fails to decode aborts the stage with
+    its path in the error and leaves no store behind. Returns counts for the stage's log.
+    """
+    recipe = {"stage": "prepare", "size": int(size), "step": int(step), **dict(meta or {})}
+    jobs = [(str(i), str(lq), str(gt), int(size), int(step)) for i, lq, gt in pairs]
+    n_sub = 0
+    with StoreWriter(out_dir, {"lq": (size, size, 3), "gt": (size, size, 3)}, meta=recipe) as writer:
+        bar = tqdm(total=len(jobs), desc=f"prepare {Path(out_dir).name}", unit="img", disable=not progress)
+        for image_id, pos, lq_c, gt_c in parallel_map(_crop_pair, jobs, workers):
+            for (y, x), lq, gt in zip(pos, lq_c, gt_c, strict=True):
+                writer.add(id=f"{image_id}/{y}_{x}", image=image_id, y=y, x=x, lq=lq, gt=gt)
+            n_sub += len(pos)
+            bar.update()
+        bar.close()
+    return {
+        "images": len(jobs),
+        "subimages": n_sub,
+        "size": size,
+        "step": step,
+        "bytes": 2 * n_sub * size * size * 3,
+        "path": str(out_dir),
+    }
+
+
+def _quantise_half_up(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8, rounding half up (deterministic across numpy versions). Not the evaluation
+    protocol's rounding (restorebench.infer.to_uint8, half to even): the degrade store keeps the bytes
+    it was built with."""
+    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------- degrade stage
+
+
+def _degrade_image(job: tuple) -> tuple[str, list[tuple[int, int]], np.ndarray, dict[str, np.ndarray]]:
+    image_id, path, pipelines, scales, patch, count, seed, margin = job
+    img = read_rgb(path)
+    h, w = img.shape[:2]
+    if h < patch or w < patch:
+        raise ValueError(f"{image_id} ({path}): {h}x{w} is smaller than patch={patch}")
+    # Degrade a window with `m` pixels of context around the patch, then crop the patch back out, so blur
+    # and resizing see real neighbours instead of padding; m is a multiple of every SR scale so the LR crop
+    # lands on whole LR pixels.
+    align = math.lcm(*scales.values())
+    m = min(margin, (min(h, w) - patch) // 2) // align * align
+    side = patch + 2 * m
+    pos_rng = derive_rng(seed, "position", image_id)
+    pos, gts, lqs = [], [], {t: [] for t in pipelines}
+    for k in range(count):
+        y0, x0 = int(pos_rng.integers(0, h - side + 1)), int(pos_rng.integers(0, w - side + 1))
+        window = img[y0 : y0 + side, x0 : x0 + side].astype(np.float32) / 255.0
+        pos.append((y0 + m, x0 + m))
+        gts.append(img[y0 + m : y0 + m + patch, x0 + m : x0 + m + patch])
+        for task, pipe in pipelines.items():
+            s = scales[task]
+            out = pipe(window, derive_rng(seed, "degrade", image_id, task, k))
+            if out.shape != (side // s, side // s, 3):
+                raise ValueError(
+                    f"task {task!r}: a {side}x{side} window gave {out.shape}, expected 1/{s} size"
+                )
+            lqs[task].append(_quantise_half_up(out[m // s : (m + patch) // s, m // s : (m + patch) // s]))
+    return image_id, pos, np.stack(gts), {t: np.stack(v) for t, v in lqs.items()}
+
+
+def degrade_store(
+    images: Iterable[tuple[str, str | Path]],
+    out_dir: str | Path,
+    *,
+    tasks: Mapping[str, Sequence[Mapping[str, Any]]],
+    patch: int = 48,
+    patches_per_image: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+    margin: int = 24,
+    labels: Mapping[str, int] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    total: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The pretraining set: for each clean (id, path) image, `patches_per_image` patch x patch crops at
+    seeded random positions and, per task, the degraded patch, packed into one store at out_dir.
+
+    tasks: task name -> pipeline spec (as in params.yaml), e.g. {"denoise_30": [{"name":
+    "gaussian_noise", "sigma": 30}], "sr_x2": [{"name": "bicubic_down", "scale": 2}]}. Arrays: `gt`
+    (patch x patch x 3) and `lq_<task>` (patch / scale for SR tasks). Task labels: `labels` or the
+    order of `tasks` (0, 1, ...); meta.json records task -> array, label, scale, spec.
+    Randomness comes from derive_rng(seed, "position", image id) and derive_rng(seed, "degrade", image id,
+    task, k) only, so a rebuild gives identical bytes for any worker count. `images` is consumed as a
+    stream (ImageNet-scale works in bounded memory); `total` sizes the progress bar when it has no len().
+    """
+    from restorebench.degrade.pipeline import build_pipeline
+
+    if not tasks:
+        raise ValueError("tasks: need at least one task -> pipeline spec")
+    if patch < 1 or patches_per_image < 1 or margin < 0:
+        raise ValueError(
+            f"need patch >= 1, patches_per_image >= 1, margin >= 0; got {patch}, {patches_per_image}, {margin}"
+        )
+    pipelines = {t: build_pipeline(spec, where=f"tasks.{t}") for t, spec in tasks.items()}
+    labels = dict(labels) if labels is not None else {t: i for i, t in enumerate(tasks)}
+    if set(labels) != set(tasks):
+        raise ValueError(f"labels: keys {sorted(labels)} must equal the tasks {sorted(tasks)}")
+    scales, arrays = {}, {"gt": (patch, patch, 3)}
+    for task, pipe in pipelines.items():  # output size per task from a dry run on a blank patch
+        out = pipe(np.zeros((patch, patch, 3), np.float32), np.random.default_rng(0))
+        s = patch // out.shape[0] if out.shape[0] else 0
+        if out.shape[:2] != (patch // max(s, 1), patch // max(s, 1)) or s < 1 or patch % s:
+            raise ValueError(
+                f"tasks.{task}: patch={patch} gives lq {out.shape[:2]}; patch must be a multiple of the scale"
+            )
+        if not task.isidentifier():
+            raise ValueError(f"tasks: task name {task!r} must be an identifier (letters, digits, _)")
+        scales[task] = s
+        arrays[f"lq_{task}"] = out.shape
+    recipe = {
+        **dict(meta or {}),
+        "stage": "degrade",
+        "patch": patch,
+        "patches_per_image": patches_per_image,
+        "seed": seed,
+        "margin": margin,
+        "tasks": {
+            t: {
+                "array": f"lq_{t}",
+                "label": int(labels[t]),
+                "scale": scales[t],
+                "spec": pipelines[t].to_spec(),
+            }
+            for t in tasks
+        },
+    }
+    jobs = ((str(i), str(p), pipelines, scales, patch, patches_per_image, seed, margin) for i, p in images)
+    total = total if total is not None else (len(images) if hasattr(images, "__len__") else None)
+    n_images = 0
+    with StoreWriter(out_dir, arrays, meta=recipe) as writer:
+        bar = tqdm(total=total, desc=f"degrade {Path(out_dir).name}", unit="img", disable=not progress)
+        for image_id, pos, gts, lqs in parallel_map(_degrade_image, jobs, workers):
+            for k, (y, x) in enumerate(pos):
+                writer.add(
+                    id=f"{image_id}/{k}",
+                    image=image_id,
+                    y=y,
+                    x=x,
+                    gt=gts[k],
+                    **{f"lq_{t}": lqs[t][k] for t in tasks},
+                )
+            n_images += 1
+            bar.update()
+        bar.close()
+    return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
 
 
 def prepare_dataset(

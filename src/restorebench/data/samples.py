@@ -82,8 +82,8 @@ def to_linear(img: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 1.0) ** GAMMA
 
 
-def to_uint8(lin: np.ndarray) -> np.ndarray:
-    """Linear light in [0, 1] -> uint8 with gamma 2.2 applied."""
+def encode_srgb(lin: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] -> uint8 with gamma 2.2 applied (the inverse of `to_linear`)."""
     return np.rint(np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA) * 255.0).astype(np.uint8)
 
 
@@ -208,8 +208,8 @@ def _sidd(root: Path, cfg: SampleConfig, sources: list[np.ndarray], seed: int) -
             # the second capture of an instance sees the scene shifted by a fraction of a pixel or two
             dy, dx = (0.0, 0.0) if k == "010" else tuple(rng.uniform(-2.0, 2.0, size=2))
             lin = to_linear(_warp(filtered, (h, w), cy + dy, cx + dx, scale, 0.0)) * SIDD_LIGHT[light]
-            gt = to_uint8(lin)
-            noisy = to_uint8(camera_noise(to_linear(gt), iso, rng))
+            gt = encode_srgb(lin)
+            noisy = encode_srgb(camera_noise(to_linear(gt), iso, rng))
             _write(data / name / f"{i:04d}_GT_SRGB_{k}.PNG", png_bytes(gt))
             _write(data / name / f"{i:04d}_NOISY_SRGB_{k}.PNG", png_bytes(noisy))
     # validation blocks: N images x B blocks of bs x bs, like the official 40 x 32 x 256 x 256 x 3
@@ -221,8 +221,8 @@ def _sidd(root: Path, cfg: SampleConfig, sources: list[np.ndarray], seed: int) -
         rng = _rng(seed, "sidd-val", j)
         src = sources[int(rng.integers(len(sources)))]
         cy, cx, scale = _random_view(src, (vh, vw), rng)
-        gt = to_uint8(to_linear(_warp(_prefilter(src, scale), (vh, vw), cy, cx, scale, 0.0)))
-        noisy = to_uint8(camera_noise(to_linear(gt), int(rng.choice(SIDD_ISOS)), rng))
+        gt = encode_srgb(to_linear(_warp(_prefilter(src, scale), (vh, vw), cy, cx, scale, 0.0)))
+        noisy = encode_srgb(camera_noise(to_linear(gt), int(rng.choice(SIDD_ISOS)), rng))
         for b in range(nb):
             y, x = int(rng.integers(0, vh - bs + 1)), int(rng.integers(0, vw - bs + 1))
             gt_blocks[j, b] = gt[y : y + bs, x : x + bs]
@@ -271,7 +271,7 @@ def _gopro_sequence(folder: Path, src: np.ndarray, cfg: SampleConfig, rng: np.ra
         stack = np.stack(subs).astype(np.float64)
         name = f"{first + f:06d}.png"
         _write(folder / "blur" / name, png_bytes(np.rint(stack.mean(axis=0)).astype(np.uint8)))
-        _write(folder / "blur_gamma" / name, png_bytes(to_uint8(to_linear(stack / 255.0).mean(axis=0))))
+        _write(folder / "blur_gamma" / name, png_bytes(encode_srgb(to_linear(stack / 255.0).mean(axis=0))))
         _write(folder / "sharp" / name, png_bytes(subs[n_sub // 2]))
 
 
