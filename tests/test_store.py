@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 
 from restorebench.data.manifest import ROWS
-from restorebench.data.store import (
-    StoreWriter,
-    crop_subimages,
-    degrade_store,
-    holdout_split,
-    open_store,
-    prepare_store,
-    source_group,
-)
+from restorebench.data.prepare import degrade_store, prepare_store
+from restorebench.data.store import StoreWriter, crop_subimages, holdout_split, open_store, source_group
 
 TASKS = {
     "dn30": [{"name": "gaussian_noise", "sigma": 30}],

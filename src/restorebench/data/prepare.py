@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from restorebench import logs
 from restorebench.data.manifest import read_manifest
 from restorebench.data.parallel import parallel_map
 from restorebench.data.store import StoreWriter, crop_subimages, read_rgb
@@ -61,13 +61,13 @@ def prepare_store(
     jobs = [(str(i), str(lq), str(gt), int(size), int(step)) for i, lq, gt in pairs]
     n_sub = 0
     with StoreWriter(out_dir, {"lq": (size, size, 3), "gt": (size, size, 3)}, meta=recipe) as writer:
-        bar = tqdm(total=len(jobs), desc=f"prepare {Path(out_dir).name}", unit="img", disable=not progress)
-        for image_id, pos, lq_c, gt_c in parallel_map(_crop_pair, jobs, workers):
+        done = parallel_map(_crop_pair, jobs, workers)
+        if progress:
+            done = logs.progress(done, total=len(jobs), desc=f"prepare {Path(out_dir).parent.name}", unit="img")
+        for image_id, pos, lq_c, gt_c in done:
             for (y, x), lq, gt in zip(pos, lq_c, gt_c, strict=True):
                 writer.add(id=f"{image_id}/{y}_{x}", image=image_id, y=y, x=x, lq=lq, gt=gt)
             n_sub += len(pos)
-            bar.update()
-        bar.close()
     return {
         "images": len(jobs),
         "subimages": n_sub,
@@ -189,8 +189,10 @@ def degrade_store(
     total = total if total is not None else (len(images) if hasattr(images, "__len__") else None)
     n_images = 0
     with StoreWriter(out_dir, arrays, meta=recipe) as writer:
-        bar = tqdm(total=total, desc=f"degrade {Path(out_dir).name}", unit="img", disable=not progress)
-        for image_id, pos, gts, lqs in parallel_map(_degrade_image, jobs, workers):
+        done = parallel_map(_degrade_image, jobs, workers)
+        if progress:
+            done = logs.progress(done, total=total, desc="degrade", unit="img")
+        for image_id, pos, gts, lqs in done:
             for k, (y, x) in enumerate(pos):
                 writer.add(
                     id=f"{image_id}/{k}",
@@ -201,8 +203,6 @@ def degrade_store(
                     **{f"lq_{t}": lqs[t][k] for t in tasks},
                 )
             n_images += 1
-            bar.update()
-        bar.close()
     return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
 
 

@@ -42,18 +42,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_LISTED = 20  # per expectation, rows turned into named failures
 
 
-class ValidationFailed(Exception):
-    """A dataset failed validation; the message names the first few failing files and reasons."""
-
-    def __init__(self, report: dict[str, Any], limit: int = 5) -> None:
-        self.report = report
-        failures = report.get("failures", [])
-        lines = [f"  {f['file'] or '(dataset)'}: {f['reason']}" for f in failures[:limit]]
-        more = f"\n  ... and {len(failures) - limit} more" if len(failures) > limit else ""
-        super().__init__(f"{report.get('dataset')}: validation failed with {len(failures)} problem(s):\n"
-                         + "\n".join(lines) + more)  # fmt: skip
-
-
 # ----------------------------------------------------------------------------------- per-file checks
 
 
@@ -284,8 +272,8 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     """Validate the files a manifest lists under `raw_dir`; returns the JSON-able report (module docstring).
 
     `expected_pairs` / `expected_groups`: split -> count (empty: counts reported, not checked).
-    `workers`: decode processes, 0 = all cores. Never raises for bad data; the caller raises
-    `ValidationFailed(report)` when `report["success"]` is false.
+    `workers`: decode processes, 0 = all cores. Never raises for bad data; `validate_stage` raises a
+    one-line RestorebenchError when `report["success"]` is false.
     """
     raw_dir = Path(raw_dir)
     df = manifest.reset_index(drop=True)
