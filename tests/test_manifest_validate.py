@@ -180,14 +180,14 @@ def test_the_stage_fails_in_one_line_naming_the_file(small: Path, tmp_path: Path
     root = tmp_path / "data"
     raw = shutil.copytree(small / "gopro", root / "raw" / "gopro")
     first = build_manifest("gopro", raw, workers=1).iloc[0]
+    truncate(raw / first["lq_path"])  # before the manifest: its hash matches, the decode fails
     write_manifest(build_manifest("gopro", raw, workers=1), root / "manifests" / "gopro.parquet")
-    truncate(raw / first["lq_path"])
     pairs, groups = expected_counts("gopro", SMALL)
     with pytest.raises(RestorebenchError) as caught:
         validate_stage("gopro", root=root, expected_pairs=pairs, expected_groups=groups, workers=1)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{root / 'validation' / 'gopro.json'}: gopro failed validation")
-    assert f"{first['lq_path']}: " in message and "truncated" in message
+    assert f"{first['lq_path']}: " in message and "truncated" in message, message
     assert json.loads((root / "validation" / "gopro.json").read_text())["success"] is False
 
 
