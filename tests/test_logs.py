@@ -49,6 +49,7 @@ def test_training_off_a_terminal_logs_one_timestamped_line_per_log_step(captured
     assert steps[-1].endswith("val/psnr 30")  # measured at the end only
     # a restart says where it resumed, in one line
     captured.truncate(0)
+    captured.seek(0)
     train(TinyRestorer(), make_batches(), LoopConfig(steps=8, lr=1e-3, log_every=2, checkpoint_every=3),
           run_dir=tmp_path)
     resumed = [line for line in captured.getvalue().splitlines() if "resumed" in line]
@@ -56,18 +57,35 @@ def test_training_off_a_terminal_logs_one_timestamped_line_per_log_step(captured
 
 
 def test_progress_off_a_terminal_is_a_few_lines_with_counts(captured):
-    ticks = iter(range(1000))
-    out = list(logs.progress(range(100), total=100, desc="validate sidd", unit="pair", lines=4,
-                             clock=lambda: float(next(ticks))))  # fmt: skip
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def items():  # each item takes 1 s on the controlled clock
+        for i in range(100):
+            now[0] += 1.0
+            yield i
+
+    out = list(logs.progress(items(), total=100, desc="validate sidd", unit="pairs", lines=4, min_seconds=0,
+                             clock=clock))  # fmt: skip
     assert out == list(range(100))
     lines = captured.getvalue().splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == [
-        "validate sidd: 25/100 pair (25%), 25.0 pair/s",
-        "validate sidd: 50/100 pair (50%), 25.0 pair/s",
-        "validate sidd: 75/100 pair (75%), 25.0 pair/s",
-        "validate sidd: 100/100 pair (100%), 25.0 pair/s",
+        "validate sidd: 25/100 pairs (25%), 1.0 pairs/s",
+        "validate sidd: 50/100 pairs (50%), 1.0 pairs/s",
+        "validate sidd: 75/100 pairs (75%), 1.0 pairs/s",
+        "validate sidd: 100/100 pairs (100%), 1.0 pairs/s",
     ]
     assert all(re.match(STAMP + r" restorebench: ", line) for line in lines)
+    captured.truncate(0)
+    captured.seek(0)
+    now[0] = 0.0
+    list(logs.progress(items(), total=100, desc="quick", unit="pairs", lines=4, min_seconds=30, clock=clock))
+    assert [line.split(": ", 1)[1] for line in captured.getvalue().splitlines()] == [
+        "quick: 50/100 pairs (50%), 1.0 pairs/s",  # 25 s had not passed at 25; 50 and 75 are 25 s apart
+        "quick: 100/100 pairs (100%), 1.0 pairs/s",
+    ]
 
 
 def test_gpu_pinning_is_one_line(captured, monkeypatch, tmp_path):

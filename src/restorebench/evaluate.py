@@ -130,7 +130,7 @@ def evaluate(
     protocol = PROTOCOLS[task]
     rows = []
     start = time.perf_counter()
-    for n, item in enumerate(progress(items, total=max_images or None, desc=f"evaluate {task}", unit="img")):
+    for n, item in enumerate(progress(items, total=max_images or None, desc=f"evaluate {task}", unit="images")):
         if max_images and n >= max_images:
             break
         t0 = time.perf_counter()

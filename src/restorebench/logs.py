@@ -50,28 +50,32 @@ def progress(
     desc: str,
     unit: str = "it",
     lines: int = 10,
+    min_seconds: float = 10.0,
     logger: logging.Logger | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[T]:
-    """Yield `items`; on a terminal with a tqdm bar, else with about `lines` log lines over the run
-    (`desc: 40/400 img (10%), 12.3 img/s`) and one at the end."""
+    """Yield `items`; on a terminal with a tqdm bar, else with at most `lines` log lines over the run
+    (`desc: 40/400 images (10%), 12.3 images/s`), at least `min_seconds` apart, and one at the end (so
+    a run of a few seconds writes one line)."""
     if interactive():
         from tqdm.auto import tqdm
 
         yield from tqdm(items, total=total, desc=desc, unit=unit, dynamic_ncols=True)
         return
     logger = logger or log
-    every = max(1, (total or 0) // max(1, lines)) if total else 100
+    every = max(1, -(-total // max(1, lines))) if total else 100
     t0, done = clock(), 0
+    last = t0
     for done, item in enumerate(items, 1):
         yield item
-        if done % every == 0 and done != total:
-            logger.info("%s", progress_line(desc, done, total, unit, clock() - t0))
+        if done % every == 0 and done != total and clock() - last >= min_seconds:
+            last = clock()
+            logger.info("%s", progress_line(desc, done, total, unit, last - t0))
     logger.info("%s", progress_line(desc, done, total, unit, clock() - t0))
 
 
 def progress_line(desc: str, done: int, total: int | None, unit: str, seconds: float) -> str:
-    """`prepare sidd: 40/400 img (10%), 12.3 img/s`; without a total, `... 40 img, 12.3 img/s`."""
+    """`prepare sidd: 40/400 images (10%), 12.3 images/s`; without a total, `... 40 images, 12.3 images/s`."""
     count = f"{done}/{total} {unit} ({100 * done / total:.0f}%)" if total else f"{done} {unit}"
     rate = f", {done / seconds:.1f} {unit}/s" if seconds > 0 else ""
     return f"{desc}: {count}{rate}"

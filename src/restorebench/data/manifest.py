@@ -195,7 +195,7 @@ def build_manifest(dataset: str, raw_dir: Path, *, workers: int = 0) -> pd.DataF
     mat_rows = _sidd_val_rows(raw_dir) if dataset == "sidd" else []
     paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k]})
     infos = dict(zip(paths, parallel_list(file_info, [str(raw_dir / p) for p in paths], workers,
-                                                   desc=f"manifest {dataset}", unit="file"), strict=True))
+                                                   desc=f"manifest {dataset}", unit="files"), strict=True))
     for r in rows:
         r.update(infos[r["gt_path"]])
         lq = infos[r["lq_path"]] if r["lq_path"] else NO_LQ

@@ -63,7 +63,7 @@ def prepare_store(
     with StoreWriter(out_dir, {"lq": (size, size, 3), "gt": (size, size, 3)}, meta=recipe) as writer:
         done = parallel_map(_crop_pair, jobs, workers)
         if progress:
-            done = logs.progress(done, total=len(jobs), desc=f"prepare {Path(out_dir).parent.name}", unit="img")
+            done = logs.progress(done, total=len(jobs), desc=f"prepare {Path(out_dir).parent.name}", unit="images")
         for image_id, pos, lq_c, gt_c in done:
             for (y, x), lq, gt in zip(pos, lq_c, gt_c, strict=True):
                 writer.add(id=f"{image_id}/{y}_{x}", image=image_id, y=y, x=x, lq=lq, gt=gt)
@@ -191,7 +191,7 @@ def degrade_store(
     with StoreWriter(out_dir, arrays, meta=recipe) as writer:
         done = parallel_map(_degrade_image, jobs, workers)
         if progress:
-            done = logs.progress(done, total=total, desc="degrade", unit="img")
+            done = logs.progress(done, total=total, desc="degrade", unit="images")
         for image_id, pos, gts, lqs in done:
             for k, (y, x) in enumerate(pos):
                 writer.add(

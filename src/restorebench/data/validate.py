@@ -294,7 +294,7 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     failures: list[tuple[str | None, str]] = []
     warnings: list[tuple[str, str]] = []
     decoded = 0
-    for fail, warn, n in parallel_list(check_pair, tasks, workers, desc=f"validate {dataset}", unit="pair"):
+    for fail, warn, n in parallel_list(check_pair, tasks, workers, desc=f"validate {dataset}", unit="pairs"):
         failures += fail
         warnings += warn
         decoded += n
