@@ -83,8 +83,8 @@ def test_weights_of_another_profile_say_so_in_one_line(project_root, monkeypatch
                                  "--model", "nafnet", "--strategy", "full"])
     assert result.exit_code == 1
     line = _one_error_line(result.output)
-    assert "runs/finetune/denoise/nafnet/full/model.safetensors: trained as model nafnet variant sidd-width32 " \
-           "profile paper, but profile demo builds nafnet variant demo: 1 differ in shape, 1 missing of" in line
+    assert "runs/finetune/denoise/nafnet/full/model.safetensors: trained as nafnet variant sidd-width32 " \
+           "under profile paper, but profile demo builds nafnet variant demo: 1 differ in shape, 1 missing of" in line
     assert f"e.g. {wide}" in line
     assert "(evaluate under its profile (-S profile=paper) or retrain here: `restorebench -S profile=demo " \
            "finetune --task denoise --model nafnet --strategy full --pretrain none`)" in line

@@ -302,7 +302,9 @@ def load_weights(net: nn.Module, weights: Path, *, model: str, variant: str, pro
     unexpected = [k for k in state if k not in own]
     if wrong or missing or unexpected:
         meta = trained_as(weights)
-        was = " ".join(f"{k} {meta[k]}" for k in ("model", "variant", "profile") if k in meta) or "another model"
+        was = " ".join(f"{label}{meta[k]}" for k, label in (("model", ""), ("variant", "variant "),
+                                                            ("profile", "under profile ")) if k in meta)  # fmt: skip
+        was = was or "another model"
         counts = ", ".join(f"{n} {what}" for n, what in ((len(wrong), "differ in shape"), (len(missing), "missing"),
                                                           (len(unexpected), "unexpected")) if n)  # fmt: skip
         example = f"; e.g. {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}" if wrong else ""
