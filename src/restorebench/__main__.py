@@ -1,3 +1,3 @@
 from restorebench.cli import app
 
-app()
+app(prog_name="restorebench")

@@ -400,9 +400,5 @@ def config_show(
     typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
 
 
-def run() -> None:  # pragma: no cover - console entry
-    app(prog_name="restorebench")
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
