@@ -376,10 +376,10 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none") -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
-    Writes metrics/finetune/{task}/{model}/{cell}.json (with the precision the model ran in: fp32, tf32
-    or bf16, from evaluate.tf32 / evaluate.autocast and the device) and, under
-    results/eval/{task}/{model}/{cell}/, per_image.csv and sample crops (input | output | ground truth);
-    cell: STRATEGY or PRETRAIN-STRATEGY.
+    Writes metrics/finetune/{task}/{model}/{cell}.json (PSNR/SSIM only) and, under
+    results/eval/{task}/{model}/{cell}/, per_image.csv, provenance.json (what ran: checkpoint sha256, git
+    revision, the precision the model ran in: fp32, tf32 or bf16, timing) and sample crops (input | output |
+    ground truth); and the run folder's model card (README.md). Cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench import evaluate as ev
     from restorebench import io
@@ -411,20 +411,19 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
         )
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise fail(f"evaluate {task}/{model}/{cell}: {err}") from None
-    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    summary.update(extra)
-    summary.update(model=model, strategy=strategy, pretrain=pretrain, profile=cfg.profile)
-    summary["provenance"] = ev.provenance(
-        params_hash=cfg.digest(),
-        data_files=[data_root / "manifests" / f"{dataset}.parquet"],
-        checkpoint=checkpoint,
-    )
+    record = {**extra, "model": model, "strategy": strategy, "pretrain": pretrain, "cell": cell,
+              "profile": cfg.profile}
+    record.update(ev.provenance(params_hash=cfg.digest(), data_files=[data_root / "manifests" / f"{dataset}.parquet"],
+                                checkpoint=checkpoint))  # fmt: skip
     dest = Path("metrics/finetune") / task / model / f"{cell}.json"
-    io.write_json(dest, summary)
+    prov = ev.write_results(table, summary, metrics_path=dest, out_dir=out_dir, record=record)
+    if checkpoint is not None:
+        from restorebench.card import write_model_card
+
+        write_model_card(checkpoint.parent, {k: summary[k] for k in ev.METRIC_KEYS}, prov)
     typer.echo(
-        f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
-        f"over {summary['images']} images ({summary['precision']}) -> {dest}"
+        f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim_matlab3d']:.4f} "
+        f"over {summary['images']} images ({prov['precision']}) -> {dest}"
     )
 
 
@@ -460,35 +459,39 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     extra = {"params": sum(p.numel() for p in net.parameters()),
              "precision": precision(device, autocast=e.autocast, tf32=e.tf32)}
-    extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
+    extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds", "seed") if k in meta})
     return restorer, weights, extra
 
 
 @app.command()
 def aggregate() -> None:
-    """Collect metrics into results/table.csv and metrics/summary.json (a DVC metric)."""
+    """Collect the evaluated cells into results/table.csv (with paired-bootstrap significance against the
+    identity floor and each task's best baseline) and metrics/summary.json (a DVC metric)."""
     from restorebench.aggregate import build_table, write_outputs
 
     cfg = load()
     try:
-        table = build_table(Path("metrics"), cfg.tasks)
+        table, summary = build_table(Path("metrics"), cfg.tasks)
     except ValueError as err:
         raise fail(str(err)) from None
-    write_outputs(table, Path("results/table.csv"), Path("metrics/summary.json"))
+    write_outputs(table, summary, Path("results/table.csv"), Path("metrics/summary.json"))
     measured = int((table["source"] == "measured").sum())
     typer.echo(f"{measured} measured rows -> results/table.csv, metrics/summary.json")
 
 
 @app.command()
 def report() -> None:
-    """Write results/report.html (plots, training curves, sample crops; readable offline)."""
+    """Write results/report.html (tables, figures against the published numbers, training curves, sample
+    crops; one self-contained file, readable offline)."""
+    from restorebench.evaluate import git_revision
     from restorebench.report import build_report
 
-    load()
+    cfg = load()
     table = Path("results/table.csv")
     if not table.exists():
         raise fail(f"{table}: not found; run `restorebench aggregate` first")
-    out = build_report(table, Path("results/report.html"))
+    meta = {"profile": cfg.profile, "git_revision": git_revision(), "params_hash": cfg.digest()}
+    out = build_report(table, Path("results/report.html"), meta=meta)
     typer.echo(f"report -> {out}")
 
 

@@ -167,6 +167,26 @@ def save_crop(path: Path, item: EvalItem, output: np.ndarray, size: int) -> None
         Image.fromarray(strip).save(tmp, format="PNG")
 
 
+# What metrics/finetune/{task}/{model}/{cell}.json holds, and nothing else: the numbers `dvc metrics diff`
+# compares. Strings, counts, timings and hashes go to provenance.json beside per_image.csv (not a metric).
+METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")
+TIMING_KEYS = ("images_per_s", "train_seconds")
+
+
+def write_results(table: pd.DataFrame, summary: dict, *, metrics_path: Path, out_dir: Path, record: dict) -> dict:
+    """Write one evaluated cell: out_dir/per_image.csv, metrics_path (PSNR/SSIM only, 6 decimals) and
+    out_dir/provenance.json (the summary's other fields, `record`, and timing under "timing").
+    Returns the provenance written."""
+    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    io.write_json(metrics_path, {k: round(float(summary[k]), 6) for k in METRIC_KEYS})
+    rest = {**{k: v for k, v in summary.items() if k not in METRIC_KEYS and k != "ssim"}, **record}
+    prov = {k: v for k, v in rest.items() if k not in TIMING_KEYS}
+    prov["timing"] = {k: rest[k] for k in TIMING_KEYS if rest.get(k) is not None}
+    io.write_json(out_dir / "provenance.json", prov)
+    return prov
+
+
 def git_revision(root: Path = Path(".")) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)

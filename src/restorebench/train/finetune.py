@@ -123,12 +123,17 @@ def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
     raise ValueError(f"pretrain method {method!r} unknown; choose from ['ipt', 'dcpt']")
 
 
-def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
-    """The architecture a cell of TASK trains: the profile's variant, with the model's own finetuning
+def cell_kwargs(cfg: Config, model: str, task: str) -> dict:
+    """The architecture keywords a cell of TASK adds to the profile's variant: the model's own finetuning
     keywords (its module's `finetune_kwargs`; IPT: one same-size task named after the pretrained head it
-    starts from, pretrain.ipt.heads)."""
-    kwargs = FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
-    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained, **kwargs)
+    starts from, pretrain.ipt.heads). Recorded in the run's config.json, so the run rebuilds from it."""
+    return FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
+
+
+def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
+    """The architecture a cell of TASK trains: the profile's variant with `cell_kwargs`."""
+    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained,
+                       **cell_kwargs(cfg, model, task))
 
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
@@ -231,8 +236,16 @@ def finetune(
               "holdout_images": data.holdout_images}  # fmt: skip
     held = data.held
     validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None
+    from restorebench.card import run_config, safetensors_metadata, write_run_config
+    from restorebench.evaluate import git_revision
+
+    # config.json and the same fields in the weights' header: build_model(pretrained=run_dir) rebuilds the cell
+    config = run_config(model=model, variant=variant, kwargs=cell_kwargs(cfg, model, task), task=task,
+                        cell=run_dir.name, strategy=strategy, pretrain=pretrain, seed=cfg.seed, init=init,
+                        loss=loop_cfg.loss, profile=cfg.profile, params_hash=cfg.digest(),
+                        git_revision=git_revision())  # fmt: skip
     done = train_and_save(net, data.batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
-                          progress=progress)
+                          progress=progress, metadata=safetensors_metadata(config))
     if done is None:  # not rank 0 of a DDP run
         return {}
     result, device = done
@@ -255,6 +268,9 @@ def finetune(
         "gpus": cfg.train.gpus,
         "wall_seconds": time.time() - started,
         "params_hash": cfg.digest(),
+        "seed": cfg.seed,
+        "loss": loop_cfg.loss,
     }
+    write_run_config(run_dir, config)
     io.write_json(run_dir / "train.json", summary)
     return summary

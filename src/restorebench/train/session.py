@@ -33,9 +33,10 @@ def train_and_save(
     objective: Objective | None = None,
     keep: Callable[[nn.Module], nn.Module] = lambda final: final,
     progress: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[TrainResult, str] | None:
-    """Train `net`; save keep(final weights) to run_dir/model.safetensors. Returns (result, device name)
-    on rank 0 and None on the other ranks (which write nothing)."""
+    """Train `net`; save keep(final weights) to run_dir/model.safetensors (with `metadata` in its header).
+    Returns (result, device name) on rank 0 and None on the other ranks (which write nothing)."""
     from dvclive import Live
     from safetensors.torch import save_file
 
@@ -69,7 +70,7 @@ def train_and_save(
             return None
         tensors = {k: v.detach().cpu().contiguous() for k, v in keep(final).state_dict().items()}
         with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp))
+            save_file(tensors, str(tmp), metadata=metadata)
         io.write_json(run_dir / "history.json", result.history)
         return result, device_name(info.device)
     finally:
