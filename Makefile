@@ -1,5 +1,6 @@
 # restorebench: two commands on a fresh machine.
-#   make demo   - install into .venv if needed, run the whole pipeline on the embedded sample
+#   make demo   - install into .venv if needed, run the whole pipeline on the embedded sample; ends in
+#                 results/table.csv and results/report.html
 #   make test   - install into .venv if needed, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	snakemake --cores $(CORES) results/table.csv
+	snakemake --cores $(CORES) all  # rule all: results/table.csv and results/report.html
 
 test: install
 	pytest -q --timeout=900

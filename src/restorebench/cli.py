@@ -382,7 +382,6 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
     ground truth); and the run folder's model card (README.md). Cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench import evaluate as ev
-    from restorebench import io
     from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, TASK_DATASET, TASKS, cell_name
 
     cfg = load()

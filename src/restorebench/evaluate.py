@@ -177,6 +177,7 @@ def write_results(table: pd.DataFrame, summary: dict, *, metrics_path: Path, out
     """Write one evaluated cell: out_dir/per_image.csv, metrics_path (PSNR/SSIM only, 6 decimals) and
     out_dir/provenance.json (the summary's other fields, `record`, and timing under "timing").
     Returns the provenance written."""
+    (out_dir / "crops").mkdir(parents=True, exist_ok=True)  # declared by both orchestrators, even with no crops
     with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     io.write_json(metrics_path, {k: round(float(summary[k]), 6) for k in METRIC_KEYS})

@@ -319,7 +319,7 @@ def build_report(table_path: Path, out: Path, *, runs: Path = Path("runs"), eval
     """Write the report for results/table.csv; `meta`: profile, git_revision, params_hash (shown on top)."""
     table = pd.read_csv(table_path, dtype={"seeds": "Int64", "images": "Int64", "params": "Int64"})
     meta = dict(meta or {})
-    when = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M UTC")
     facts = " · ".join(f"{k.replace('_', ' ')} <code>{html.escape(str(meta[k]))}</code>"
                        for k in ("profile", "git_revision", "params_hash") if k in meta)  # fmt: skip
     parts = [

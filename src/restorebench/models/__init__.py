@@ -18,8 +18,8 @@ arguments, which override the variant's.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the registry itself imports no torch: config.py derives its model names from it
