@@ -17,6 +17,7 @@ from pathlib import Path
 from restorebench import io
 
 FORMAT = "restorebench-finetuned/1"
+_JSON_FIELDS = ("kwargs", "seed")  # the run config's non-string fields, JSON-encoded in the weights' metadata
 
 
 def run_config(*, model: str, variant: str, kwargs: dict, task: str, cell: str, strategy: str, pretrain: str,
@@ -33,18 +34,29 @@ def safetensors_metadata(config: dict) -> dict[str, str]:
 
 
 def read_run_config(path: str | Path) -> dict | None:
-    """The config.json of a finetuned run folder (or of the folder holding a weights file); None when the
-    folder is not one (a hub snapshot, a bare checkpoint)."""
+    """The run config of a finetuned run folder, or of a weights file (its folder's config.json, else the
+    file's own header metadata); None when it is not one (a hub snapshot, a bare checkpoint)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        return None
-    try:
-        data = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+    if cfg_file.is_file():
+        try:
+            data = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            return data
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception:  # not readable as safetensors: the caller's loader says why
+            return None
+        if meta.get("format") == FORMAT:
+            return {k: json.loads(v) if k in _JSON_FIELDS else v for k, v in meta.items()}
+    return None
 
 
 def write_run_config(run_dir: Path, config: dict) -> None:

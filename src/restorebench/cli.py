@@ -494,6 +494,33 @@ def report() -> None:
     typer.echo(f"report -> {out}")
 
 
+@app.command()
+def restore(
+    input: Annotated[Path, typer.Argument(help="an image (PNG, JPEG, TIFF; 8- or 16-bit) or a folder of them")],
+    output: Annotated[Path, typer.Argument(help="a .png file (one input) or a folder (never an input)")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="denoise | deblur (with --weights: checked)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="a name from MODELS (with --weights: checked)")] = None,
+    cell: Annotated[str | None, typer.Option(help="grid cell (STRATEGY or PRETRAIN-STRATEGY); default: the "
+                                                  "model's best cell in results/table.csv, else full")] = None,
+    weights: Annotated[Path | None, typer.Option(help="a finetuned run folder or its model.safetensors "
+                                                      "(instead of --cell)")] = None,
+    tile: Annotated[int, typer.Option(help="restore images larger than this in overlapping tiles (0: never)")] = 512,
+    overlap: Annotated[int, typer.Option(help="tile overlap in pixels")] = 32,
+) -> None:
+    """Restore your own images with a finetuned cell; writes PNGs of each input's bit depth."""
+    from restorebench.restore import describe, restore_images
+
+    if cell is not None and weights is not None:
+        raise fail("pass --cell or --weights, not both")
+    if weights is None and (task is None or model is None):
+        raise fail("name the cell's --task and --model (and --cell), or pass --weights")
+    jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
+                          tile=tile or None, overlap=overlap,
+                          on_start=lambda w, c: typer.echo(f"weights: {w} ({describe(c)})"))  # fmt: skip
+    where = jobs[0].dest if len(jobs) == 1 else output
+    typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")
+
+
 # ---------------------------------------------------------------------------------------------- tools
 
 
