@@ -31,7 +31,7 @@ CROP_SCALE = 2  # crops are drawn at twice their pixel size (nearest neighbour),
 MAX_CROP_CELLS = 40
 
 CSS = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:0 12px;color:#222}
+body{font-family:system-ui,sans-serif;max-width:1320px;margin:auto;padding:0 12px;color:#222}
 h1{margin-bottom:4px} .meta{color:#555;font-size:13px} .meta code{font-size:12px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0 16px}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top} th{background:#f3f3f3}
@@ -42,6 +42,7 @@ font-style:normal}
 img{max-width:100%} figure{display:inline-block;margin:4px 8px 8px 0;text-align:center}
 figcaption{font-size:12px;color:#333} .crops{display:flex;flex-wrap:wrap;gap:6px 18px}
 .triplet{border:1px solid #ddd;padding:4px} .triplet img{image-rendering:pixelated}
+.wide{overflow-x:auto} table.full td{white-space:nowrap}
 """
 
 
@@ -69,7 +70,8 @@ def _interval(row: pd.Series, prefix: str) -> str:
     if mean is None or pd.isna(mean):
         return ""
     cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
-    return f'<span class="{cls}">{_signed(mean)} dB</span> <span class="sub">[{_signed(lo)}, {_signed(hi)}]</span>'
+    return (f'<span class="{cls}">{_signed(mean, 3)} dB</span> '
+            f'<span class="sub">[{_signed(lo, 3)}, {_signed(hi, 3)}]</span>')
 
 
 def verdict(row: pd.Series, prefix: str) -> str:
@@ -162,15 +164,16 @@ def full_table(table: pd.DataFrame) -> str:
         cls = ' class="published"' if r["source"] == "published" else ""
         tds = "".join(f"<td>{html.escape(fmt(r[c], 4))}</td>" for c in table.columns)
         body.append(f"<tr{cls}>{tds}</tr>")
-    return f'<table class="full"><tr>{head}</tr>' + "".join(body) + "</table>"
+    return f'<div class="wide"><table class="full"><tr>{head}</tr>' + "".join(body) + "</table></div>"
 
 
 # ---------------------------------------------------------------------------------------------- figures
 
 
 def metric_figure(table: pd.DataFrame, task: str) -> bytes | None:
-    """PSNR and SSIM of every cell (dots), the identity floor (dashed) and the published numbers (dotted,
-    labelled). PSNR's bars: the 95% bootstrap interval of the gain over the floor, placed on the floor."""
+    """Three panels over the cells: the PSNR gain over the identity floor with its 95% bootstrap interval (the
+    scale that shows small differences), then PSNR and SSIM beside the identity floor (dashed) and the
+    published numbers (one line style per paper), on the scale where the published numbers are."""
     rows = table[table["task"] == task]
     measured = rows[(rows["source"] == "measured") & (rows["model"] != "identity")]
     if measured.empty:
@@ -180,34 +183,34 @@ def metric_figure(table: pd.DataFrame, task: str) -> bytes | None:
     labels = [f"{m}/{c}" for m, c in zip(measured["model"], measured["cell"], strict=True)]
     y = np.arange(len(labels))
     models = list(dict.fromkeys(measured["model"]))
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.28 * len(labels) + 2.2), sharey=True)
-    for ax, metric, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim_matlab3d", "SSIM (matlab3d)")):
-        values = measured[metric].to_numpy(float)
-        col = [colours[m] for m in measured["model"]]
-        if metric == "psnr" and not floor.empty and "vs_identity_lo" in measured:
-            f0 = float(floor[metric].iloc[0])
-            lo = values - (f0 + measured["vs_identity_lo"].to_numpy(float))
-            hi = (f0 + measured["vs_identity_hi"].to_numpy(float)) - values
-            err = np.nan_to_num(np.vstack([lo, hi]).clip(min=0))
-            ax.errorbar(values, y, xerr=err, fmt="none", ecolor="#888", lw=1, capsize=2)
-        ax.scatter(values, y, c=col, s=22, zorder=3)
+    colours = [plt.cm.tab10(models.index(m) % 10) for m in measured["model"]]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 0.28 * len(labels) + 2.2), sharey=True,
+                             gridspec_kw={"width_ratios": [1.1, 1, 1]})  # fmt: skip
+    gain = measured["vs_identity"].to_numpy(float)
+    err = np.vstack([gain - measured["vs_identity_lo"].to_numpy(float), measured["vs_identity_hi"].to_numpy(float) - gain])
+    axes[0].errorbar(gain, y, xerr=np.nan_to_num(err.clip(min=0)), fmt="none", ecolor="#666", lw=1, capsize=3)
+    axes[0].scatter(gain, y, c=colours, s=22, zorder=3)
+    axes[0].axvline(0, color="k", ls="--", lw=1)
+    axes[0].set_xlabel("PSNR gain over the identity floor (dB), 95% interval")
+    styles = [":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))]
+    for ax, metric, name in ((axes[1], "psnr", "PSNR (dB)"), (axes[2], "ssim_matlab3d", "SSIM (matlab3d)")):
+        ax.scatter(measured[metric].to_numpy(float), y, c=colours, s=22, zorder=3)
         if not floor.empty:
             ax.axvline(float(floor[metric].iloc[0]), color="k", ls="--", lw=1)
             ax.text(float(floor[metric].iloc[0]), -0.6, " identity floor", fontsize=7, va="bottom")
-        styles = [":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))]
         for i, r in enumerate(published.itertuples()):
             ax.axvline(getattr(r, metric), color=plt.cm.Oranges(0.45 + 0.5 * i / max(len(published), 1)),
                        ls=styles[i % len(styles)], lw=1.3, label=f"{r.model} (published)")
         ax.set_xlabel(name)
+    for ax in axes:
         ax.grid(axis="x", alpha=0.3)
-    if len(published):  # one legend for both panels, below them
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False)
+    if len(published):  # one legend for the panels with published lines, below them
+        handles, names = axes[1].get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=7, loc="upper center", bbox_to_anchor=(0.6, 0.0), ncol=5, frameon=False)
     axes[0].set_yticks(y, labels, fontsize=7)
     axes[0].set_ylim(-1.2, len(labels) - 0.4)
     axes[0].invert_yaxis()
-    fig.suptitle(f"{task}: every cell against the identity floor and the published numbers", fontsize=10)
+    fig.suptitle(f"{task}: every cell's gain over the identity floor, and against the published numbers", fontsize=10)
     return _png(fig)
 
 
@@ -337,7 +340,8 @@ def build_report(table_path: Path, out: Path, *, runs: Path = Path("runs"), eval
         png = metric_figure(table, task)
         if png is not None:
             parts.append(f'<figure class="plot">{_img(png, f"{task} cells vs published")}<figcaption>{task}: cells '
-                         "(dots), identity floor (dashed), published numbers (dotted)</figcaption></figure>")  # fmt: skip
+                         "(dots): gain over the identity floor with its 95% interval; PSNR and SSIM beside the floor "
+                         "(dashed) and the published numbers</figcaption></figure>")  # fmt: skip
         val_png, loss_png = curve_figures(runs, task)
         for png, what in ((val_png, "val/psnr curves"), (loss_png, "training loss by loss kind")):
             if png is not None:
