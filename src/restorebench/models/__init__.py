@@ -11,7 +11,7 @@ Adding a model: its file here (a `Restorer` subclass, `VARIANTS` with a tiny "de
 `_MODULES` below, and its entries in params.yaml (README "Extending").
 
 Builders take `variant=` (a named size from the module's VARIANTS, "demo" is the tiny CPU one),
-`pretrained=` (hub id, hub-snapshot folder, or .safetensors/.pth file) and the architecture's own keyword
+`pretrained=` (hub id, hub-snapshot folder, .safetensors/.pth file, or a finetuned run folder) and the architecture's own keyword
 arguments, which override the variant's.
 """
 
