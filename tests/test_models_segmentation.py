@@ -85,6 +85,8 @@ def test_parameter_groups_cover_every_parameter_once(name: str) -> None:
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert all(n.startswith("backbone.") for n, _ in groups["backbone"])
     assert all(n.startswith("head.") for n, _ in groups["head"])
+    if name != "swin_upernet":  # the transformer decoder (and the ViT-Adapter's adapter) are "decoder"
+        assert any(n.startswith("query_decoder.transformer_module.decoder.layers.") for n, _ in groups["decoder"])
     layer_ids = model.layer_ids()
     assert set(layer_ids) == {n for n, _ in groups["backbone"]}
     assert set(layer_ids.values()) == set(range(model.num_layers))
@@ -152,6 +154,9 @@ def mask2former_snapshot(tmp_path_factory: pytest.TempPathFactory):
         num_labels=3,
     )
     hf = Mask2FormerForUniversalSegmentation(cfg).eval()
+    with torch.no_grad():  # perturbed: no two tensors (e.g. LayerNorm gains at 1) share their values
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
     folder = tmp_path_factory.mktemp("mask2former")
     hf.save_pretrained(folder)
     return folder, hf
@@ -196,26 +201,94 @@ def test_upernet_snapshot_fills_backbone_and_decoder(upernet_snapshot) -> None:
     assert torch.allclose(ours, expected, atol=1e-6)
 
 
-def test_mask2former_snapshot_fills_pixel_level_module(mask2former_snapshot) -> None:
+def _found_by_value(checkpoint: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
+    """Checkpoint keys whose tensor (floating point) equals some tensor of the model's state dict."""
+    own: dict[tuple, list[torch.Tensor]] = {}
+    for t in model.state_dict().values():
+        own.setdefault(tuple(t.shape), []).append(t)
+    return {k for k, v in checkpoint.items() if v.is_floating_point()
+            and any(torch.equal(v, t) for t in own.get(tuple(v.shape), []))}
+
+
+def test_mask2former_snapshot_is_used_whole(mask2former_snapshot) -> None:
+    """Backbone, pixel decoder and transformer decoder load (>= 95% of the elements, found by value); the
+    forward runs them as transformers does and paints the image from the last layer's queries."""
     folder, hf = mask2former_snapshot
     model = swin_mask2former.build(pretrained=str(folder), variant="demo").eval()
-    ref = hf.state_dict()
-    own = model.state_dict()
-    prefix = {
-        "backbone.": "model.pixel_level_module.encoder.",
-        "decoder.": "model.pixel_level_module.decoder.",
+    saved = {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if v.is_floating_point()}
+    found = _found_by_value(saved, model)
+    share = sum(saved[k].numel() for k in found) / sum(v.numel() for v in saved.values())
+    assert share >= 0.95, share
+    decoder_keys = [k for k in saved if k.startswith("model.transformer_module.")]
+    assert len(decoder_keys) > 30 and set(decoder_keys) <= found
+    # left out: the 151-way class predictor, the loss's class weights, and the inner SwinModel's final
+    # layernorm, which SwinBackbone's own forward never applies (it normalises each stage instead)
+    assert {k for k in saved if k not in found} == {
+        "class_predictor.weight", "class_predictor.bias", "criterion.empty_weight",
+        "model.pixel_level_module.encoder.swin.layernorm.weight", "model.pixel_level_module.encoder.swin.layernorm.bias",
     }
-    checked = 0
-    for k, v in own.items():
-        for ours, theirs in prefix.items():
-            if k.startswith(ours):
-                assert torch.equal(v, ref[theirs + k[len(ours) :]]), k
-                checked += 1
-    assert checked > 100
     x = model.normalize(torch.rand(1, 3, 64, 64))
     with torch.no_grad():
-        expected = hf.model.pixel_level_module(x).decoder_last_hidden_state
-        assert torch.allclose(model.decode(x), expected, atol=1e-6)
+        ref = hf.model(x, output_hidden_states=True)
+        pixel = model.decoder(model.features(x), return_dict=True)
+        assert torch.allclose(pixel.mask_features, ref.pixel_decoder_last_hidden_state, atol=1e-5)
+        ours = model.query_decoder.transformer_module(list(pixel.multi_scale_features), pixel.mask_features)
+        assert torch.allclose(ours.masks_queries_logits[-1], ref.masks_queries_logits[-1], atol=1e-5)
+        image = model.query_decoder(pixel.multi_scale_features, pixel.mask_features)
+        weights = model.query_decoder.class_predictor(ref.transformer_decoder_intermediate_states[-1].transpose(0, 1))
+        expected = torch.einsum("bqc,bqhw->bchw", weights, ref.masks_queries_logits[-1].sigmoid())
+    assert image.shape == (1, 3, 16, 16)
+    assert torch.allclose(image, expected, atol=1e-5)
+    assert model.checkpoint_parameters() == [n for n, _ in model.named_parameters()
+                                             if not n.startswith(("head.", "query_decoder.class_predictor."))]
+
+
+def test_mask2former_swin_t_size() -> None:
+    """Mask2Former Swin-T is 47.4M parameters (Cheng et al. 2022, Table 1; ADE20K 150 classes): ours without
+    the head and the 3-way class predictor, plus the published 151-way predictor (256 x 151 + 151)."""
+    with torch.device("meta"):
+        model = swin_mask2former.build(variant="swin-t")
+    n = sum(p.numel() for p in model.parameters())
+    n -= sum(p.numel() for p in model.head.parameters())
+    n -= sum(p.numel() for p in model.query_decoder.class_predictor.parameters())
+    assert abs(n + 256 * 151 + 151 - 47.4e6) / 47.4e6 < 0.01, n
+
+
+@pytest.mark.parametrize("name", ["swin_mask2former", "vit_adapter"])
+def test_aux_loss_paints_every_decoder_layer(name: str) -> None:
+    """aux_loss: in training, each intermediate decoder layer also paints a full image (deep supervision)."""
+    model = demo(name, aux_loss=True)
+    perturb_head(model)
+    x = torch.rand(2, 3, 40, 72)
+    model.train()
+    model(x)
+    # decoder_layers 3 in the demo: the learnt queries' prediction, layer 1, and layer 2 (the output)
+    assert len(model.aux_outputs) == 2 and all(a.shape == x.shape for a in model.aux_outputs)
+    loss = sum((a - x).abs().mean() for a in model.aux_outputs)
+    loss.backward()
+    assert model.query_decoder.transformer_module.decoder.layers[0].fc2.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert model.aux_outputs == []  # deep supervision is a training-time term only
+    assert demo(name).aux_loss is False
+
+
+@pytest.mark.parametrize("name", ["swin_mask2former", "vit_adapter"])
+def test_decoder_features_hook_maps(name: str) -> None:
+    """DCPT's hook points: the pixel decoder and the query decoder (its output: the painted 1/4 image)."""
+    model = demo(name)
+    hooks = model.decoder_features()
+    assert hooks and all(isinstance(m, torch.nn.Module) for _, m in hooks)
+    seen = []
+    handles = [m.register_forward_hook(lambda _m, _i, o: seen.append(o)) for _, m in hooks]
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    for h in handles:
+        h.remove()
+    assert len(seen) == len(hooks)
+    assert [n for n, _ in hooks] == ["decoder", "query_decoder"]
+    assert seen[-1].shape == (1, 3, 16, 16)
 
 
 def test_beit_snapshot_fills_the_vit_only(beit_snapshot) -> None:

@@ -497,7 +497,8 @@ def report() -> None:
 
 @app.command()
 def models() -> None:
-    """List models and variants with parameter counts (total and per group)."""
+    """List models and variants: parameter counts (total, per group), the share a segmentation checkpoint
+    fills, GMACs at 256x256."""
     from rich.console import Console
     from rich.table import Table
 
@@ -505,17 +506,22 @@ def models() -> None:
     from restorebench.models.summary import summarize
 
     table = Table(title="restorebench models")
-    for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):
-        table.add_column(col, justify="right" if col not in ("model", "variant") else "left", no_wrap=True)
+    cols = ("model", "variant", "params (M)", "backbone", "decoder", "head", "from seg. ckpt", "GMACs@256", "note")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "variant", "note") else "right",
+                         no_wrap=col != "note")
     for name, variants in VARIANTS.items():
         for variant in variants:
             row = summarize(name, variant)
+            share = row["from_checkpoint"]
             table.add_row(
                 name,
                 variant,
                 f"{row['params'] / 1e6:.2f}",
                 *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
+                f"{100 * share:.1f}%" if share is not None else "-",
                 f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-",
+                row["note"],
             )
     Console().print(table)
 
