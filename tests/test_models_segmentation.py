@@ -2,7 +2,9 @@
 
 What a user would check: any H, W in and out; an untrained model is the identity; every parameter learns;
 a saved model reloads bit-exactly; hub-layout checkpoints (saved here by transformers / timm, no network)
-fill every backbone tensor; a bad checkpoint fails with the tensor's name.
+fill every backbone tensor (Mask2Former: every tensor but the class predictor; ViT-Adapter's released
+segmentation checkpoint: its published key set, mapped by one table); a bad checkpoint fails with the
+tensor's name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from restorebench.models import swin_mask2former, swin_upernet, vit_adapter
 from restorebench.models.weights import WeightsError
+from tests.helpers.vit_adapter_checkpoint import Arch, parameter_count, published_shapes, synthetic_checkpoint
 
 MODULES = {"swin_upernet": swin_upernet, "swin_mask2former": swin_mask2former, "vit_adapter": vit_adapter}
 
@@ -374,3 +377,80 @@ def test_swin_t_backbone_size() -> None:
         model = swin_upernet.build(variant="swin-t")
     n = sum(p.numel() for _, p in model.parameter_groups()["backbone"])
     assert abs(n - 27.5e6) / 27.5e6 < 0.005, n
+
+
+# ------------------------------------------------ ViT-Adapter's released segmentation checkpoint (mmseg layout)
+
+
+# the demo variant's sizes in the published layout (vit_adapter.VIT_ARCH / ADAPTER_ARCH / DECODER_ARCH "demo")
+DEMO_ARCH = Arch(embed=32, depth=2, heads=2, img_size=64, conv_inplane=16, deform_heads=2, interactions=[[0, 0], [1, 1]],
+                 feat=32, pixel_ffn=64, pixel_layers=1, pixel_heads=2, queries=8, decoder_layers=2, decoder_ffn=64,
+                 num_classes=5)
+
+
+@pytest.fixture(scope="module")
+def mmseg_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A .pth as mmcv saves it ({"meta": ..., "state_dict": ...}) with the published keys at demo sizes."""
+    sd = synthetic_checkpoint(DEMO_ARCH, seed=4)
+    path = tmp_path_factory.mktemp("vitadapter") / "mask2former_beitv2_adapter_demo.pth"
+    torch.save({"meta": {"mmseg_version": "0.20.2", "iter": 80000}, "state_dict": sd}, path)
+    return path, sd
+
+
+def test_vit_adapter_loads_the_published_layout(mmseg_checkpoint) -> None:
+    """Every published tensor but the classifiers and the rebuilt position index lands in the model, by value;
+    the transformer decoder's among them (self-attention's packed in_proj split into q, k, v)."""
+    path, sd = mmseg_checkpoint
+    model = vit_adapter.build(variant="demo", pretrained=str(path)).eval()
+    own = model.state_dict()
+    found = _found_by_value(sd, model)
+    for i in range(DEMO_ARCH.decoder_layers):  # the q / k / v thirds of each self-attention
+        packed = sd[f"decode_head.transformer_decoder.layers.{i}.attentions.1.attn.in_proj_weight"]
+        sa = f"query_decoder.transformer_module.decoder.layers.{i}.self_attn."
+        assert torch.equal(torch.cat([own[sa + f"{x}_proj.weight"] for x in "qkv"]), packed)
+        found |= {f"decode_head.transformer_decoder.layers.{i}.attentions.1.attn.in_proj_{w}" for w in ("weight", "bias")}
+    floats = {k: v for k, v in sd.items() if v.is_floating_point()}
+    share = sum(floats[k].numel() for k in found if k in floats) / sum(v.numel() for v in floats.values())
+    assert share >= 0.95, share
+    assert {k for k in floats if k not in found} == {
+        "decode_head.cls_embed.weight", "decode_head.cls_embed.bias", "decode_head.conv_seg.weight",
+        "decode_head.conv_seg.bias"}
+    assert all(k in found for k in floats if k.startswith("decode_head.transformer_decoder."))
+    assert torch.equal(own["adapter.norms.3.running_var"], sd["backbone.norm4.running_var"])
+    assert torch.equal(own["adapter.interactions.1.extra_extractors.1.ffn.dwconv.weight"],
+                       sd["backbone.interactions.1.extra_extractors.1.ffn.dwconv.dwconv.weight"])
+    x = torch.rand(1, 3, 40, 72)
+    with torch.no_grad():
+        assert torch.equal(model(x), x)  # the head still starts at zero: a loaded model returns its input
+    names = set(model.checkpoint_parameters())
+    assert names == {n for n, _ in model.named_parameters() if not n.startswith(("head.", "query_decoder.class_predictor."))}
+
+
+def test_vit_adapter_unknown_checkpoint_key_is_named(mmseg_checkpoint, tmp_path: Path) -> None:
+    path, sd = mmseg_checkpoint
+    bad = tmp_path / "bad.pth"
+    torch.save({"state_dict": {**sd, "decode_head.extra_layer.weight": torch.zeros(2)}}, bad)
+    with pytest.raises(WeightsError, match="decode_head.extra_layer.weight"):
+        vit_adapter.build(variant="demo", pretrained=str(bad))
+    with pytest.raises(ValueError, match="beitv2-b"):
+        vit_adapter.build(variant="beitv2-b", pretrained=str(path))
+
+
+def test_vit_adapter_full_size_layout_matches_the_table() -> None:
+    """On the meta device: the published beitv2-l key set, mapped by MMSEG_KEY_TABLE, is exactly the model's
+    tensors (but the head and the 3-way class predictor), shape for shape; 571M parameters as published."""
+    shapes = published_shapes(Arch())
+    with torch.device("meta"):
+        model = vit_adapter.build(variant="beitv2-l")
+        mapped, dropped = vit_adapter.convert_mmseg_state({k: torch.empty(s) for k, s in shapes.items()})
+    own = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(own[k].shape) for k in mapped}
+    left = {k for k in own if k not in mapped}
+    assert left and all(k.startswith(("head.", "query_decoder.class_predictor.")) for k in left), sorted(left)[:5]
+    assert len(dropped) == Arch().depth + 4  # 24 position indexes, cls_embed and conv_seg weight/bias
+    # ViT-Adapter's segmentation README (ADE20K, Mask2Former, ViT-Adapter-L, BEiTv2-L+COCO, 896, 80k): 571M
+    published = 571e6
+    assert abs(parameter_count(shapes) - published) / published < 0.01
+    n = sum(p.numel() for p in model.parameters())
+    n -= sum(p.numel() for p in model.head.parameters()) + sum(p.numel() for p in model.query_decoder.class_predictor.parameters())
+    assert abs(n + 1024 * 151 + 151 + 1024 * 150 + 150 - published) / published < 0.01, n
