@@ -526,7 +526,8 @@ def restore(
 
 @app.command()
 def models() -> None:
-    """List models and variants with parameter counts (total and per group)."""
+    """List models and variants: parameter counts (total, per group), the share a segmentation checkpoint
+    fills, GMACs at 256x256."""
     from rich.console import Console
     from rich.table import Table
 
@@ -534,18 +535,25 @@ def models() -> None:
     from restorebench.models.summary import summarize
 
     table = Table(title="restorebench models")
-    for col in ("model", "variant", "params (M)", "backbone", "decoder", "head", "GMACs@256"):
+    cols = ("model", "variant", "params (M)", "backbone", "decoder", "head", "from ckpt", "GMACs@256")
+    for col in cols:
         table.add_column(col, justify="right" if col not in ("model", "variant") else "left", no_wrap=True)
+    notes: list[str] = []
     for name, variants in VARIANTS.items():
         for variant in variants:
             row = summarize(name, variant)
+            share = row["from_checkpoint"]
+            if row["note"]:  # a variant that does not start from a segmentation checkpoint says so
+                notes.append(f"({len(notes) + 1}) {name} {variant}: {row['note']}")
             table.add_row(
                 name,
-                variant,
+                variant + (f" ({len(notes)})" if row["note"] else ""),
                 f"{row['params'] / 1e6:.2f}",
                 *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
+                f"{100 * share:.1f}%" if share is not None else "-",
                 f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-",
             )
+    table.caption = "\n".join(["from ckpt: share of the parameters its segmentation checkpoint fills", *notes])
     Console().print(table)
 
 
