@@ -60,7 +60,8 @@ def main(
         typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
     ] = None,
     threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
+        int, typer.Option(help="CPU threads for torch (0: the CPUs this process may use, or OMP_NUM_THREADS); "
+                               "Snakemake passes each rule's `threads`")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a known failure")] = False,
 ) -> None:
@@ -68,10 +69,9 @@ def main(
         os.environ["RESTOREBENCH_DEBUG"] = "1"
     state.params = params
     state.overrides = list(set_ or [])
-    if threads > 0:
-        import torch
+    from restorebench.data.parallel import set_torch_threads
 
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
