@@ -106,28 +106,18 @@ def _check_dataset(cfg: Config, dataset: str) -> None:
 @app.command()
 def fetch(dataset: Dataset) -> None:
     """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
-    from restorebench.data.fetch import DownloadError, fetch_dataset
-    from restorebench.data.manifest import build_manifest, write_manifest
+    from restorebench.data.fetch import fetch_and_index
 
     cfg = load()
     _check_dataset(cfg, dataset)
     ds = cfg.data.dataset(dataset)
-    raw = data_dir(cfg, "raw", dataset)
-    try:
-        fetch_dataset(
-            dataset,
-            ds.source,
-            raw,
-            cache_dir=Path(cfg.data.cache),
-            sample=cfg.data.sample,
-            seed=cfg.seed,
-            min_free_bytes=int(cfg.data.min_free_gb * 2**30),
-        )
-    except (DownloadError, OSError, ValueError) as err:
-        raise fail(f"fetch {dataset}: {err}") from None
-    manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
-    write_manifest(manifest, data_dir(cfg, "manifests", f"{dataset}.parquet"))
-    typer.echo(f"{dataset}: {len(manifest)} rows -> {data_dir(cfg, 'manifests', f'{dataset}.parquet')}")
+    out = data_dir(cfg, "manifests", f"{dataset}.parquet")
+    # staged, indexed and checked before the copy and its manifest replace the previous ones
+    manifest = fetch_and_index(dataset, ds.source, data_dir(cfg, "raw", dataset), out,
+                               cache_dir=Path(cfg.data.cache), sample=cfg.data.sample, seed=cfg.seed,
+                               min_free_bytes=int(cfg.data.min_free_gb * 2**30), expected_pairs=ds.expected_pairs,
+                               workers=cfg.data.workers)  # fmt: skip
+    typer.echo(f"{dataset}: {len(manifest)} rows -> {out}")
 
 
 @app.command()

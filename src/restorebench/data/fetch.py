@@ -3,8 +3,16 @@
 Nothing half-done is ever left where a later stage would take it as complete:
 - downloads grow `{cache}/{file}.part` (resumed with an HTTP Range request after a cut connection) and
   are renamed to `{cache}/{file}` only after their sha256 checks out;
-- archives are extracted into a temporary folder next to the destination and renamed into place;
+- `fetch_and_index` builds the new copy in a staging folder next to data/raw/{dataset}, builds its manifest
+  and checks it (every .mat readable, at least one pair and at least `expected_pairs` per split), and only
+  then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
+  manifest exactly as they were;
 - the free disk space is checked before each download and each extraction.
+
+Archives are extracted as tarfile's `data` filter does, for zip too: no absolute names, no `..`, no member
+whose real path (following every link extracted so far) or whose link target leaves the destination, no
+devices; symlinks inside zips are refused outright (no dataset ships them), and a last sweep checks every
+link of the extracted tree. A refusal is one `UnsafeArchive` line naming the archive and the member.
 
 Checksums: no dataset publishes them, so the first fetch records each file's sha256 in
 `{cache}/checksums.json` and every later fetch verifies against it.
@@ -24,11 +32,13 @@ import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from restorebench.config import SampleConfig
-from restorebench.io import atomic_dir, sha256_file, write_json
+from restorebench.errors import RestorebenchError
+from restorebench.io import atomic_dir, atomic_path, sha256_file, write_json
 
 from .samples import make_sample
 from .sources import DatasetSource, get_source
@@ -36,7 +46,17 @@ from .sources import DatasetSource, get_source
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-class DownloadError(RuntimeError):
+class FetchError(RestorebenchError):
+    """A known fetch failure, printed by the CLI as one line. FetchError("path: what") keeps the message as
+    given; FetchError(where, what, hint) formats it as RestorebenchError does."""
+
+    def __init__(self, where: object, what: str | None = None, hint: str | None = None) -> None:
+        if what is None:
+            where, what = None, str(where)
+        super().__init__(where, what, hint)
+
+
+class DownloadError(FetchError, RuntimeError):
     """A download failed after every retry and mirror."""
 
 
@@ -44,16 +64,24 @@ class ChecksumMismatch(DownloadError):
     """A file's sha256 differs from the recorded (or given) one; the bad file has been removed."""
 
 
-class InsufficientSpace(OSError):
+class InsufficientSpace(FetchError, ValueError):
     """Not enough free disk space for a download or an extraction."""
 
 
-class UnsafeArchive(ValueError):
+class UnsafeArchive(FetchError, ValueError):
     """An archive member would land outside the target folder (zip-slip) or is not a plain file."""
 
 
-class LayoutError(FileNotFoundError):
+class LayoutError(FetchError, FileNotFoundError):
     """A dataset folder does not have the expected layout."""
+
+
+class SourceError(FetchError, ValueError):
+    """A dataset source that cannot be used as given (no anonymous download, not an archive ...)."""
+
+
+class IncompleteDataset(FetchError, ValueError):
+    """A fetched copy holds no pairs, or fewer than its profile's expected_pairs."""
 
 
 # -------------------------------------------------------------------------------------------- disk
@@ -85,7 +113,7 @@ def _load_checksums(path: Path) -> dict[str, str]:
     try:
         return dict(json.loads(path.read_text()))
     except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); fix or delete it to re-record checksums") from None
+        raise SourceError(path, f"not valid JSON ({err})", "fix or delete it to re-record checksums") from None
 
 
 def _verify_or_record(file: Path, name: str, checksums: Path, expected: str | None) -> str:
@@ -190,9 +218,9 @@ def download(url: str, dest_file: Path, *, mirrors: Sequence[str] = (), expected
         if round_ + 1 < retries:
             time.sleep(backoff * 2**round_)
     raise DownloadError(
-        f"{dest_file.name}: download failed after {retries} round(s) over {len(urls)} URL(s); last errors:\n  "
-        + "\n  ".join(errors[-3:])
-        + f"\nThe partial file {part} is kept and resumed next time."
+        f"{dest_file.name}: download failed after {retries} round(s) over {len(urls)} URL(s); last error: "
+        + (errors[-1] if errors else "none")
+        + f" (the partial file {part} is kept and resumed next time)"
     )
 
 
@@ -203,39 +231,73 @@ def is_archive(path: Path) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def _refuse(archive: Path | str, name: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(archive, f"member {name!r} {why}", "refusing to extract; any previous copy is kept")
+
+
 def _check_member(archive: Path, name: str, link: str | None = None, hard: bool = False) -> str:
-    """The member's safe relative POSIX path; `UnsafeArchive` naming it when it would escape the target."""
+    """The member's relative POSIX path; `UnsafeArchive` naming it when its name or its link's target would
+    escape the target (the static part of the checks; `_check_landing` follows links on disk)."""
     clean = name.replace("\\", "/")
     if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
-        raise UnsafeArchive(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+        raise _refuse(archive, name, "has an absolute path")
     if ".." in PurePosixPath(clean).parts:
-        raise UnsafeArchive(f"{archive}: member {name!r} contains '..'; refusing to extract")
+        raise _refuse(archive, name, "contains '..'")
     if link is not None:
         if link.startswith("/") or re.match(r"^[A-Za-z]:", link):
-            raise UnsafeArchive(f"{archive}: link member {name!r} points to absolute path {link!r}; refusing")
+            raise _refuse(archive, name, f"links to the absolute path {link!r}")
         base = "" if hard else posixpath.dirname(clean.rstrip("/"))
         resolved = posixpath.normpath(posixpath.join(base, link))
         if resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchive(
-                f"{archive}: link member {name!r} -> {link!r} points outside the target; refusing"
-            )
+            raise _refuse(archive, name, f"links to {link!r}, outside the target")
     return clean
+
+
+def _inside(root_real: str, path: str | Path) -> bool:
+    """Whether the real path of `path` (every symlink on disk followed) is `root_real` or below it."""
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _check_landing(archive: Path | str, folder: Path, name: str, link: str | None = None, hard: bool = False) -> None:
+    """Just before extracting `name`: where it lands, following the links extracted so far, and where its
+    link points are inside `folder` (a chain d/l -> .., d/l/l2 -> .. passes the static check per member)."""
+    root = os.path.realpath(folder)
+    dest = os.path.join(folder, name.rstrip("/"))
+    if not _inside(root, os.path.dirname(dest)) or (not os.path.islink(dest) and not _inside(root, dest)):
+        raise _refuse(archive, name, "would be written outside the target through a link extracted before it")
+    if link is not None:
+        target = os.path.join(folder, link) if hard else os.path.join(os.path.dirname(dest), link)
+        if not _inside(root, target):
+            raise _refuse(archive, name, f"links to {link!r}, which resolves outside the target")
+
+
+def _check_tree(archive: Path | str, folder: Path) -> None:
+    """After extraction: every symlink of the tree resolves inside `folder` (nothing is followed to look)."""
+    root = os.path.realpath(folder)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for entry in dirnames + filenames:
+            path = os.path.join(dirpath, entry)
+            if os.path.islink(path) and not _inside(root, path):
+                rel = os.path.relpath(path, folder)
+                raise _refuse(archive, rel, f"is a link to {os.readlink(path)!r}, which resolves outside the target")
 
 
 def _zip_plan(archive: Path, zf: zipfile.ZipFile) -> int:
     total = 0
     for info in zf.infolist():
-        is_link = stat.S_ISLNK(info.external_attr >> 16)
-        _check_member(archive, info.filename, zf.read(info).decode() if is_link else None)
+        if stat.S_ISLNK(info.external_attr >> 16):  # no dataset ships links in a zip; following them is how
+            raise _refuse(archive, info.filename, "is a symbolic link (links in zip archives are not extracted)")
+        _check_member(archive, info.filename)
         total += info.file_size
     return total
 
 
-def _tar_plan(archive: Path, members: list[tarfile.TarInfo]) -> int:
+def _tar_plan(archive: Path | str, members: list[tarfile.TarInfo]) -> int:
     total = 0
     for m in members:
         if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            raise UnsafeArchive(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
+            raise _refuse(archive, m.name, "is a device or fifo")
         _check_member(archive, m.name, m.linkname if (m.issym() or m.islnk()) else None, hard=m.islnk())
         total += m.size
     return total
@@ -245,12 +307,26 @@ def _extract_zip(archive: Path, folder: Path, min_free_bytes: int) -> None:
     with zipfile.ZipFile(archive) as zf:
         check_free_space(folder, _zip_plan(archive, zf), min_free_bytes, f"extraction of {archive.name}")
         for info in zf.infolist():
-            if stat.S_ISLNK(info.external_attr >> 16):
-                target = folder / info.filename
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(zf.read(info).decode(), target)
-            else:
-                zf.extract(info, folder)
+            name = _check_member(archive, info.filename)
+            _check_landing(archive, folder, name)
+            dest = folder / name
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # O_NOFOLLOW: never write through a link, even one that appeared after the checks
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+            with zf.open(info) as src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _tar_extract(archive: Path | str, tf: tarfile.TarFile, m: tarfile.TarInfo, folder: Path) -> None:
+    """One member through tarfile's `data` filter, after the landing check; its refusals become UnsafeArchive."""
+    _check_landing(archive, folder, m.name, m.linkname if (m.issym() or m.islnk()) else None, hard=m.islnk())
+    try:
+        tf.extract(m, folder, filter="data")
+    except tarfile.FilterError as err:  # LinkOutsideDestinationError, AbsolutePathError, ...
+        raise _refuse(archive, m.name, f"refused by tarfile's data filter ({type(err).__name__})") from None
 
 
 def _extract_tar(archive: Path, folder: Path, min_free_bytes: int, class_tars_into: str | None) -> None:
@@ -264,10 +340,10 @@ def _extract_tar(archive: Path, folder: Path, min_free_bytes: int, class_tars_in
                 inner_dir.mkdir(parents=True, exist_ok=True)
                 with tarfile.open(fileobj=tf.extractfile(m), mode="r|*") as inner:
                     for im in inner:
-                        _tar_plan(Path(f"{archive}!{m.name}"), [im])
-                        inner.extract(im, inner_dir, filter="data")
+                        _tar_plan(f"{archive}!{m.name}", [im])
+                        _tar_extract(f"{archive}!{m.name}", inner, im, inner_dir)
             else:
-                tf.extract(m, folder, filter="data")
+                _tar_extract(archive, tf, m, folder)
 
 
 def extract_into(
@@ -279,12 +355,17 @@ def extract_into(
     devices. `class_tars_into`: unpack top-level `X.tar` members into `folder/{class_tars_into}/X/`.
     """
     archive = Path(archive)
-    if archive.name.lower().endswith(".zip"):
-        _extract_zip(archive, Path(folder), min_free_bytes)
-    elif is_archive(archive):
-        _extract_tar(archive, Path(folder), min_free_bytes, class_tars_into)
-    else:
-        raise ValueError(f"{archive}: not a .zip, .tar or .tar.gz archive")
+    try:
+        if archive.name.lower().endswith(".zip"):
+            _extract_zip(archive, Path(folder), min_free_bytes)
+        elif is_archive(archive):
+            _extract_tar(archive, Path(folder), min_free_bytes, class_tars_into)
+        else:
+            raise FetchError(archive, "not a .zip, .tar or .tar.gz archive")
+    except (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error) as err:
+        raise FetchError(archive, f"unreadable archive ({type(err).__name__}: {err})",
+                         "the file is truncated or corrupt; download it again") from None
+    _check_tree(archive, Path(folder))
 
 
 def safe_extract(archive: Path, target: Path, *, min_free_bytes: int = 0) -> Path:
@@ -373,7 +454,7 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         return make_sample(dataset, dest, sample, seed=seed)
     if source == "url":
         if src.manual_download:
-            raise ValueError(f"data.{dataset}.source: url: {src.manual_download}")
+            raise SourceError(f"data.{dataset}.source", f"url: {src.manual_download}")
         files = [
             download(a.url, cache_dir / a.filename, mirrors=a.mirrors, checksums=cache_dir / "checksums.json",
                      min_free_bytes=min_free_bytes, size_hint=a.size)
@@ -390,13 +471,13 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         return dest
     path = Path(source).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise LayoutError(
             f"data.{dataset}.source: {path} does not exist (expected 'sample', 'url', or a folder or archive path)"
         )
     if path.is_dir():
         return _link_folder(src, path, dest)
     if not is_archive(path):
-        raise ValueError(f"data.{dataset}.source: {path} is neither a folder nor a .zip/.tar/.tar.gz archive")
+        raise SourceError(f"data.{dataset}.source", f"{path} is neither a folder nor a .zip/.tar/.tar.gz archive")
     with atomic_dir(dest) as tmp:
         extract_into(path, tmp, min_free_bytes=min_free_bytes,
                      class_tars_into=src.layout_root if dataset == "imagenet" else None)  # fmt: skip
@@ -406,3 +487,60 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         _normalise_layout(src, tmp)
         check_layout(src, tmp, path)
     return dest
+
+
+# ------------------------------------------------------------------------------ fetch, check, swap
+
+
+def count_pairs(manifest) -> dict[str, int]:
+    """Pairs (images for ImageNet; blocks for SIDD's .mat validation set) per split of a manifest."""
+    return {str(k): int(v) for k, v in manifest.groupby("split").size().items()}
+
+
+def check_counts(dataset: str, manifest, expected_pairs: dict[str, int], where: str) -> None:
+    """`IncompleteDataset` unless the manifest holds pairs, and at least `expected_pairs[split]` per split."""
+    counts = count_pairs(manifest)
+    if not counts:
+        raise IncompleteDataset(where, f"{dataset}: 0 pairs found",
+                                "the source holds no images in the expected layout; check data."
+                                f"{dataset}.source")  # fmt: skip
+    short = {split: (counts.get(split, 0), want) for split, want in expected_pairs.items()
+             if counts.get(split, 0) < want}  # fmt: skip
+    if short:
+        found = ", ".join(f"{split} {got} of {want}" for split, (got, want) in short.items())
+        raise IncompleteDataset(where, f"{dataset}: fewer pairs than expected ({found})",
+                                f"an incomplete copy; fetch it again, or lower data.{dataset}.expected_pairs")
+
+
+def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
+                    sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
+                    workers: int = 0):  # fmt: skip
+    """`fetch_dataset` into a staging folder next to `raw_dir`, build its manifest (data.manifest) and
+    check it (`check_counts`; unreadable .mat files fail naming the file), then swap the copy into
+    `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
+    manifest (a pandas DataFrame)."""
+    import tempfile
+
+    from .manifest import build_manifest
+
+    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".fetch", dir=raw_dir.parent))
+    stage = staging / raw_dir.name
+    try:
+        try:
+            fetch_dataset(dataset, source, stage, cache_dir=cache_dir, sample=sample, seed=seed,
+                          min_free_bytes=min_free_bytes)  # fmt: skip
+            manifest = build_manifest(dataset, stage, workers=workers)
+        except RestorebenchError as err:  # name files where they will be, not in the staging folder
+            err.where, err.what = (x.replace(str(stage), str(raw_dir)) for x in (err.where, err.what))
+            raise
+        check_counts(dataset, manifest, expected_pairs, f"data.{dataset}.source ({source})")
+        with atomic_path(manifest_path, suffix=".parquet") as tmp:  # renamed into place after the swap
+            manifest.to_parquet(tmp, index=False)
+            if raw_dir.exists() or raw_dir.is_symlink():
+                os.replace(raw_dir, staging / "previous")  # removed with the staging folder
+            os.replace(stage, raw_dir)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
