@@ -144,11 +144,9 @@ def validate(dataset: Dataset) -> None:
     out = data_dir(cfg, "validation", f"{dataset}.json")
     write_report(report, out)
     if not report["success"]:
-        lines = [f"  {f['file']}: {f['reason']}" for f in report["failures"][:10]]
-        more = len(report["failures"]) - len(lines)
-        if more > 0:
-            lines.append(f"  ... and {more} more (see {out})")
-        raise fail(f"{dataset} failed validation ({out}):\n" + "\n".join(lines))
+        from restorebench.data.validate import ValidationFailed
+
+        raise ValidationFailed(report, report_path=out)  # a dataset-level problem reads "(dataset): ..."
     typer.echo(f"{dataset}: valid, {report['counts']} -> {out}")
 
 
@@ -421,9 +419,9 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
 def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
     """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
     import torch
-    from safetensors.torch import load_file
 
     from restorebench.infer import precision, restore
+    from restorebench.models.weights import read_state_dict
     from restorebench.train.finetune import cell_model
 
     run = Path("runs/finetune") / task / model / cell
@@ -435,7 +433,7 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
         )
     net = cell_model(cfg, model, task)
     try:
-        net.load_state_dict(load_file(weights), strict=True)
+        net.load_state_dict(read_state_dict(weights), strict=True)  # a cut file: WeightsError naming it
     except RuntimeError as err:
         raise fail(f"{weights} does not fit {model} variant {cfg.variant(model, task)}: {err}") from None
     e = cfg.evaluate
