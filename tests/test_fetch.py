@@ -421,3 +421,30 @@ def test_a_truncated_sidd_mat_fails_fetch_naming_it_before_any_swap(tmp_path: Pa
                               min_free_bytes=0, expected_pairs={})  # fmt: skip
     assert str(raw) in str(err.value) and ".fetch" not in str(err.value)
     assert manifest.read_bytes() == before and not (raw / "SIDD_Medium_Srgb").is_symlink()
+
+
+def test_tarfile_data_filter_refusals_become_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a member pass our own checks, tarfile's data filter still refuses it, and its
+    LinkOutsideDestinationError arrives as an UnsafeArchive naming the member, not a traceback."""
+    monkeypatch.setattr(fetch, "_check_landing", lambda *a, **k: None)
+    archive = make_tar(tmp_path / "evil.tar", {}, links={"d/l": ("..", tarfile.SYMTYPE),
+                                                         "d/l/l2": ("..", tarfile.SYMTYPE)})  # fmt: skip
+    with pytest.raises(UnsafeArchive, match=r"member 'd/l/l2' refused by tarfile's data filter "
+                                            r"\(LinkOutsideDestinationError\)"):  # fmt: skip
+        safe_extract(archive, tmp_path / "out" / "x")
+
+
+def test_written_files_and_folders_get_the_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    from restorebench import io as rio
+
+    old = os.umask(0o027)
+    try:
+        rio.write_text(tmp_path / "a.txt", "x")
+        with rio.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750
