@@ -406,3 +406,21 @@ def test_compiled_training_matches_eager_and_checkpoints_plain_keys(tmp_path):
     _, result = train(_model(), make_batches(), _cfg(steps=6, checkpoint_every=3), run_dir=tmp_path / "True",
                       progress=False)
     assert result.resumed_from == 6
+
+
+def test_the_earlier_superseded_layout_is_kept_and_resumable(tmp_path):
+    """superseded/checkpoints/ (the layout before superseded/<fingerprint>/) is filed under its fingerprint,
+    so its run resumes from it too."""
+    import json
+
+    run, f, g = tmp_path / "run", "f" * 64, "g" * 64
+    train(_model(), make_batches(), _cfg(steps=4), run_dir=run, progress=False)  # run f: steps 4
+    (run / "checkpoints" / "run.json").write_text(json.dumps({"fingerprint": f}))
+    (run / "superseded").mkdir()
+    (run / "checkpoints").rename(run / "superseded" / "checkpoints")  # as the earlier code left it
+    train(_model(), make_batches(), _cfg(steps=2, checkpoint_every=2), run_dir=run, progress=False)  # run g
+    (run / "checkpoints" / "run.json").write_text(json.dumps({"fingerprint": g}))
+    assert checkpoint.claim_run(run, f, {}) is True
+    assert checkpoint.resume_step(run / "checkpoints") == 4  # f's own, back from the earlier layout
+    assert checkpoint.resume_step(run / "superseded" / g / "checkpoints") == 2  # g's, kept
+    assert sorted(p.name for p in (run / "superseded").iterdir()) == [g]

@@ -86,6 +86,12 @@ def claim_run(run_dir: Path, digest: str, params: dict) -> bool:
         return False
     superseded = False
     old_root = run_dir / "superseded"
+    if (old_root / "checkpoints").is_dir():  # the earlier layout (one superseded run, overwritten by the next)
+        legacy = _free_name(old_root, _recorded(old_root / "checkpoints") or "unknown")
+        legacy.mkdir()
+        for name in ("checkpoints", "dvclive"):
+            if (old_root / name).exists():
+                os.replace(old_root / name, legacy / name)
     if list_checkpoints(ckpt_dir) or (run_dir / "dvclive").exists():
         old_root.mkdir(parents=True, exist_ok=True)
         old = _free_name(old_root, recorded or "unknown")
