@@ -44,7 +44,9 @@ def _tiny(params: dict) -> dict:
                                   sidd_val_blocks=2, sidd_val_block_size=16, gopro_train_sequences=1,
                                   gopro_test_sequences=1, gopro_frames=2, gopro_height=64, gopro_width=96)  # fmt: skip
     demo["data"]["sidd"].update(expected_pairs={"train": 2, "val": 2}, expected_groups={"train": 1})
-    demo["data"]["gopro"].update(expected_pairs={"train": 2, "test": 2}, expected_groups={"train": 1, "test": 1})
+    demo["data"]["gopro"].update(
+        expected_pairs={"train": 2, "test": 2}, expected_groups={"train": 1, "test": 1}
+    )
     demo["prepare"] = {"sidd": {"size": 48, "step": 48}, "gopro": {"size": 48, "step": 48}}
     demo["train"].update(steps=4, batch=2, patch=32, checkpoint_every=2, log_every=1, holdout=0.0,
                          validate_every=0)  # fmt: skip
@@ -133,7 +135,11 @@ def _zip(path: Path, links: dict[str, str], files: dict[str, bytes]) -> Path:
     ("links", "files", "expected"),
     [
         ({"d/l": "..", "d/l/l2": ".."}, {"d/l/l2/evil.txt": b"pwned"}, r"member 'd/l' is a symbolic link"),
-        ({"a/l": "..", "a/l/l2": "..", "a/l/l2/l3": ".."}, {"a/l/l2/l3/evil.txt": b"!"}, r"member 'a/l' is a symbolic"),
+        (
+            {"a/l": "..", "a/l/l2": "..", "a/l/l2/l3": ".."},
+            {"a/l/l2/l3/evil.txt": b"!"},
+            r"member 'a/l' is a symbolic",
+        ),
         ({}, {"../evil.txt": b"pwned"}, r"member '\.\./evil\.txt' contains '\.\.'"),
         ({}, {"/tmp/evil.txt": b"pwned"}, r"member '/tmp/evil\.txt' has an absolute path"),
     ],
@@ -155,7 +161,9 @@ def test_a_symlink_chain_in_a_tar_is_refused(project, tmp_path):
             tf.addfile(info)
         info = tarfile.TarInfo("d/l/l2/evil.txt")
         tf.addfile(info)
-    fails_cleanly(project, _use_source(project, "gopro", archive), r"member 'd/l/l2' links to '\.\.', which resolves")
+    fails_cleanly(
+        project, _use_source(project, "gopro", archive), r"member 'd/l/l2' links to '\.\.', which resolves"
+    )
     assert not list(tmp_path.parent.rglob("evil.txt"))
 
 
@@ -196,9 +204,15 @@ def test_a_dataset_level_validation_failure_names_the_dataset_not_none(project):
     [
         ("profiles.demo.train.steps=0", r"profiles\.demo\.train\.steps: must be >= 1, got 0"),
         ("profiles.demo.train.steps=-5", r"profiles\.demo\.train\.steps: must be >= 1, got -5"),
-        ("profiles.demo.train.models.nafnet.betas=[0.9]", r"train\.models\.nafnet\.betas: must hold 2 values"),
+        (
+            "profiles.demo.train.models.nafnet.betas=[0.9]",
+            r"train\.models\.nafnet\.betas: must hold 2 values",
+        ),
         ("profiles.demo.train.models.nafnet.lr=-1e-3", r"train\.models\.nafnet\.lr: must be > 0"),
-        ("profiles.demo.train.models.nafnet.lrr=1", r"train\.models\.nafnet\.lrr: unknown key.*did you mean 'lr'"),
+        (
+            "profiles.demo.train.models.nafnet.lrr=1",
+            r"train\.models\.nafnet\.lrr: unknown key.*did you mean 'lr'",
+        ),
         ("profiles.demo.train.holdout=1", r"profiles\.demo\.train\.holdout: must be in \[0, 1\), got 1"),
         ("profiles.demo.evaluate.crop_size=0", r"profiles\.demo\.evaluate\.crop_size: must be >= 8, got 0"),
         ("profiles.demo.evaluate.tile=16", r"profiles\.demo\.evaluate\.overlap: must be < evaluate\.tile"),
@@ -231,7 +245,9 @@ def test_a_pickle_is_refused_by_weights_only_naming_the_key(project, tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"params": {"w": torch.zeros(1)}, "args": argparse.Namespace(x=1)}, evil)
     args = ["-S", f"profiles.demo.pretrained.nafnet={evil}", "finetune", *CELL]
-    fails_cleanly(project, args, r"profiles\.demo\.pretrained\.nafnet: .*weights_only=True.*argparse\.Namespace")
+    fails_cleanly(
+        project, args, r"profiles\.demo\.pretrained\.nafnet: .*weights_only=True.*argparse\.Namespace"
+    )
 
 
 def test_a_cut_model_safetensors_fails_evaluate_naming_it(project):
@@ -246,7 +262,9 @@ def test_a_cut_model_safetensors_fails_evaluate_naming_it(project):
 def test_a_cut_packed_store_names_the_file(project):
     array = project / "data/store/gopro/train/gt.u8"
     array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
-    fails_cleanly(project, ["finetune", *CELL], r"data/store/gopro/train/gt\.u8: truncated: \d+ bytes, expected")
+    fails_cleanly(
+        project, ["finetune", *CELL], r"data/store/gopro/train/gt\.u8: truncated: \d+ bytes, expected"
+    )
 
 
 def test_a_second_run_of_the_same_cell_fails_at_once(project):
@@ -269,8 +287,10 @@ def test_a_mistaken_rerun_deletes_nothing_and_the_original_resumes(project):
     assert json.loads((project / RUN / "train.json").read_text())["resumed_from"] == 4
     assert {p.name: p.read_bytes() for p in (project / RUN / "checkpoints").glob("step_*")} == original
     (other,) = (project / RUN / "superseded").iterdir()  # the mistaken run's, kept
-    assert sorted(p.name for p in (other / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt",
-                                                                                 "step_00000004.pt"]
+    assert sorted(p.name for p in (other / "checkpoints").glob("step_*.pt")) == [
+        "step_00000002.pt",
+        "step_00000004.pt",
+    ]
 
 
 def test_outputs_are_written_with_the_umask(built):
@@ -279,6 +299,10 @@ def test_outputs_are_written_with_the_umask(built):
 
     mask = os.umask(0)
     os.umask(mask)
-    for rel in ("data/manifests/gopro.parquet", f"{RUN}/model.safetensors", "metrics/finetune/deblur/nafnet/full.json"):
+    for rel in (
+        "data/manifests/gopro.parquet",
+        f"{RUN}/model.safetensors",
+        "metrics/finetune/deblur/nafnet/full.json",
+    ):
         assert stat.S_IMODE((built / rel).stat().st_mode) == 0o666 & ~mask, rel
     assert stat.S_IMODE((built / "data/raw/gopro").stat().st_mode) == 0o777 & ~mask

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from restorebench.config import SampleConfig
-from restorebench.data import fetch
+from restorebench.data import archives, fetch
 from restorebench.data.fetch import (
     ChecksumMismatch,
     DownloadError,
@@ -351,8 +351,10 @@ def _gopro_zip_with(tmp_path: Path, links: dict[str, str], files: dict[str, byte
 CHAINS = {
     # the issue's probe: each link alone stays inside (d/.. and d/l/..), the chain leaves
     "chain": ({"d/l": "..", "d/l/l2": ".."}, {"d/l/l2/evil.txt": b"pwned"}),
-    "deeper": ({"a/b/l": "..", "a/b/l/l2": "..", "a/b/l/l2/l3": "..", "a/b/l/l2/l3/l4": ".."},
-               {"a/b/l/l2/l3/l4/evil.txt": b"pwned"}),
+    "deeper": (
+        {"a/b/l": "..", "a/b/l/l2": "..", "a/b/l/l2/l3": "..", "a/b/l/l2/l3/l4": ".."},
+        {"a/b/l/l2/l3/l4/evil.txt": b"pwned"},
+    ),
 }
 
 
@@ -384,7 +386,9 @@ def test_a_symlink_chain_in_a_tar_is_refused_naming_the_member(tmp_path: Path, c
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     target = tmp_path / "out" / "x"
-    with pytest.raises(UnsafeArchive, match=r"member '[^']*/l\d' links to '\.\.', which resolves outside") as err:
+    with pytest.raises(
+        UnsafeArchive, match=r"member '[^']*/l\d' links to '\.\.', which resolves outside"
+    ) as err:
         safe_extract(archive, target)
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
     assert not list(tmp_path.rglob("evil.txt")) and not target.exists()
@@ -423,10 +427,12 @@ def test_a_truncated_sidd_mat_fails_fetch_naming_it_before_any_swap(tmp_path: Pa
     assert manifest.read_bytes() == before and not (raw / "SIDD_Medium_Srgb").is_symlink()
 
 
-def test_tarfile_data_filter_refusals_become_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tarfile_data_filter_refusals_become_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Should a member pass our own checks, tarfile's data filter still refuses it, and its
     LinkOutsideDestinationError arrives as an UnsafeArchive naming the member, not a traceback."""
-    monkeypatch.setattr(fetch, "_check_landing", lambda *a, **k: None)
+    monkeypatch.setattr(archives, "_check_landing", lambda *a, **k: None)
     archive = make_tar(tmp_path / "evil.tar", {}, links={"d/l": ("..", tarfile.SYMTYPE),
                                                          "d/l/l2": ("..", tarfile.SYMTYPE)})  # fmt: skip
     with pytest.raises(UnsafeArchive, match=r"member 'd/l/l2' refused by tarfile's data filter "

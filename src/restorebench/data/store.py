@@ -45,6 +45,8 @@ REBUILD = "the store is cut or damaged; delete the folder and run its prepare/de
 
 class StoreError(RestorebenchError, ValueError):
     """A store on disk that cannot be read as written (missing or cut array file, unreadable index)."""
+
+
 INDEX_COLUMNS = {"id": pa.string(), "image": pa.string(), "y": pa.int32(), "x": pa.int32()}
 ROW_GROUP = 65536  # index rows buffered before a parquet row group is written (bounded memory)
 
@@ -181,8 +183,9 @@ class Store:
         try:
             self.index = pq.read_table(self.path / "index.parquet").to_pydict()
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise StoreError(self.path / "index.parquet", f"unreadable ({str(err).splitlines()[0]})",
-                             REBUILD) from None
+            raise StoreError(
+                self.path / "index.parquet", f"unreadable ({str(err).splitlines()[0]})", REBUILD
+            ) from None
         self._maps: dict[str, np.ndarray] = {}
 
     def _check_sizes(self) -> None:
@@ -195,8 +198,9 @@ class Store:
             if have is None and want:
                 raise StoreError(path, "missing", REBUILD)
             if have is not None and have < want:
-                raise StoreError(path, f"truncated: {have} bytes, expected {want} ({self.n} x {list(shape)})",
-                                 REBUILD)
+                raise StoreError(
+                    path, f"truncated: {have} bytes, expected {want} ({self.n} x {list(shape)})", REBUILD
+                )
 
     def array(self, name: str) -> np.ndarray:
         """The whole N x h x w x c array `name`, memory-mapped read-only."""

@@ -48,15 +48,20 @@ class ValidationFailed(RestorebenchError):
     of the dataset as a whole, e.g. a count, is listed as "(dataset)"). `where`: the report file if given,
     else the dataset."""
 
-    def __init__(self, report: dict[str, Any], limit: int = 5, *, report_path: str | Path | None = None) -> None:
+    def __init__(
+        self, report: dict[str, Any], limit: int = 5, *, report_path: str | Path | None = None
+    ) -> None:
         self.report = report
         failures = report.get("failures", [])
         lines = [f"{f['file'] or '(dataset)'}: {f['reason']}" for f in failures[:limit]]
         more = f"; ... and {len(failures) - limit} more" if len(failures) > limit else ""
-        super().__init__(report_path or report.get("dataset"),
-                         f"{report.get('dataset')} failed validation with {len(failures)} problem(s): "
-                         + "; ".join(lines) + more,
-                         "see the report for every problem; fetch the dataset again" if report_path else None)
+        super().__init__(
+            report_path or report.get("dataset"),
+            f"{report.get('dataset')} failed validation with {len(failures)} problem(s): "
+            + "; ".join(lines)
+            + more,
+            "see the report for every problem; fetch the dataset again" if report_path else None,
+        )
 
 
 # ----------------------------------------------------------------------------------- per-file checks

@@ -44,8 +44,18 @@ def train_and_save(
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
-            return _session(net, batches, cfg, info, run_dir=run_dir, params=params, validate=validate,
-                            objective=objective, keep=keep, progress=progress)
+            return _session(
+                net,
+                batches,
+                cfg,
+                info,
+                run_dir=run_dir,
+                params=params,
+                validate=validate,
+                objective=objective,
+                keep=keep,
+                progress=progress,
+            )
     finally:
         distributed.teardown()
 
