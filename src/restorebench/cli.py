@@ -60,7 +60,8 @@ def main(
         typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
     ] = None,
     threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
+        int, typer.Option(help="CPU threads for torch (0: the CPUs this process may use, or OMP_NUM_THREADS); "
+                               "Snakemake passes each rule's `threads`")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a known failure")] = False,
 ) -> None:
@@ -68,10 +69,9 @@ def main(
         os.environ["RESTOREBENCH_DEBUG"] = "1"
     state.params = params
     state.overrides = list(set_ or [])
-    if threads > 0:
-        import torch
+    from restorebench.data.parallel import set_torch_threads
 
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -106,28 +106,18 @@ def _check_dataset(cfg: Config, dataset: str) -> None:
 @app.command()
 def fetch(dataset: Dataset) -> None:
     """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
-    from restorebench.data.fetch import DownloadError, fetch_dataset
-    from restorebench.data.manifest import build_manifest, write_manifest
+    from restorebench.data.fetch import fetch_and_index
 
     cfg = load()
     _check_dataset(cfg, dataset)
     ds = cfg.data.dataset(dataset)
-    raw = data_dir(cfg, "raw", dataset)
-    try:
-        fetch_dataset(
-            dataset,
-            ds.source,
-            raw,
-            cache_dir=Path(cfg.data.cache),
-            sample=cfg.data.sample,
-            seed=cfg.seed,
-            min_free_bytes=int(cfg.data.min_free_gb * 2**30),
-        )
-    except (DownloadError, OSError, ValueError) as err:
-        raise fail(f"fetch {dataset}: {err}") from None
-    manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
-    write_manifest(manifest, data_dir(cfg, "manifests", f"{dataset}.parquet"))
-    typer.echo(f"{dataset}: {len(manifest)} rows -> {data_dir(cfg, 'manifests', f'{dataset}.parquet')}")
+    out = data_dir(cfg, "manifests", f"{dataset}.parquet")
+    # staged, indexed and checked before the copy and its manifest replace the previous ones
+    manifest = fetch_and_index(dataset, ds.source, data_dir(cfg, "raw", dataset), out,
+                               cache_dir=Path(cfg.data.cache), sample=cfg.data.sample, seed=cfg.seed,
+                               min_free_bytes=int(cfg.data.min_free_gb * 2**30), expected_pairs=ds.expected_pairs,
+                               workers=cfg.data.workers)  # fmt: skip
+    typer.echo(f"{dataset}: {len(manifest)} rows -> {out}")
 
 
 @app.command()
@@ -154,11 +144,9 @@ def validate(dataset: Dataset) -> None:
     out = data_dir(cfg, "validation", f"{dataset}.json")
     write_report(report, out)
     if not report["success"]:
-        lines = [f"  {f['file']}: {f['reason']}" for f in report["failures"][:10]]
-        more = len(report["failures"]) - len(lines)
-        if more > 0:
-            lines.append(f"  ... and {more} more (see {out})")
-        raise fail(f"{dataset} failed validation ({out}):\n" + "\n".join(lines))
+        from restorebench.data.validate import ValidationFailed
+
+        raise ValidationFailed(report, report_path=out)  # a dataset-level problem reads "(dataset): ..."
     typer.echo(f"{dataset}: valid, {report['counts']} -> {out}")
 
 
@@ -429,9 +417,9 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
 def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
     """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
     import torch
-    from safetensors.torch import load_file
 
     from restorebench.infer import precision, restore
+    from restorebench.models.weights import read_state_dict
     from restorebench.train.finetune import cell_model
 
     run = Path("runs/finetune") / task / model / cell
@@ -443,7 +431,7 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
         )
     net = cell_model(cfg, model, task)
     try:
-        net.load_state_dict(load_file(weights), strict=True)
+        net.load_state_dict(read_state_dict(weights), strict=True)  # a cut file: WeightsError naming it
     except RuntimeError as err:
         raise fail(f"{weights} does not fit {model} variant {cfg.variant(model, task)}: {err}") from None
     e = cfg.evaluate

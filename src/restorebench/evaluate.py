@@ -50,14 +50,11 @@ PROTOCOLS = {
 
 
 def _load_mat(path: Path, key: str) -> np.ndarray:
-    from scipy.io import loadmat
+    from restorebench.data.manifest import load_mat_blocks
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: SIDD validation file missing (expected variable {key!r})")
-    mat = loadmat(path)
-    if key not in mat:
-        raise KeyError(f"{path}: variable {key!r} not found; has {sorted(k for k in mat if not k.startswith('__'))}")
-    arr = mat[key]
+    arr = load_mat_blocks(path)  # a cut or corrupt file: a RestorebenchError naming it
     if arr.ndim != 5 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"{path}:{key}: expected N x B x h x w x 3 uint8, got {arr.shape} {arr.dtype}")
     return arr

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from restorebench.errors import RestorebenchError
 from restorebench.io import write_json
 
 from .manifest import load_mat_blocks
@@ -42,16 +43,25 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_LISTED = 20  # per expectation, rows turned into named failures
 
 
-class ValidationFailed(Exception):
-    """A dataset failed validation; the message names the first few failing files and reasons."""
+class ValidationFailed(RestorebenchError):
+    """A dataset failed validation; the message names the first few failing files and reasons (a problem
+    of the dataset as a whole, e.g. a count, is listed as "(dataset)"). `where`: the report file if given,
+    else the dataset."""
 
-    def __init__(self, report: dict[str, Any], limit: int = 5) -> None:
+    def __init__(
+        self, report: dict[str, Any], limit: int = 5, *, report_path: str | Path | None = None
+    ) -> None:
         self.report = report
         failures = report.get("failures", [])
-        lines = [f"  {f['file'] or '(dataset)'}: {f['reason']}" for f in failures[:limit]]
-        more = f"\n  ... and {len(failures) - limit} more" if len(failures) > limit else ""
-        super().__init__(f"{report.get('dataset')}: validation failed with {len(failures)} problem(s):\n"
-                         + "\n".join(lines) + more)  # fmt: skip
+        lines = [f"{f['file'] or '(dataset)'}: {f['reason']}" for f in failures[:limit]]
+        more = f"; ... and {len(failures) - limit} more" if len(failures) > limit else ""
+        super().__init__(
+            report_path or report.get("dataset"),
+            f"{report.get('dataset')} failed validation with {len(failures)} problem(s): "
+            + "; ".join(lines)
+            + more,
+            "see the report for every problem; fetch the dataset again" if report_path else None,
+        )
 
 
 # ----------------------------------------------------------------------------------- per-file checks

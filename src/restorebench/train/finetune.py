@@ -140,8 +140,14 @@ def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
     checkpoint when `pretrained` names one, else a seeded random init that starts at the identity where the
     model can (`start_at_identity_`). Returns (model, init description)."""
+    from restorebench.models.weights import WeightsError
+
     pretrained = cfg.pretrained.get(model)
-    net = cell_model(cfg, model, task, pretrained)
+    try:
+        net = cell_model(cfg, model, task, pretrained)
+    except WeightsError as err:  # missing, cut, refused or mismatched: name the params key that chose it
+        raise WeightsError(" ".join(str(err).split()), where=f"profiles.{cfg.profile}.pretrained.{model}",
+                           hint="fix the path or hub id, or set it to null for a seeded random init") from None
     if pretrained is None:
         net.start_at_identity_()
     return net, pretrained or f"random(seed={cfg.seed})"
@@ -153,7 +159,7 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
     shape-checked. Returns the init description recorded in train.json and the metrics."""
     import json
 
-    from safetensors.torch import load_file
+    from restorebench.models.weights import read_state_dict
 
     run = pretrain_dir(pretrain, model, task)
     path = run / "model.safetensors"
@@ -162,7 +168,8 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
         raise FileNotFoundError(f"{path}: no pretrained weights; run `restorebench pretrain {hint}` first")
     meta_path = run / "pretrain.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    state = net.adapt_pretrained(load_file(str(path)), task=task, head=cfg.pretrain.ipt.heads.get(task), meta=meta)
+    state = read_state_dict(path)  # a cut file: WeightsError naming it
+    state = net.adapt_pretrained(state, task=task, head=cfg.pretrain.ipt.heads.get(task), meta=meta)
     own = net.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
