@@ -1,5 +1,6 @@
 # restorebench: two commands on a fresh machine.
-#   make demo   - install into .venv if needed, run the whole pipeline on the embedded sample
+#   make demo   - install into .venv if needed, run the whole pipeline on the embedded sample; ends in
+#                 results/table.csv and results/report.html
 #   make test   - install into .venv if needed, run the test suite
 # The environment is pinned: `make install` installs the exact versions in requirements.lock (every
 # dependency and the dev extras); `make lock` re-resolves it from pyproject.toml (see README).
@@ -44,7 +45,7 @@ lock:
 	  --custom-compile-command 'make lock' $(LOCK_ARGS) $(UPGRADE) -o $(LOCK)
 
 demo: install
-	snakemake --cores $(CORES) results/table.csv
+	snakemake --cores $(CORES) all  # rule all: results/table.csv and results/report.html
 
 test: install
 	pytest -q --timeout=900

@@ -144,7 +144,7 @@ def test_evaluate_runs_the_configured_tiling_and_precision_and_records_it(projec
     assert calls and all(
         (c["tile"], c["overlap"], c["batch"], c["autocast"], c["tf32"]) == (32, 8, 2, "bf16", True) for c in calls
     )
-    metrics = json.loads((tmp_path / "metrics/finetune/denoise/nafnet/full.json").read_text())
+    metrics = json.loads((tmp_path / "results/eval/denoise/nafnet/full/provenance.json").read_text())
     assert metrics["precision"] == ("bf16" if cuda else "fp32")  # bf16 autocast and TF32 are CUDA-only
     assert f"({metrics['precision']})" in result.output
     assert (tmp_path / "results/eval/denoise/nafnet/full/per_image.csv").exists()
@@ -152,7 +152,7 @@ def test_evaluate_runs_the_configured_tiling_and_precision_and_records_it(projec
     result = runner.invoke(app, ["--params", str(project_root / "params.yaml"), "-S", "profiles.demo.evaluate.tf32=true",
                                  "evaluate", "--task", "denoise", "--model", "nafnet", "--strategy", "full"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "metrics/finetune/denoise/nafnet/full.json").read_text())
+    metrics = json.loads((tmp_path / "results/eval/denoise/nafnet/full/provenance.json").read_text())
     assert metrics["precision"] == ("tf32" if cuda else "fp32")
 
 

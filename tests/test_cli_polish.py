@@ -52,9 +52,11 @@ def test_config_show_one_section_and_a_misspelt_one(project_root, monkeypatch):
 def test_models_filter_prints_rows_of_the_named_models_only():
     result = runner.invoke(app, ["models", "nafnet", "restormer"])
     assert result.exit_code == 0, result.output
-    rows = result.output.strip().splitlines()
-    assert rows[0].split()[:3] == ["model", "variant", "params"]
+    lines = result.output.strip().splitlines()
+    rows = [r for r in lines if not r.startswith(("from ckpt:", "("))]  # the legend and notes follow the rows
+    assert rows[0].split()[:3] == ["model", "variant", "params"] and "from ckpt" in rows[0]
     assert {r.split()[0] for r in rows[1:]} == {"nafnet", "restormer"}
+    assert lines[-1].startswith("from ckpt: share of the parameters")
     nafnet = {r.split()[1]: float(r.split()[2]) for r in rows[1:] if r.startswith("nafnet")}
     assert nafnet["sidd-width32"] == pytest.approx(29.16, abs=0.01)  # counted on the meta device, as published
     result = runner.invoke(app, ["models", "nafnett"])

@@ -125,3 +125,87 @@ def test_each_model_trains_on_its_recipe_crop(project_root):
     paper = load_config(project_root / "params.yaml", ["profile=paper"])
     assert (demo.train.crop("ipt"), demo.train.crop("nafnet")) == (24, 48)  # IPT trains on its tile size
     assert (paper.train.crop("ipt"), paper.train.crop("nafnet")) == (48, 256)
+
+
+# Every value is checked at load with its full key path and the allowed range or choices (issue 18).
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("profiles.demo.train.steps=0", r"profiles\.demo\.train\.steps: must be >= 1, got 0"),
+        ("profiles.demo.train.steps=-5", r"profiles\.demo\.train\.steps: must be >= 1, got -5"),
+        ("profiles.paper.train.batch=0", r"profiles\.paper\.train\.batch: must be >= 1, got 0"),
+        ("profiles.demo.train.accumulate=3", r"profiles\.demo\.train\.batch: must be a multiple of train\.accumulate \(3\)"),
+        ("profiles.demo.train.models.nafnet.lr=-0.001", r"train\.models\.nafnet\.lr: must be > 0, got -0\.001"),
+        ("profiles.demo.train.models.nafnet.lr=.nan", r"train\.models\.nafnet\.lr: must be > 0, got nan"),
+        ("profiles.demo.train.models.nafnet.min_lr=1", r"train\.models\.nafnet\.min_lr: must be <= its lr"),
+        ("profiles.demo.train.models.nafnet.betas=[0.9]",
+         r"train\.models\.nafnet\.betas: must hold 2 values, got \[0\.9\]"),
+        ("profiles.demo.train.models.restormer.betas=[0.9,1.0]",
+         r"train\.models\.restormer\.betas\[1\]: must be in \[0, 1\), got 1\.0"),
+        ("profiles.demo.train.models.nafnet.lrr=1",
+         r"train\.models\.nafnet\.lrr: unknown key; allowed keys are \[.*'lr'.*\]; did you mean 'lr'"),
+        ("profiles.demo.train.models.nafnt={lr: 1}", r"train\.models\.nafnt: 'nafnt'.*did you mean 'nafnet'"),
+        ("profiles.demo.train.models.nafnet.loss=l2", r"train\.models\.nafnet\.loss: 'l2' is not allowed"),
+        ("profiles.demo.train.holdout=1", r"profiles\.demo\.train\.holdout: must be in \[0, 1\), got 1"),
+        ("profiles.demo.train.holdout=-0.1", r"train\.holdout: must be in \[0, 1\), got -0\.1"),
+        ("profiles.demo.pretrain.holdout=1.5", r"pretrain\.holdout: must be in \[0, 1\)"),
+        ("profiles.demo.train.workers=-1", r"train\.workers: must be >= 0, got -1"),
+        ("profiles.demo.data.workers=-2", r"data\.workers: must be >= 0, got -2"),
+        ("profiles.demo.data.min_free_gb=-1", r"data\.min_free_gb: must be >= 0, got -1"),
+        ("profiles.demo.train.ema_decay=1", r"train\.ema_decay: must be in \[0, 1\)"),
+        ("profiles.demo.train.checkpoint_every=0", r"train\.checkpoint_every: must be >= 1, got 0"),
+        ("profiles.demo.evaluate.crop_size=0", r"evaluate\.crop_size: must be >= 8, got 0"),
+        ("profiles.demo.evaluate.crops=-1", r"evaluate\.crops: must be >= 0, got -1"),
+        ("profiles.demo.evaluate.tile=4", r"evaluate\.tile: must be >= 8, got 4"),
+        ("profiles.demo.evaluate.tile=32", r"evaluate\.overlap: must be < evaluate\.tile \(32\), got 32"),
+        ("profiles.demo.evaluate.overlap=-1", r"evaluate\.overlap: must be >= 0, got -1"),
+        ("profiles.demo.prepare.sidd.size=0", r"prepare\.sidd\.size: must be >= 8, got 0"),
+        ("profiles.demo.prepare.gopro.step=200", r"prepare\.gopro\.step: must be <= prepare\.gopro\.size"),
+        ("profiles.demo.prepare.gopro_input=blurr", r"prepare\.gopro_input: 'blurr'.*did you mean 'blur'"),
+        ("profiles.demo.degrade.patch=0", r"degrade\.patch: must be >= 8, got 0"),
+        ("profiles.demo.data.sample.sidd_instances=0", r"data\.sample\.sidd_instances: must be >= 1, got 0"),
+        ("profiles.demo.data.sidd.expected_pairs.train=-3", r"data\.sidd\.expected_pairs\.train: must be >= 0"),
+        ("profiles.demo.data.sidd.expected_pairs.trian=3", r"expected_pairs\.trian: 'trian'.*did you mean 'train'"),
+        ("profiles.demo.pretrain.ipt.steps=0", r"pretrain\.ipt\.steps: must be >= 1, got 0"),
+        ("profiles.demo.pretrain.ipt.betas=[0.9]", r"pretrain\.ipt\.betas: must hold 2 values"),
+        ("profiles.demo.pretrain.dcpt.lr=0", r"pretrain\.dcpt\.lr: must be > 0, got 0"),
+        ("profiles.demo.pretrain.dcpt.batch=0", r"pretrain\.dcpt\.batch: must be >= 1, got 0"),
+        ("profiles.demo.pretrain.ipt.temperature=0", r"pretrain\.ipt\.temperature: must be > 0"),
+        ("profiles.demo.pretrain.dcpt.degradations=[noise_30,hazee]",
+         r"pretrain\.dcpt\.degradations\[1\]: 'hazee'.*did you mean 'haze'"),
+        ("profiles.demo.pretrain.ipt.tasks.rain=rian", r"pretrain\.ipt\.tasks\.rain: 'rian'.*did you mean 'rain'"),
+        ("profiles.demo.pretrain.ipt.heads.denoise=noise3", r"ipt\.heads\.denoise: 'noise3'.*did you mean"),
+        ("profiles.demo.degrade.tasks.haze=[{name: hazy}]",
+         r"degrade\.tasks\.haze\[0\]\.name: 'hazy' is not allowed.*did you mean 'haze'"),
+        ("profiles.demo.degrade.tasks.noise_30=[{name: gaussian_noise, sigam: 30}]",
+         r"degrade\.tasks\.noise_30\[0\]\.sigam: 'sigam'.*did you mean 'sigma'"),
+        ("profiles.demo.train.compile_mode=fast", r"train\.compile_mode: 'fast' is not allowed"),
+    ],
+)
+def test_every_value_is_checked_at_load(project_root, override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(project_root / "params.yaml", [override])
+
+
+def test_a_variant_is_checked_with_its_key(project_root):
+    cfg = load_config(project_root / "params.yaml", ["profiles.demo.variants.nafnet.denoise=dem"])
+    with pytest.raises(ConfigError, match=r"profiles\.demo\.variants\.nafnet\.denoise: 'dem'.*did you mean 'demo'"):
+        cfg.variant("nafnet", "denoise")
+
+
+def test_a_field_declares_its_range_once():
+    """The mechanism is generic: any dataclass field with `bounded(...)` is checked by the one walker."""
+    from dataclasses import dataclass
+
+    from restorebench.config import bounded, check_bounds
+
+    @dataclass
+    class Recipe:
+        stages: list[int] = bounded(factory=lambda: [1, 2], ge=1)
+        power: float = bounded(1.0, gt=0, le=2)
+
+    check_bounds(Recipe(), "x")
+    with pytest.raises(ConfigError, match=r"x\.stages\[1\]: must be >= 1, got 0"):
+        check_bounds(Recipe(stages=[1, 0]), "x")
+    with pytest.raises(ConfigError, match=r"x\.power: must be in \(0, 2\], got 3"):
+        check_bounds(Recipe(power=3), "x")

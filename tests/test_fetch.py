@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from restorebench.config import SampleConfig
-from restorebench.data import fetch
+from restorebench.data import archives, fetch
 from restorebench.data.fetch import (
     ChecksumMismatch,
     DownloadError,
@@ -328,3 +328,129 @@ def test_url_source_downloads_and_extracts(
         "GOPRO_Large.zip": sha(Path(archive).read_bytes())
     }
     assert fetch.sha256_file(cache / "GOPRO_Large.zip") == sha(Path(archive).read_bytes())
+
+
+# ------------------------------------------------------------------------- link chains (issue 18)
+
+
+def _gopro_zip_with(tmp_path: Path, links: dict[str, str], files: dict[str, bytes]) -> Path:
+    """A GoPro-shaped zip (so only the links can make it fail) with extra link and file members, in order."""
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("GOPRO_Large/train/GOPR0001_00_00/blur/000001.png", b"x")
+        zf.writestr("GOPRO_Large/test/GOPR0002_00_00/blur/000001.png", b"x")
+        for name, target in links.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+CHAINS = {
+    # the issue's probe: each link alone stays inside (d/.. and d/l/..), the chain leaves
+    "chain": ({"d/l": "..", "d/l/l2": ".."}, {"d/l/l2/evil.txt": b"pwned"}),
+    "deeper": (
+        {"a/b/l": "..", "a/b/l/l2": "..", "a/b/l/l2/l3": "..", "a/b/l/l2/l3/l4": ".."},
+        {"a/b/l/l2/l3/l4/evil.txt": b"pwned"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_a_symlink_chain_in_a_zip_is_refused_and_the_previous_copy_kept(tmp_path: Path, case: str) -> None:
+    links, files = CHAINS[case]
+    work = tmp_path / "project"
+    raw, manifest = work / "data/raw/gopro", work / "data/manifests/gopro.parquet"
+    fetch.fetch_and_index("gopro", "sample", raw, manifest, cache_dir=work / "c", sample=TINY, seed=0,
+                          min_free_bytes=0, expected_pairs={})  # fmt: skip
+    before = {p: p.read_bytes() for p in [*raw.rglob("*.png"), manifest]}
+    archive = _gopro_zip_with(tmp_path, links, files)
+    with pytest.raises(UnsafeArchive, match=r"member '[^']*l' is a symbolic link") as err:
+        fetch.fetch_and_index("gopro", str(archive), raw, manifest, cache_dir=work / "c", sample=TINY, seed=0,
+                              min_free_bytes=0, expected_pairs={})  # fmt: skip
+    assert "\n" not in str(err.value) and str(archive) in str(err.value)
+    assert not list(tmp_path.rglob("evil.txt")) and not (tmp_path.parent / "evil.txt").exists()
+    assert {p: p.read_bytes() for p in [*raw.rglob("*.png"), manifest]} == before
+    assert sorted(p.name for p in (work / "data/raw").iterdir()) == ["gopro"]  # no staging folder left
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_a_symlink_chain_in_a_tar_is_refused_naming_the_member(tmp_path: Path, case: str) -> None:
+    links, files = CHAINS[case]
+    archive = make_tar(tmp_path / "evil.tar", {}, links={k: (v, tarfile.SYMTYPE) for k, v in links.items()})
+    with tarfile.open(archive, "a") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    target = tmp_path / "out" / "x"
+    with pytest.raises(
+        UnsafeArchive, match=r"member '[^']*/l\d' links to '\.\.', which resolves outside"
+    ) as err:
+        safe_extract(archive, target)
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("evil.txt")) and not target.exists()
+
+
+def test_zero_or_too_few_pairs_fail_fetch_with_the_count(tmp_path: Path) -> None:
+    raw, manifest = tmp_path / "raw/gopro", tmp_path / "manifests/gopro.parquet"
+    empty = tmp_path / "empty_copy" / "GOPRO_Large"
+    (empty / "train").mkdir(parents=True)
+    (empty / "test").mkdir()
+    with pytest.raises(fetch.IncompleteDataset, match=r"gopro: 0 pairs found"):
+        fetch.fetch_and_index("gopro", str(empty.parent), raw, manifest, cache_dir=tmp_path, sample=TINY, seed=0,
+                              min_free_bytes=0, expected_pairs={})  # fmt: skip
+    with pytest.raises(fetch.IncompleteDataset, match=r"fewer pairs than expected \(train 1 of 5\)"):
+        fetch.fetch_and_index("gopro", "sample", raw, manifest, cache_dir=tmp_path, sample=TINY, seed=0,
+                              min_free_bytes=0, expected_pairs={"train": 5, "test": 1})  # fmt: skip
+    assert not raw.exists() and not manifest.exists()
+
+
+def test_a_truncated_sidd_mat_fails_fetch_naming_it_before_any_swap(tmp_path: Path) -> None:
+    from restorebench.errors import RestorebenchError
+
+    tiny = SampleConfig(sidd_instances=1, sidd_height=32, sidd_width=32, sidd_val_images=1, sidd_val_blocks=2,
+                        sidd_val_block_size=16)  # fmt: skip
+    raw, manifest = tmp_path / "raw/sidd", tmp_path / "manifests/sidd.parquet"
+    fetch.fetch_and_index("sidd", "sample", raw, manifest, cache_dir=tmp_path, sample=tiny, seed=0,
+                          min_free_bytes=0, expected_pairs={})  # fmt: skip
+    before = manifest.read_bytes()
+    copy = make_sample("sidd", tmp_path / "theirs", tiny, seed=1)
+    mat = copy / "ValidationGtBlocksSrgb.mat"
+    mat.write_bytes(mat.read_bytes()[: mat.stat().st_size // 2])
+    with pytest.raises(RestorebenchError, match=r"ValidationGtBlocksSrgb\.mat: unreadable \.mat file") as err:
+        fetch.fetch_and_index("sidd", str(copy), raw, manifest, cache_dir=tmp_path, sample=tiny, seed=0,
+                              min_free_bytes=0, expected_pairs={})  # fmt: skip
+    assert str(raw) in str(err.value) and ".fetch" not in str(err.value)
+    assert manifest.read_bytes() == before and not (raw / "SIDD_Medium_Srgb").is_symlink()
+
+
+def test_tarfile_data_filter_refusals_become_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a member pass our own checks, tarfile's data filter still refuses it, and its
+    LinkOutsideDestinationError arrives as an UnsafeArchive naming the member, not a traceback."""
+    monkeypatch.setattr(archives, "_check_landing", lambda *a, **k: None)
+    archive = make_tar(tmp_path / "evil.tar", {}, links={"d/l": ("..", tarfile.SYMTYPE),
+                                                         "d/l/l2": ("..", tarfile.SYMTYPE)})  # fmt: skip
+    with pytest.raises(UnsafeArchive, match=r"member 'd/l/l2' refused by tarfile's data filter "
+                                            r"\(LinkOutsideDestinationError\)"):  # fmt: skip
+        safe_extract(archive, tmp_path / "out" / "x")
+
+
+def test_written_files_and_folders_get_the_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    from restorebench import io as rio
+
+    old = os.umask(0o027)
+    try:
+        rio.write_text(tmp_path / "a.txt", "x")
+        with rio.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750

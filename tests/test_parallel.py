@@ -63,3 +63,32 @@ def test_parallel_list_starts_workers_only_for_enough_items():
 def test_resolve_workers():
     assert resolve_workers(0) == resolve_workers(-1) == (os.cpu_count() or 1)
     assert resolve_workers(3) == 3
+
+
+def test_usable_cpus_follow_the_affinity_mask_and_the_cgroup_quota(monkeypatch):
+    from restorebench.data import parallel
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(parallel, "_cgroup_quota", lambda: None)
+    assert parallel.usable_cpus() == 6 == resolve_workers(0)
+    monkeypatch.setattr(parallel, "_cgroup_quota", lambda: 2)  # e.g. cpu.max "150000 100000" -> 2
+    assert parallel.usable_cpus() == 2
+    assert resolve_workers(3) == 3
+
+
+def test_a_stage_without_threads_uses_the_usable_cpus_unless_omp_is_set(monkeypatch):
+    import torch
+
+    from restorebench.data import parallel
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert parallel.set_torch_threads(0) == 1 and torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # for a torch imported later, and child processes
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert parallel.set_torch_threads(0) == 2 and torch.get_num_threads() == 2
+        assert parallel.set_torch_threads(1) == 1  # --threads wins
+    finally:
+        torch.set_num_threads(before)

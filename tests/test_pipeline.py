@@ -103,11 +103,15 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
     changed = params["params.yaml"]
     assert changed["profiles.demo.train.steps"] == {"old": 20, "new": 30, "diff": 10}
     metrics = json.loads(_run(["dvc", "metrics", "diff", "main", "--json"], repo))
-    summary = metrics["metrics/summary.json"]
-    cell = summary["denoise.nafnet.full.psnr"]
+    cell = metrics["metrics/finetune/denoise/nafnet/full.json"]["psnr"]
     assert isinstance(cell["diff"], float) and cell["diff"] != 0.0
     assert cell["new"] == pytest.approx(cell["old"] + cell["diff"])
-    assert "denoise.identity.none.psnr" not in summary  # unchanged cells show no delta
+    gain = metrics["metrics/summary.json"]["denoise.nafnet.full.psnr_vs_identity"]
+    assert gain["diff"] == pytest.approx(cell["diff"], abs=2e-4)  # the floor did not move
+    assert "metrics/finetune/denoise/identity/none.json" not in metrics  # unchanged cells show no delta
+    # the finetuned cell describes itself and the report was built
+    assert json.loads((repo / "runs/finetune/denoise/nafnet/full/config.json").read_text())["model"] == "nafnet"
+    assert "PSNR" in (repo / "runs/finetune/denoise/nafnet/full/README.md").read_text()
 
 
 @pytest.mark.slow

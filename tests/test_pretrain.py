@@ -627,6 +627,8 @@ def test_dcpt_nine_type_option_from_params_comment(project_root, tmp_path, monke
     cfg = load_config(project_root / "params.yaml", [
         f"profiles.demo.data.root={tmp_path}", f"{p}.degradations={yaml.safe_dump(types, default_flow_style=True)}",
         f"{p}.steps=2", f"{p}.batch=9", f"{p}.patch=24", f"{p}.knn_k=3",
+        # the classes must be degrade tasks (checked at load), as the params.yaml comment sets both
+        *(f"profiles.demo.degrade.tasks.{k}={yaml.safe_dump(v, default_flow_style=True)}" for k, v in NINE_TYPES.items()),
     ])  # fmt: skip
     summary = pretrain_dcpt(cfg, "nafnet", "denoise", pretrain_dir("dcpt", "nafnet", "denoise"), progress=False)
     assert summary["degradations"] == types

@@ -79,10 +79,12 @@ def test_push_pull_and_queued_sweep(project_root, tmp_path):
     psnr = {}
     for seed, exp in by_seed.items():
         metric = exp["data"]["metrics"][METRIC]["data"]
-        assert metric["model"] == "identity" and metric["images"] == 16  # the sample's 4 x 4 SIDD blocks
+        assert sorted(metric) == ["psnr", "ssim_basicsr", "ssim_matlab3d"]  # the metric file holds scores only
         psnr[seed] = metric["psnr"]
         assert 20 < psnr[seed] < 45, psnr
     # each seed draws its own sample noise, so each experiment scored different data
     assert len({baseline_psnr, *psnr.values()}) == len(SEEDS) + 1, psnr
+    provenance = json.loads((repo / "results/eval/denoise/identity/none/provenance.json").read_text())
+    assert provenance["model"] == "identity" and provenance["images"] == 16  # the sample's 4 x 4 SIDD blocks
     # the workspace is untouched: still the baseline
     assert json.loads((repo / METRIC).read_text())["psnr"] == baseline_psnr

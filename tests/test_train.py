@@ -195,7 +195,8 @@ def test_a_restart_resumes_only_checkpoints_of_the_same_settings(tmp_path):
                                                                                   "step_00000008.pt"]
     result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3), run_dir=run, params=params, progress=False)
     assert result.resumed_from == 0
-    assert [p.name for p in checkpoint.list_checkpoints(run / "superseded" / "checkpoints")][-1] == "step_00000008.pt"
+    (first,) = [p for p in (run / "superseded").iterdir()]
+    assert [p.name for p in checkpoint.list_checkpoints(first / "checkpoints")][-1] == "step_00000008.pt"
     result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3, steps=14), run_dir=run,
                                params={**params, "init": "dcpt:..."}, progress=False)
     assert result.resumed_from == 0  # the init changed too
@@ -204,11 +205,64 @@ def test_a_restart_resumes_only_checkpoints_of_the_same_settings(tmp_path):
     assert result.resumed_from == 14  # only the checkpoint interval changed: the same run, already done
 
 
+def _logged_steps(table) -> list[int]:
+    rows = [r.split("\t") for r in table.read_text().splitlines()]
+    col = rows[0].index("step")
+    return [int(r[col]) for r in rows[1:]]
+
+
+def test_a_mistaken_run_deletes_nothing_and_the_original_resumes_from_its_own_checkpoint(tmp_path):
+    """Issue 18's probe: interrupt a cell, re-run it once with another LR, run the original command again:
+    the original resumes from its own checkpoint (step 8), which moved aside and back, never deleted."""
+    from restorebench.train.session import train_and_save
+
+    run, params = tmp_path / "run", {"task": "denoise"}
+    with pytest.raises(KeyboardInterrupt):
+        train_and_save(_model(), _crash_after(9), _cfg(), run_dir=run, params=params, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # the mistaken run: other LR, also interrupted
+        train_and_save(_model(), _crash_after(5), _cfg(lr=1e-3), run_dir=run, params=params, progress=False)
+    assert len(list((run / "superseded").iterdir())) == 1
+    result, _ = train_and_save(_model(), make_batches(), _cfg(), run_dir=run, params=params, progress=False)
+    assert result.resumed_from == 8
+    (other,) = list((run / "superseded").iterdir())  # the mistaken run's step 4, kept for its own resume
+    assert [p.name for p in checkpoint.list_checkpoints(other / "checkpoints")] == ["step_00000004.pt"]
+    result, _ = train_and_save(_model(), make_batches(), _cfg(lr=1e-3), run_dir=run, params=params,
+                               progress=False)
+    assert result.resumed_from == 4
+    steps = _logged_steps(run / "dvclive/plots/metrics/train/loss.tsv")
+    assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # each step once, though 5 of them ran twice
+
+
+def test_curves_after_a_resume_have_each_step_once(tmp_path):
+    from restorebench.train.session import train_and_save
+
+    run, params = tmp_path / "run", {"task": "denoise"}
+    with pytest.raises(KeyboardInterrupt):  # logged steps 2..10, checkpointed at 8
+        train_and_save(_model(), _crash_after(10), _cfg(), run_dir=run, params=params, progress=False)
+    result, _ = train_and_save(_model(), make_batches(), _cfg(), run_dir=run, params=params, progress=False)
+    assert result.resumed_from == 8
+    for table in (run / "dvclive/plots/metrics").rglob("*.tsv"):
+        steps = _logged_steps(table)
+        assert steps == sorted(set(steps)), (table, steps)
+        assert steps[-1] == 12
+
+
+def test_a_second_run_of_the_same_cell_fails_at_once(tmp_path):
+    from restorebench.errors import RestorebenchError
+
+    with checkpoint.lock_run(tmp_path):
+        with pytest.raises(RestorebenchError, match=r"another run of this cell is in progress \(pid \d+"):
+            with checkpoint.lock_run(tmp_path):
+                pass
+    with checkpoint.lock_run(tmp_path):  # released when the holder ends
+        pass
+
+
 def test_an_unreadable_run_file_counts_as_another_run(tmp_path):
     train(_model(), make_batches(), _cfg(steps=4), run_dir=tmp_path, progress=False)
     (tmp_path / "checkpoints" / "run.json").write_text("{not json")
     assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is True
-    assert (tmp_path / "superseded" / "checkpoints" / "step_00000004.pt").exists()
+    assert (tmp_path / "superseded" / "unknown" / "checkpoints" / "step_00000004.pt").exists()
     assert checkpoint.claim_run(tmp_path, "f" * 64, {"task": "denoise"}) is False  # now it is this run's
 
 
@@ -372,3 +426,21 @@ def test_compiled_training_matches_eager_and_checkpoints_plain_keys(tmp_path):
     _, result = train(_model(), make_batches(), _cfg(steps=6, checkpoint_every=3), run_dir=tmp_path / "True",
                       progress=False)
     assert result.resumed_from == 6
+
+
+def test_the_earlier_superseded_layout_is_kept_and_resumable(tmp_path):
+    """superseded/checkpoints/ (the layout before superseded/<fingerprint>/) is filed under its fingerprint,
+    so its run resumes from it too."""
+    import json
+
+    run, f, g = tmp_path / "run", "f" * 64, "g" * 64
+    train(_model(), make_batches(), _cfg(steps=4), run_dir=run, progress=False)  # run f: steps 4
+    (run / "checkpoints" / "run.json").write_text(json.dumps({"fingerprint": f}))
+    (run / "superseded").mkdir()
+    (run / "checkpoints").rename(run / "superseded" / "checkpoints")  # as the earlier code left it
+    train(_model(), make_batches(), _cfg(steps=2, checkpoint_every=2), run_dir=run, progress=False)  # run g
+    (run / "checkpoints" / "run.json").write_text(json.dumps({"fingerprint": g}))
+    assert checkpoint.claim_run(run, f, {}) is True
+    assert checkpoint.resume_step(run / "checkpoints") == 4  # f's own, back from the earlier layout
+    assert checkpoint.resume_step(run / "superseded" / g / "checkpoints") == 2  # g's, kept
+    assert sorted(p.name for p in (run / "superseded").iterdir()) == [g]

@@ -1,20 +1,32 @@
-"""Collect every metrics JSON into results/table.csv and the nested metrics/summary.json.
+"""Collect every evaluated cell into results/table.csv and metrics/summary.json, with significance.
 
-Measured rows come from metrics/finetune/{task}/{model}/{cell}.json, a cell being a strategy or
-{pretrain}-{strategy} (restorebench.config.cell_name). Published numbers (DESIGN.md)
-are separate rows with source "published"; they are never mixed into measured cells, and they stay out
-of summary.json so `dvc metrics diff` only ever shows what this pipeline measured.
+Inputs per cell (cell = a strategy, or {pretrain}-{strategy}, restorebench.config.cell_name; a seed suffix is
+allowed when a grid repeats cells over seeds):
+  metrics/finetune/{task}/{model}/{cell}.json        PSNR / SSIM only (the DVC metric)
+  results/eval/{task}/{model}/{cell}/per_image.csv   per-image scores (the bootstrap resamples these)
+  results/eval/{task}/{model}/{cell}/provenance.json what ran: strategy, pretrain, seed, params, timing, ...
+
+Outputs:
+  results/table.csv     one row per (task, model, strategy, pretrain), seeds pooled (mean, sd over seeds), with
+                        the mean per-image PSNR difference to the identity floor and to the task's best
+                        baseline cell, each with a paired bootstrap 95% interval; published rows (DESIGN.md)
+                        follow with source "published" and are never mixed into measured ones.
+  metrics/summary.json  {task: {model: {cell: {"psnr_vs_identity": dB}}}}: only what the cell files do not
+                        already hold, so `dvc metrics diff` shows each measured number once. The difference to
+                        the best baseline is not a metric: it moves for every cell when the baseline moves.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from restorebench import io
-from restorebench.config import cell_name
+from restorebench.config import PRETRAIN_METHODS, cell_name
 
 # (model, task) -> (PSNR, SSIM), from the papers, as listed in DESIGN.md.
 PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
@@ -30,93 +42,195 @@ PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
     ("MPRNet", "deblur"): (32.66, 0.959),
 }
 
+# The restoration baselines of the study (DESIGN.md): a task's best baseline is its best cell of these models
+# trained from their usual init (pretrain "none"); every cell is compared with it.
+BASELINE_MODELS = ("nafnet", "restormer")
+METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")
+BOOTSTRAP_SAMPLES = 5000
+BOOTSTRAP_SEED = 0
+
 COLUMNS = [
-    "source",
-    "task",
-    "model",
-    "strategy",
-    "pretrain",
-    "psnr",
-    "ssim_matlab3d",
-    "ssim_basicsr",
-    "images",
-    "params",
-    "train_seconds",
-    "images_per_s",
-    "init",
-]
+    "source", "task", "model", "cell", "strategy", "pretrain", "seeds",
+    "psnr", "psnr_sd", "ssim_matlab3d", "ssim_sd", "ssim_basicsr",
+    "vs_identity", "vs_identity_lo", "vs_identity_hi",
+    "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi",
+    "images", "params", "train_seconds", "images_per_s", "init",
+]  # fmt: skip
 
 
-def read_metrics(metrics_dir: Path) -> list[dict]:
-    """Every metrics/finetune/{task}/{model}/{cell}.json, with its path's parts filled in."""
-    rows = []
-    for path in sorted((metrics_dir / "finetune").glob("*/*/*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        task, model, cell = path.parts[-3], path.parts[-2], path.stem
-        pretrain = data.get("pretrain", "none")
-        strategy = data.get("strategy", cell)
-        if cell_name(strategy, pretrain) != cell:
-            raise ValueError(f"{path}: says strategy {strategy!r}, pretrain {pretrain!r}; its name says {cell!r}")
-        for key in ("psnr", "ssim_matlab3d", "ssim_basicsr"):
-            if key not in data:
-                raise ValueError(f"{path}: missing key {key!r}")
-        rows.append(
-            {
-                "source": "measured",
-                "task": task,
-                "model": model,
-                "strategy": strategy,
-                "pretrain": pretrain,
-                "psnr": data["psnr"],
-                "ssim_matlab3d": data["ssim_matlab3d"],
-                "ssim_basicsr": data["ssim_basicsr"],
-                "images": data.get("images"),
-                "params": data.get("params"),
-                "train_seconds": data.get("train_seconds"),
-                "images_per_s": data.get("images_per_s"),
-                "init": data.get("init"),
-            }
-        )
-    return rows
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                     level: float = 0.95) -> tuple[float, float, float]:  # fmt: skip
+    """Mean of a - b over paired items (images) and its percentile bootstrap interval at `level`.
+
+    a, b: per-image scores (e.g. PSNR in dB) of the same images in the same order. Images are resampled
+    with replacement `samples` times (numpy Generator seeded with `seed`, so the interval is reproducible).
+    Returns (mean difference, lower, upper); NaNs when no finite pair is left.
+    """
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    d = d[np.isfinite(d)]  # PSNR is inf on an exact match: such an image says nothing about a difference
+    if d.size == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    chunk = max(1, 2_000_000 // d.size)  # resample in chunks: samples x images indices at once can be 100s of MB
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
+        means[start : start + n] = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
+    tail = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def _split_cell(cell: str) -> tuple[str, str]:
+    """(strategy, pretrain) from a cell name without provenance: 'dcpt-full' -> ('full', 'dcpt')."""
+    prefix, _, rest = cell.partition("-")
+    return (rest, prefix) if rest and prefix in PRETRAIN_METHODS else (cell, "none")
+
+
+def find_cells(metrics_dir: Path) -> list[tuple[str, str, str]]:
+    """(task, model, cell) of every metrics/finetune/{task}/{model}/{cell}.json present."""
+    return [(p.parts[-3], p.parts[-2], p.stem) for p in sorted((metrics_dir / "finetune").glob("*/*/*.json"))]
+
+
+def read_cell(metrics_dir: Path, evals_dir: Path, task: str, model: str, cell: str) -> dict:
+    """One evaluated cell: its metrics, what its provenance says, and its per-image PSNR (a Series by image id)."""
+    path = metrics_dir / "finetune" / task / model / f"{cell}.json"
+    if not path.exists():
+        raise ValueError(f"{path}: missing; run `restorebench evaluate` for {task}/{model}/{cell}")
+    data = _read_json(path)
+    missing = [k for k in METRIC_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    folder = evals_dir / task / model / cell
+    prov = _read_json(folder / "provenance.json") if (folder / "provenance.json").exists() else {}
+    strategy, pretrain = _split_cell(cell)
+    strategy, pretrain = prov.get("strategy", strategy), prov.get("pretrain", pretrain)
+    seed = prov.get("seed", data.get("seed"))
+    if cell_name(strategy, pretrain) != cell and seed is None:  # a seed suffix is the one allowed extra
+        raise ValueError(f"{folder / 'provenance.json'}: says strategy {strategy!r}, pretrain {pretrain!r}; "
+                         f"the file name says {cell!r}")
+    per_image = folder / "per_image.csv"
+    scores = pd.read_csv(per_image, dtype={"id": str}).set_index("id")["psnr"] if per_image.exists() else None
+    timing = prov.get("timing", {})
+    return {
+        "task": task, "model": model, "file_cell": cell, "strategy": strategy, "pretrain": pretrain, "seed": seed,
+        **{k: float(data[k]) for k in METRIC_KEYS},
+        "images": prov.get("images"), "params": prov.get("params"), "init": prov.get("init"),
+        "train_seconds": timing.get("train_seconds"), "images_per_s": timing.get("images_per_s"),
+        "per_image": scores,
+    }  # fmt: skip
+
+
+def _pool(group: list[dict]) -> dict:
+    """One row for a cell's seeds: means, the spread (sample sd, NaN for one seed), per-image PSNR averaged."""
+    first = group[0]
+    psnr = np.array([r["psnr"] for r in group])
+    ssim = np.array([r["ssim_matlab3d"] for r in group])
+    scores = [r["per_image"] for r in group if r["per_image"] is not None]
+    per_image = pd.concat(scores, axis=1).mean(axis=1) if len(scores) == len(group) else None
+    sd = (lambda v: float(v.std(ddof=1)) if v.size > 1 else float("nan"))  # noqa: E731
+    return {
+        "source": "measured", "task": first["task"], "model": first["model"],
+        "cell": cell_name(first["strategy"], first["pretrain"]), "strategy": first["strategy"],
+        "pretrain": first["pretrain"], "seeds": len(group),
+        "psnr": float(psnr.mean()), "psnr_sd": sd(psnr), "ssim_matlab3d": float(ssim.mean()), "ssim_sd": sd(ssim),
+        "ssim_basicsr": float(np.mean([r["ssim_basicsr"] for r in group])),
+        "images": first["images"], "params": first["params"], "init": first["init"],
+        "train_seconds": _mean_or_none(r["train_seconds"] for r in group),
+        "images_per_s": _mean_or_none(r["images_per_s"] for r in group),
+        "per_image": per_image,
+    }  # fmt: skip
+
+
+def _mean_or_none(values: Iterable) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _compare(row: dict, ref: dict | None, prefix: str) -> dict:
+    """{prefix: mean PSNR difference row - ref, prefix_lo, prefix_hi}, paired over the images both scored."""
+    if ref is None or row["per_image"] is None or ref["per_image"] is None:
+        return {}
+    a, b = row["per_image"].align(ref["per_image"], join="inner")
+    mean, lo, hi = paired_bootstrap(a.to_numpy(), b.to_numpy())
+    return {prefix: mean, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+
+
+def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS) -> None:
+    """Fill vs_identity* and baseline / vs_baseline* into each pooled measured row (in place)."""
+    for task in sorted({r["task"] for r in rows}):
+        ours = [r for r in rows if r["task"] == task]
+        floor = next((r for r in ours if r["model"] == "identity"), None)
+        candidates = [r for r in ours if r["model"] in baselines and r["pretrain"] == "none"]
+        best = max(candidates, key=lambda r: r["psnr"], default=None)
+        for r in ours:
+            if r["model"] == "identity":
+                continue
+            r.update(_compare(r, floor, "vs_identity"))
+            if best is not None:
+                r["baseline"] = f"{best['model']}/{best['cell']}"
+                r.update(_compare(r, best, "vs_baseline"))
 
 
 def published_rows(tasks: list[str]) -> list[dict]:
     return [
-        {"source": "published", "task": task, "model": model, "strategy": "paper", "pretrain": "paper",
-         "psnr": p, "ssim_matlab3d": s}
+        {"source": "published", "task": task, "model": model, "cell": "paper", "strategy": "paper",
+         "pretrain": "paper", "psnr": p, "ssim_matlab3d": s}
         for (model, task), (p, s) in PUBLISHED.items()
         if task in tasks
-    ]
+    ]  # fmt: skip
 
 
-def build_table(metrics_dir: Path, tasks: list[str]) -> pd.DataFrame:
-    measured = read_metrics(metrics_dir)
-    if not measured:
+def collect(metrics_dir: Path, evals_dir: Path, cells: list[tuple[str, str, str]] | None = None) -> list[dict]:
+    """Every cell read (`cells`: (task, model, cell) to take, e.g. exactly the current grid; None: every
+    metrics file present)."""
+    cells = find_cells(metrics_dir) if cells is None else list(cells)
+    if not cells:
         raise ValueError(f"{metrics_dir}/finetune: no metrics found; run the evaluate stage first")
-    table = pd.DataFrame(measured + published_rows(tasks), columns=COLUMNS)
-    order = {"measured": 0, "published": 1}
-    table["_o"] = table["source"].map(order)
-    table = table.sort_values(["_o", "task", "model", "pretrain", "strategy"]).drop(columns="_o").reset_index(drop=True)
-    return table
+    return [read_cell(metrics_dir, evals_dir, *c) for c in cells]
 
 
-def summary(table: pd.DataFrame) -> dict:
-    """Nested {task: {model: {strategy: {psnr, ssim_matlab3d, ssim_basicsr}}}}, measured rows only."""
-    out: dict = {}
-    for row in table[table["source"] == "measured"].itertuples():
-        key = cell_name(row.strategy, row.pretrain or "none")
-        out.setdefault(row.task, {}).setdefault(row.model, {})[key] = {
-            "psnr": round(float(row.psnr), 4),
-            "ssim_matlab3d": round(float(row.ssim_matlab3d), 5),
-            "ssim_basicsr": round(float(row.ssim_basicsr), 5),
-        }
-    return out
+def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("results/eval"),
+                cells: list[tuple[str, str, str]] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """(results table, summary.json content) from the evaluated cells (see the module docstring)."""
+    read = collect(metrics_dir, evals_dir, cells)
+    groups: dict[tuple, list[dict]] = {}
+    for r in read:
+        groups.setdefault((r["task"], r["model"], r["strategy"], r["pretrain"]), []).append(r)
+    pooled = [_pool(g) for g in groups.values()]
+    significance(pooled)
+    floors = {r["task"]: r for r in pooled if r["model"] == "identity"}
+    summary: dict = {}
+    for r in read:
+        if r["model"] == "identity" or r["task"] not in floors:
+            continue
+        floor = floors[r["task"]]["per_image"]
+        if r["per_image"] is None or floor is None:
+            continue
+        a, b = r["per_image"].align(floor, join="inner")
+        d = (a - b).to_numpy()
+        delta = float(d[np.isfinite(d)].mean()) if np.isfinite(d).any() else float("nan")
+        if np.isfinite(delta):
+            summary.setdefault(r["task"], {}).setdefault(r["model"], {})[r["file_cell"]] = {
+                "psnr_vs_identity": round(delta, 4)}
+    for r in pooled:
+        r.pop("per_image")
+    table = pd.DataFrame(pooled + published_rows(tasks), columns=COLUMNS)
+    table["_o"] = table["source"].map({"measured": 0, "published": 1})
+    table = table.sort_values(["_o", "task", "model", "pretrain", "strategy"]).drop(columns="_o")
+    for col in ("seeds", "images", "params"):
+        table[col] = table[col].astype("Int64")  # integers print as integers, blanks stay blank
+    return table.reset_index(drop=True), summary
 
 
-def write_outputs(table: pd.DataFrame, table_path: Path, summary_path: Path) -> None:
+def write_outputs(table: pd.DataFrame, summary: dict, table_path: Path, summary_path: Path) -> None:
     with io.atomic_path(table_path, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g")
-    io.write_json(summary_path, summary(table))
+    io.write_json(summary_path, summary)

@@ -85,7 +85,8 @@ def main(
         typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
     ] = None,
     threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (0: torch's default); Snakemake passes each rule's `threads`")
+        int, typer.Option(help="CPU threads for torch (0: the CPUs this process may use, or OMP_NUM_THREADS); "
+                               "Snakemake passes each rule's `threads`")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a known failure")] = False,
     version: Annotated[
@@ -97,10 +98,9 @@ def main(
     logs.setup()
     state.params = params
     state.overrides = list(set_ or [])
-    if threads > 0:
-        import torch
+    from restorebench.data.parallel import set_torch_threads
 
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
 
 def load() -> Config:
@@ -140,22 +140,16 @@ def _check(**choices: tuple[str, tuple[str, ...] | list[str]]) -> None:
 @app.command()
 def fetch(dataset: Dataset) -> None:
     """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
-    from restorebench.data.fetch import DownloadError, fetch_dataset
-    from restorebench.data.manifest import build_manifest, write_manifest
+    from restorebench.data.fetch import fetch_and_index
 
     cfg = load()
     ds = cfg.data.dataset(dataset)
-    raw = Path(cfg.data.root) / "raw" / dataset
-    try:
-        fetch_dataset(dataset, ds.source, raw, cache_dir=Path(cfg.data.cache), sample=cfg.data.sample,
-                      seed=cfg.seed, min_free_bytes=int(cfg.data.min_free_gb * 2**30))  # fmt: skip
-    except (DownloadError, OSError, ValueError) as err:  # fetch.py's own errors (being moved to RestorebenchError)
-        if isinstance(err, RestorebenchError):
-            raise
-        raise RestorebenchError(f"data.datasets.{dataset}.source", str(err), "check the source and re-run fetch") from err
-    manifest = build_manifest(dataset, raw, workers=cfg.data.workers)
     out = Path(cfg.data.root) / "manifests" / f"{dataset}.parquet"
-    write_manifest(manifest, out)
+    # staged, indexed and checked before the copy and its manifest replace the previous ones
+    manifest = fetch_and_index(dataset, ds.source, Path(cfg.data.root) / "raw" / dataset, out,
+                               cache_dir=Path(cfg.data.cache), sample=cfg.data.sample, seed=cfg.seed,
+                               min_free_bytes=int(cfg.data.min_free_gb * 2**30), expected_pairs=ds.expected_pairs,
+                               workers=cfg.data.workers)  # fmt: skip
     typer.echo(f"fetch {dataset}: {len(manifest)} pairs listed in {out}")
 
 
@@ -282,10 +276,10 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pretrain: Pretrain = "none") -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
-    Writes metrics/finetune/{task}/{model}/{cell}.json (with the precision the model ran in: fp32, tf32
-    or bf16, from evaluate.tf32 / evaluate.autocast and the device) and, under
-    results/eval/{task}/{model}/{cell}/, per_image.csv and sample crops (input | output | ground truth);
-    cell: STRATEGY or PRETRAIN-STRATEGY.
+    Writes metrics/finetune/{task}/{model}/{cell}.json (PSNR/SSIM only) and, under
+    results/eval/{task}/{model}/{cell}/, per_image.csv, provenance.json (what ran: checkpoint sha256, git
+    revision, the precision the model ran in: fp32, tf32 or bf16, timing) and sample crops (input | output |
+    ground truth); and the run folder's model card (README.md). Cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench.config import cell_name
     from restorebench.evaluate import evaluate_cell
@@ -296,7 +290,7 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
     cell = cell_name(strategy, pretrain)
     e = cfg.evaluate
     identity = model == "identity"
-    summary, dest = evaluate_cell(
+    summary, prov, dest = evaluate_cell(
         task=task, model=model, strategy=strategy, pretrain=pretrain, cell=cell, profile=cfg.profile,
         params_hash=cfg.digest(), data_root=Path(cfg.data.root),
         build=None if identity else (lambda: cell_model(cfg, model, task)),
@@ -307,39 +301,73 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
         batch=e.batch, autocast=e.autocast, tf32=e.tf32,
     )  # fmt: skip
     typer.echo(
-        f"evaluate {task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim']:.4f} "
-        f"over {summary['images']} images ({summary['precision']}) -> {dest}"
+        f"evaluate {task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim_matlab3d']:.4f} "
+        f"over {summary['images']} images ({prov['precision']}) -> {dest}"
     )
 
 
 @app.command()
 def aggregate() -> None:
-    """Collect metrics into results/table.csv and metrics/summary.json (a DVC metric)."""
+    """Collect the evaluated cells into results/table.csv (with paired-bootstrap significance against the
+    identity floor and each task's best baseline) and metrics/summary.json (a DVC metric)."""
     from restorebench.aggregate import build_table, write_outputs
 
     cfg = load()
     try:
-        table = build_table(Path("metrics"), cfg.tasks)
+        table, summary = build_table(Path("metrics"), cfg.tasks)
     except ValueError as err:  # aggregate.py's own errors
         if isinstance(err, RestorebenchError):
             raise
         raise RestorebenchError("metrics/", str(err), "run the evaluate stages first") from err
-    write_outputs(table, Path("results/table.csv"), Path("metrics/summary.json"))
+    write_outputs(table, summary, Path("results/table.csv"), Path("metrics/summary.json"))
     measured = int((table["source"] == "measured").sum())
     typer.echo(f"aggregate: {measured} measured rows -> results/table.csv, metrics/summary.json")
 
 
 @app.command()
 def report() -> None:
-    """Write results/report.html (plots, training curves, sample crops; readable offline)."""
+    """Write results/report.html (tables, figures against the published numbers, training curves, sample
+    crops; one self-contained file, readable offline)."""
+    from restorebench.evaluate import git_revision
     from restorebench.report import build_report
 
-    load()
+    cfg = load()
     table = Path("results/table.csv")
     if not table.exists():
         raise RestorebenchError(table, "not found", "run `restorebench aggregate` first")
-    out = build_report(table, Path("results/report.html"))
+    meta = {"profile": cfg.profile, "git_revision": git_revision(), "params_hash": cfg.digest()}
+    out = build_report(table, Path("results/report.html"), meta=meta)
     typer.echo(f"report -> {out}")
+
+
+@app.command()
+def restore(
+    input: Annotated[Path, typer.Argument(help="an image (PNG, JPEG, TIFF; 8- or 16-bit) or a folder of them")],
+    output: Annotated[Path, typer.Argument(help="a .png file (one input) or a folder (never an input)")],
+    task: Annotated[str | None, typer.Option("--task", "-t", metavar=_choices(TASKS),
+                                             help="the cell's task (with --weights: checked)")] = None,  # fmt: skip
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES),
+                                              help="the cell's model (with --weights: checked)")] = None,  # fmt: skip
+    cell: Annotated[str | None, typer.Option(help="grid cell (STRATEGY or PRETRAIN-STRATEGY); default: the "
+                                                  "model's best cell in results/table.csv, else full")] = None,
+    weights: Annotated[Path | None, typer.Option(help="a finetuned run folder or its model.safetensors "
+                                                      "(instead of --cell)")] = None,
+    tile: Annotated[int, typer.Option(help="restore images larger than this in overlapping tiles (0: never)")] = 512,
+    overlap: Annotated[int, typer.Option(help="tile overlap in pixels")] = 32,
+) -> None:
+    """Restore your own images with a finetuned cell; writes PNGs of each input's bit depth."""
+    from restorebench.restore import describe, restore_images
+
+    if cell is not None and weights is not None:
+        raise RestorebenchError("--cell / --weights", "pass one, not both")
+    if weights is None and (task is None or model is None):
+        raise RestorebenchError("--task / --model", "missing", "name the cell's --task and --model (and --cell), "
+                                                               "or pass --weights")  # fmt: skip
+    jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
+                          tile=tile or None, overlap=overlap,
+                          on_start=lambda w, c: typer.echo(f"weights: {w} ({describe(c)})"))  # fmt: skip
+    where = jobs[0].dest if len(jobs) == 1 else output
+    typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")
 
 
 # ---------------------------------------------------------------------------------------------- tools
@@ -350,30 +378,37 @@ def models(
     names: Annotated[list[str] | None, typer.Argument(metavar="[MODEL]...", help="only these models")] = None,
     macs: Annotated[bool, typer.Option("--macs", help="also count GMACs at 256x256 (slow for paper models)")] = False,
 ) -> None:
-    """List models and variants with parameter counts (total and per group), one row as soon as it is
-    counted (on the meta device: no weights are allocated)."""
+    """List models and variants: parameter counts (total, per group) and the share a segmentation checkpoint
+    fills, one row as soon as it is counted (on the meta device: no weights are allocated); GMACs with --macs."""
     from restorebench.models import VARIANTS
     from restorebench.models.summary import summarize
 
     for name in names or []:
         check_choice("MODEL", name, tuple(VARIANTS))
-    cols = [("model", 18, "<"), ("variant", 10, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
-            ("decoder", 9, ">"), ("head", 8, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
+    cols = [("model", 18, "<"), ("variant", 14, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
+            ("decoder", 9, ">"), ("head", 8, ">"), ("from ckpt", 9, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
 
     def line(values) -> str:
         return "  ".join(f"{v:{align}{width}}" for v, (_, width, align) in zip(values, cols, strict=True))
 
     typer.echo(line([c[0] for c in cols]))
+    notes: list[str] = []
     for name, variants in VARIANTS.items():
         if names and name not in names:
             continue
         for variant in variants:
             row = summarize(name, variant, macs=macs)
-            values = [name, variant, f"{row['params'] / 1e6:.2f}",
-                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head"))]  # fmt: skip
+            if row["note"]:  # a variant that does not start from a segmentation checkpoint says so
+                notes.append(f"({len(notes) + 1}) {name} {variant}: {row['note']}")
+            share = row["from_checkpoint"]
+            values = [name, variant + (f" ({len(notes)})" if row["note"] else ""), f"{row['params'] / 1e6:.2f}",
+                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
+                      f"{100 * share:.1f}%" if share is not None else "-"]  # fmt: skip
             if macs:
                 values.append(f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-")
             typer.echo(line(values))
+    for note in ["from ckpt: share of the parameters its segmentation checkpoint fills", *notes]:
+        typer.echo(note)
 
 
 @app.command()

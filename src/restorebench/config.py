@@ -13,12 +13,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from restorebench.errors import RestorebenchError
@@ -66,6 +67,73 @@ def check_choice(path: str, value: Any, allowed: list[str] | tuple[str, ...]) ->
         )
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What a field's value may be, checked at load by `check_bounds` (one walker for every field). Numbers:
+    ge / gt / le / lt; strings: choices; lists: length, then each element; mappings: each value."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] | None = None
+    length: int | None = None
+
+    def describe(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"{'>=' if self.ge is not None else '>'} {low[1:]}"
+        return f"{'<=' if self.le is not None else '<'} {high[:-1]}"
+
+    def check(self, path: str, value: Any) -> None:
+        if value is None:  # only Optional fields hold None (the merge checked the types)
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self.check(f"{path}.{key}", item)
+            return
+        if isinstance(value, list | tuple):
+            if self.length is not None and len(value) != self.length:
+                raise ConfigError(f"{path}: must hold {self.length} values, got {list(value)!r}")
+            for i, item in enumerate(value):
+                self.check(f"{path}[{i}]", item)
+            return
+        if self.choices is not None:
+            check_choice(path, value, self.choices)
+            return
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))  # fmt: skip
+        if not ok or value != value:  # NaN fails every comparison
+            raise ConfigError(f"{path}: must be {self.describe()}, got {value!r}")
+
+
+def bounded(default: Any = MISSING, *, factory: Any = MISSING, **bounds: Any) -> Any:
+    """A dataclass field with `Bounds(**bounds)` in its metadata: `steps: int = bounded(1000, ge=1)`;
+    mutable defaults through `factory=`. A field added later declares its range the same way."""
+    meta = {"bounds": Bounds(**{k: tuple(v) if k == "choices" else v for k, v in bounds.items()})}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_bounds(obj: Any, path: str) -> None:
+    """Check every `bounded` field of the dataclass `obj`, recursing into dataclasses and mappings of them;
+    messages name the full key path (profiles.demo.train.models.nafnet.betas[1])."""
+    for f in fields(obj):
+        value, at = getattr(obj, f.name), f"{path}.{f.name}"
+        if "bounds" in f.metadata:
+            f.metadata["bounds"].check(at, value)
+        if is_dataclass(value):
+            check_bounds(value, at)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if is_dataclass(item):
+                    check_bounds(item, f"{at}.{key}")
+
+
 # ---------------------------------------------------------------------------------------------- schema
 
 
@@ -77,30 +145,30 @@ class DatasetConfig:
     # archive already on disk.
     source: str = "sample"
     # split -> number of pairs (images for ImageNet) a complete copy has; validation checks these.
-    expected_pairs: dict[str, int] = field(default_factory=dict)
+    expected_pairs: dict[str, int] = bounded(factory=dict, ge=0)
     # split -> number of scene instances / sequences / classes.
-    expected_groups: dict[str, int] = field(default_factory=dict)
+    expected_groups: dict[str, int] = bounded(factory=dict, ge=0)
 
 
 @dataclass
 class SampleConfig:
     """Sizes of the embedded sample (built from scikit-image's bundled images, no download)."""
 
-    sidd_instances: int = 6  # scene instances, two pairs each
-    sidd_height: int = 192
-    sidd_width: int = 256
-    sidd_val_images: int = 4  # N in the N x B x h x w x 3 validation blocks
-    sidd_val_blocks: int = 4  # B
-    sidd_val_block_size: int = 64  # h = w
-    gopro_train_sequences: int = 3
-    gopro_test_sequences: int = 2
-    gopro_frames: int = 4  # blurred frames per sequence
-    gopro_height: int = 144
-    gopro_width: int = 256
-    gopro_average: int = 7  # sharp sub-frames averaged into one blurred frame
-    imagenet_classes: int = 4
-    imagenet_per_class: int = 4
-    imagenet_size: int = 160
+    sidd_instances: int = bounded(6, ge=1)  # scene instances, two pairs each
+    sidd_height: int = bounded(192, ge=1)
+    sidd_width: int = bounded(256, ge=1)
+    sidd_val_images: int = bounded(4, ge=1)  # N in the N x B x h x w x 3 validation blocks
+    sidd_val_blocks: int = bounded(4, ge=1)  # B
+    sidd_val_block_size: int = bounded(64, ge=1)  # h = w
+    gopro_train_sequences: int = bounded(3, ge=1)
+    gopro_test_sequences: int = bounded(2, ge=1)
+    gopro_frames: int = bounded(4, ge=1)  # blurred frames per sequence
+    gopro_height: int = bounded(144, ge=1)
+    gopro_width: int = bounded(256, ge=1)
+    gopro_average: int = bounded(7, ge=1)  # sharp sub-frames averaged into one blurred frame
+    imagenet_classes: int = bounded(4, ge=1)
+    imagenet_per_class: int = bounded(4, ge=1)
+    imagenet_size: int = bounded(160, ge=1)
 
 
 @dataclass
@@ -113,9 +181,9 @@ class DataConfig:
     # where downloaded archives are kept (resumable partial files live here too)
     cache: str = "data/cache"
     # refuse to start a download or extraction that would leave less than this free
-    min_free_gb: float = 2.0
+    min_free_gb: float = bounded(2.0, ge=0)
     # worker processes for hashing/validation; 0 = all cores
-    workers: int = 0
+    workers: int = bounded(0, ge=0)
 
     def dataset(self, name: str) -> DatasetConfig:
         check_choice("dataset", name, DATASETS)
@@ -126,21 +194,21 @@ class DataConfig:
 class EvalConfig:
     """Evaluation by the published protocols (see restorebench.evaluate)."""
 
-    tile: int | None = None  # None: whole images; else tiles of this size (pixels) ...
-    overlap: int = 32  # ... overlapping by this many pixels
-    batch: int = 4  # tiles (images, when tile is None) per forward pass; the output does not depend on it
+    tile: int | None = bounded(None, ge=8)  # None: whole images; else tiles of this size (pixels) ...
+    overlap: int = bounded(32, ge=0)  # ... overlapping by this many pixels
+    batch: int = bounded(4, ge=1)  # tiles (images, when tile is None) per forward pass; the output does not depend on it
     # precision (the metrics JSON records the one used); the published protocols are IEEE float32
     tf32: bool = False  # CUDA: allow TF32 matmuls and convolutions; false forbids them (cuDNN's default allows)
-    autocast: str | None = None  # None: float32; "bf16": CUDA bf16 autocast (no effect on a CPU)
-    max_images: int = 0  # 0: the whole evaluation set (the protocol); >0 only for smoke runs
-    crops: int = 3  # sample crops saved for the report
-    crop_size: int = 96
+    autocast: str | None = bounded(None, choices=("bf16",))  # None: float32; "bf16": CUDA bf16 autocast (no effect on a CPU)
+    max_images: int = bounded(0, ge=0)  # 0: the whole evaluation set (the protocol); >0 only for smoke runs
+    crops: int = bounded(3, ge=0)  # sample crops saved for the report
+    crop_size: int = bounded(96, ge=8)
 
 
 @dataclass
 class CropConfig:
-    size: int = 512  # sub-image side (pixels)
-    step: int = 384  # stride between sub-images (overlap = size - step)
+    size: int = bounded(512, ge=8)  # sub-image side (pixels)
+    step: int = bounded(384, ge=1)  # stride between sub-images (overlap = size - step)
 
 
 # IPT's six pretraining tasks (Chen et al. 2021): bicubic SR x2/x3/x4, Gaussian noise 30/50, rain.
@@ -158,9 +226,9 @@ IPT_TASKS: dict[str, list[dict[str, Any]]] = {
 class DegradeConfig:
     """The degraded ImageNet pretraining set (restorebench.data.store.degrade_store)."""
 
-    patch: int = 48  # IPT's patch size
-    patches_per_image: int = 1
-    max_images: int = 0  # 0: every image of the source
+    patch: int = bounded(48, ge=8)  # IPT's patch size
+    patches_per_image: int = bounded(1, ge=1)
+    max_images: int = bounded(0, ge=0)  # 0: every image of the source
     # task -> degradation pipeline: a list of {name: <restorebench.degrade name>, <its params>}
     # (a mapping merges key by key, so the default is empty and params.yaml lists the tasks it wants;
     # IPT_TASKS below is the paper's set)
@@ -174,44 +242,44 @@ class PrepareConfig:
     sidd: CropConfig = field(default_factory=lambda: CropConfig(512, 384))
     gopro: CropConfig = field(default_factory=lambda: CropConfig(512, 256))
     # GoPro's blurred input folder: "blur" (averaged in linear space, the one deblurring papers use)
-    gopro_input: str = "blur"
+    gopro_input: str = bounded("blur", choices=("blur", "blur_gamma"))
 
 
 @dataclass
 class ModelTrainConfig:
     """Each model's own recipe (DESIGN.md): the strategies scale its LR."""
 
-    lr: float = 1e-3
-    min_lr: float = 1e-7
-    loss: str = "l1"
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
-    warmup: int = 0
-    patch: int = 0  # training crop for this model; 0: train.patch (IPT trains on its tile size)
+    lr: float = bounded(1e-3, gt=0)
+    min_lr: float = bounded(1e-7, ge=0)
+    loss: str = bounded("l1", choices=LOSS_NAMES)
+    weight_decay: float = bounded(0.0, ge=0)
+    betas: list[float] = bounded(factory=lambda: [0.9, 0.9], length=2, ge=0, lt=1)
+    warmup: int = bounded(0, ge=0)
+    patch: int = bounded(0, ge=0)  # training crop for this model; 0: train.patch (IPT trains on its tile size)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 200_000
-    batch: int = 32  # global batch
-    patch: int = 256
-    workers: int = 4
-    accumulate: int = 1
-    gpus: int = 1  # GPUs per grid cell; >1 runs DDP under torchrun (global batch = batch, split across them)
-    grad_clip: float = 0.0
-    ema_decay: float = 0.0
-    llrd_decay: float = 0.75
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    validate_every: int = 0  # 0: validate at the end only (when holdout > 0)
+    steps: int = bounded(200_000, ge=1)
+    batch: int = bounded(32, ge=1)  # global batch
+    patch: int = bounded(256, ge=8)
+    workers: int = bounded(4, ge=0)
+    accumulate: int = bounded(1, ge=1)
+    gpus: int = bounded(1, ge=1)  # GPUs per grid cell; >1 runs DDP under torchrun (global batch = batch, split across them)
+    grad_clip: float = bounded(0.0, ge=0)
+    ema_decay: float = bounded(0.0, ge=0, lt=1)
+    llrd_decay: float = bounded(0.75, gt=0, le=1)
+    checkpoint_every: int = bounded(1000, ge=1)
+    log_every: int = bounded(100, ge=1)
+    validate_every: int = bounded(0, ge=0)  # 0: validate at the end only (when holdout > 0)
     # fraction of the training store's source images held out whole for validation (val/psnr in
     # dvclive); 0: no validation, every image trains
-    holdout: float = 0.0
+    holdout: float = bounded(0.0, ge=0, lt=1)
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
-    sync_every: int = 10  # steps between host reads of the loss (NaN check); 1: every step
+    compile_mode: str = bounded("default", choices=COMPILE_MODES)  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
+    sync_every: int = bounded(10, ge=1)  # steps between host reads of the loss (NaN check); 1: every step
     deterministic: bool = False
     models: dict[str, ModelTrainConfig] = field(default_factory=dict)
 
@@ -227,18 +295,18 @@ class TrainConfig:
 class PretrainRunConfig:
     """One pretraining run's schedule (the iteration budget is `steps`)."""
 
-    steps: int = 300_000
-    batch: int = 32  # global batch (IPT: 32 per task batch on 32 GPUs in the paper; scale to your budget)
-    lr: float = 5e-5  # IPT's pretraining LR (Adam, decayed); DCPT uses its model's own recipe scale
-    min_lr: float = 1e-7
-    warmup: int = 0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 0.0
-    checkpoint_every: int = 5000
-    log_every: int = 100
-    validate_every: int = 0  # 0: only at the end
-    workers: int = 4
+    steps: int = bounded(300_000, ge=1)
+    batch: int = bounded(32, ge=1)  # global batch (IPT: 32 per task batch on 32 GPUs in the paper; scale to your budget)
+    lr: float = bounded(5e-5, gt=0)  # IPT's pretraining LR (Adam, decayed); DCPT uses its model's own recipe scale
+    min_lr: float = bounded(1e-7, ge=0)
+    warmup: int = bounded(0, ge=0)
+    weight_decay: float = bounded(0.0, ge=0)
+    betas: list[float] = bounded(factory=lambda: [0.9, 0.999], length=2, ge=0, lt=1)
+    grad_clip: float = bounded(0.0, ge=0)
+    checkpoint_every: int = bounded(5000, ge=1)
+    log_every: int = bounded(100, ge=1)
+    validate_every: int = bounded(0, ge=0)  # 0: only at the end
+    workers: int = bounded(4, ge=0)
 
 
 @dataclass
@@ -253,9 +321,9 @@ class IPTPretrainConfig(PretrainRunConfig):
             "rain": "rain",
         }
     )  # fmt: skip
-    contrastive_weight: float = 0.1  # lambda in L = L1 + lambda * L_contrastive (IPT eq. 5)
-    temperature: float = 0.07
-    tokens_per_image: int = 0  # decoder tokens per image in the contrastive loss; 0: all of them
+    contrastive_weight: float = bounded(0.1, ge=0)  # lambda in L = L1 + lambda * L_contrastive (IPT eq. 5)
+    temperature: float = bounded(0.07, gt=0)
+    tokens_per_image: int = bounded(0, ge=0)  # decoder tokens per image in the contrastive loss; 0: all of them
     # finetuning task -> the pretrained IPT task whose head and tail it starts from (null: new head/tail)
     heads: dict[str, str | None] = field(default_factory=lambda: {"denoise": "noise30", "deblur": None})
 
@@ -269,16 +337,16 @@ class DCPTPretrainConfig(PretrainRunConfig):
     degradations: list[str] = field(
         default_factory=lambda: ["noise_30", "motion_blur", "rain", "haze", "low_light"]
     )
-    patch: int = 48  # training crop (gt side); must fit in the store's patches
-    classifier_width: int = 64
-    classify_weight: float = 1.0
-    knn_k: int = 5
-    knn_max_train: int = 2000  # reference features per k-NN evaluation (held-out items are the queries)
+    patch: int = bounded(48, ge=8)  # training crop (gt side); must fit in the store's patches
+    classifier_width: int = bounded(64, ge=1)
+    classify_weight: float = bounded(1.0, ge=0)
+    knn_k: int = bounded(5, ge=1)
+    knn_max_train: int = bounded(2000, ge=1)  # reference features per k-NN evaluation (held-out items are the queries)
 
 
 @dataclass
 class PretrainConfig:
-    holdout: float = 0.1  # fraction of the degrade store's source images held out for validation / k-NN
+    holdout: float = bounded(0.1, ge=0, lt=1)  # fraction of the degrade store's source images held out for validation / k-NN
     ipt: IPTPretrainConfig = field(default_factory=IPTPretrainConfig)
     dcpt: DCPTPretrainConfig = field(default_factory=DCPTPretrainConfig)
 
@@ -329,9 +397,15 @@ class Config:
         check_choice("model", model, MODEL_NAMES)
         check_choice("task", task, TASKS)
         try:
-            return self.variants[model][task]
+            variant = self.variants[model][task]
         except KeyError:
             raise ConfigError(f"profiles.{self.profile}.variants.{model}.{task}: no variant set") from None
+        # checked here, not at load: the variant lists live in the model modules, which import torch (a
+        # command that builds no model, and the Snakefile, should not pay for that)
+        from restorebench.models import VARIANTS
+
+        check_choice(f"profiles.{self.profile}.variants.{model}.{task}", variant, VARIANTS[model])
+        return variant
 
     def to_dict(self) -> dict[str, Any]:
         return _asdict(self)
@@ -368,15 +442,6 @@ def _asdict(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _schema_keys(node: Any) -> list[str]:
-    if isinstance(node, DictConfig):
-        try:
-            return [str(k) for k in node.keys()]
-        except OmegaConfBaseException:
-            return []
-    return []
-
-
 def _merge_profile(name: str, section: Any) -> ProfileConfig:
     """Merge one profile section over the defaults, turning OmegaConf's errors into named ones."""
     base = OmegaConf.structured(ProfileConfig)
@@ -384,7 +449,7 @@ def _merge_profile(name: str, section: Any) -> ProfileConfig:
         section = {}
     if not isinstance(section, dict):
         raise ConfigError(f"profiles.{name}: expected a mapping, got {type(section).__name__}")
-    _check_keys(base, section, f"profiles.{name}")
+    _check_keys(ProfileConfig, section, f"profiles.{name}")
     try:
         merged = OmegaConf.merge(base, section)
     except OmegaConfBaseException as err:
@@ -397,26 +462,38 @@ def _merge_profile(name: str, section: Any) -> ProfileConfig:
 
 
 def _check_keys(schema: Any, section: dict, path: str) -> None:
-    """Walk a user section against the structured schema: unknown keys fail with allowed keys listed."""
-    if not isinstance(schema, DictConfig) or OmegaConf.get_type(schema) is dict:
-        return  # free-form mapping (e.g. expected_pairs): values are type-checked by the merge
-    allowed = _schema_keys(schema)
-    for key, value in section.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"{path}.{key}: unknown key; allowed keys are {sorted(allowed)}{did_you_mean(key, allowed)}"
-            )
-        child = schema[key]
-        if isinstance(value, dict):
-            if isinstance(child, DictConfig):
-                _check_keys(child, value, f"{path}.{key}")
-            elif not isinstance(child, dict):
-                raise ConfigError(f"{path}.{key}: expected a {type(child).__name__}, got a mapping")
-        elif isinstance(child, DictConfig | ListConfig) and value is not None:
-            want = "mapping" if isinstance(child, DictConfig) else "list"
-            if want == "list" and isinstance(value, list):
-                continue
-            raise ConfigError(f"{path}.{key}: expected a {want}, got {value!r}")
+    """Walk a user section against the schema's types: unknown keys fail with the allowed keys listed and a
+    did-you-mean, in every dataclass, including those held in mappings (train.models.<model>)."""
+    if is_dataclass(schema):
+        hints = typing.get_type_hints(schema)
+        allowed = [f.name for f in fields(schema)]
+        for key, value in section.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"{path}.{key}: unknown key; allowed keys are {sorted(allowed)}{did_you_mean(key, allowed)}"
+                )
+            _check_value(hints[key], value, f"{path}.{key}")
+    elif typing.get_origin(schema) is dict:
+        item_type = typing.get_args(schema)[1]
+        for key, value in section.items():
+            _check_value(item_type, value, f"{path}.{key}")
+
+
+def _check_value(schema: Any, value: Any, path: str) -> None:
+    """One value against its declared type's shape (mapping / list / scalar); mappings are walked."""
+    origin = typing.get_origin(schema)
+    mapping = is_dataclass(schema) or origin is dict
+    if isinstance(value, dict):
+        if mapping:
+            _check_keys(schema, value, path)
+        elif origin is not typing.Union and schema is not Any and not (
+            isinstance(schema, type) and issubclass(schema, dict)
+        ):
+            raise ConfigError(f"{path}: expected a {getattr(schema, '__name__', schema)}, got a mapping")
+    elif value is not None and (mapping or origin is list):
+        want = "mapping" if mapping else "list"
+        if not (want == "list" and isinstance(value, list)):
+            raise ConfigError(f"{path}: expected a {want}, got {value!r}")
 
 
 def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -473,6 +550,62 @@ def _check_pretrain_models(pretrain_models: dict, models: list[str]) -> None:
             raise ConfigError(f"pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
 
 
+SPLITS = ("train", "val", "test")
+
+
+def _check_relations(prof: ProfileConfig, at: str) -> None:
+    """Checks between fields, and names that refer to other keys (each with a did-you-mean)."""
+    for ds in DATASETS:
+        d = getattr(prof.data, ds)
+        for key in ("expected_pairs", "expected_groups"):
+            for split in getattr(d, key):
+                check_choice(f"{at}.data.{ds}.{key}.{split}", split, SPLITS)
+    e, t = prof.evaluate, prof.train
+    if e.tile is not None and e.overlap >= e.tile:
+        raise ConfigError(f"{at}.evaluate.overlap: must be < evaluate.tile ({e.tile}), got {e.overlap}")
+    for ds in ("sidd", "gopro"):
+        crop = getattr(prof.prepare, ds)
+        if crop.step > crop.size:
+            raise ConfigError(f"{at}.prepare.{ds}.step: must be <= prepare.{ds}.size ({crop.size}) so that "
+                              f"sub-images cover the image, got {crop.step}")
+    if t.batch % t.accumulate:
+        raise ConfigError(f"{at}.train.batch: must be a multiple of train.accumulate ({t.accumulate}), got {t.batch}")
+    for model, recipe in t.models.items():
+        if recipe.min_lr > recipe.lr:
+            raise ConfigError(f"{at}.train.models.{model}.min_lr: must be <= its lr ({recipe.lr:g}), "
+                              f"got {recipe.min_lr:g}")
+    _check_degradations(prof, at)
+
+
+def _check_degradations(prof: ProfileConfig, at: str) -> None:
+    """degrade.tasks pipelines name known degradations with known parameters; the pretraining sections name
+    degrade tasks that exist; IPT's heads name IPT tasks."""
+    from restorebench.degrade.pipeline import DEGRADATIONS, allowed_params
+
+    tasks = prof.degrade.tasks
+    for task, spec in tasks.items():
+        where = f"{at}.degrade.tasks.{task}"
+        if not isinstance(spec, list):
+            raise ConfigError(f"{where}: expected a list of steps like [{{name: gaussian_noise, sigma: 30}}]")
+        for i, step in enumerate(spec):
+            if not isinstance(step, dict) or "name" not in step:
+                raise ConfigError(f"{where}[{i}]: each step is a mapping with a 'name' key, got {step!r}")
+            check_choice(f"{where}[{i}].name", step["name"], sorted(DEGRADATIONS))
+            allowed = allowed_params(step["name"])
+            for key in step:
+                if key != "name":
+                    check_choice(f"{where}[{i}].{key}", key, allowed)
+    if tasks:  # an empty mapping: the profile builds no degraded store, nothing to refer to
+        for i, name in enumerate(prof.pretrain.dcpt.degradations):
+            check_choice(f"{at}.pretrain.dcpt.degradations[{i}]", name, list(tasks))
+        for head, task in prof.pretrain.ipt.tasks.items():
+            check_choice(f"{at}.pretrain.ipt.tasks.{head}", task, list(tasks))
+    for task, head in prof.pretrain.ipt.heads.items():
+        check_choice(f"{at}.pretrain.ipt.heads.{task}", task, TASKS)
+        if head is not None:
+            check_choice(f"{at}.pretrain.ipt.heads.{task}", head, list(prof.pretrain.ipt.tasks))
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
     """Read params.yaml, apply overrides, validate every profile, return the active one resolved."""
     raw = _apply_overrides(read_params(path), overrides or [])
@@ -515,17 +648,10 @@ def resolve(raw: dict) -> Config:
         if missing:
             raise ConfigError(f"profiles.{name}.pretrained: no entry for {missing}; give each model a checkpoint "
                               "or null (a seeded random init), since DVC tracks each model's entry")
-        for model, recipe in prof.train.models.items():
+        for model in prof.train.models:
             check_choice(f"profiles.{name}.train.models.{model}", model, MODEL_NAMES)
-            check_choice(f"profiles.{name}.train.models.{model}.loss", recipe.loss, LOSS_NAMES)
-        check_choice(f"profiles.{name}.prepare.gopro_input", prof.prepare.gopro_input, ("blur", "blur_gamma"))
-        check_choice(f"profiles.{name}.train.compile_mode", prof.train.compile_mode, COMPILE_MODES)
-        if prof.train.sync_every < 1:
-            raise ConfigError(f"profiles.{name}.train.sync_every: must be >= 1, got {prof.train.sync_every}")
-        if prof.evaluate.batch < 1:
-            raise ConfigError(f"profiles.{name}.evaluate.batch: must be >= 1, got {prof.evaluate.batch}")
-        if prof.evaluate.autocast is not None:
-            check_choice(f"profiles.{name}.evaluate.autocast", prof.evaluate.autocast, ("bf16",))
+        check_bounds(prof, f"profiles.{name}")
+        _check_relations(prof, f"profiles.{name}")
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],

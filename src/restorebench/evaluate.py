@@ -53,14 +53,11 @@ PROTOCOLS = {
 
 
 def _load_mat(path: Path, key: str) -> np.ndarray:
-    from scipy.io import loadmat
+    from restorebench.data.manifest import load_mat_blocks
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: SIDD validation file missing (expected variable {key!r})")
-    mat = loadmat(path)
-    if key not in mat:
-        raise KeyError(f"{path}: variable {key!r} not found; has {sorted(k for k in mat if not k.startswith('__'))}")
-    arr = mat[key]
+    arr = load_mat_blocks(path)  # a cut or corrupt file: a RestorebenchError naming it
     if arr.ndim != 5 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"{path}:{key}: expected N x B x h x w x 3 uint8, got {arr.shape} {arr.dtype}")
     return arr
@@ -170,6 +167,27 @@ def save_crop(path: Path, item: EvalItem, output: np.ndarray, size: int) -> None
         Image.fromarray(strip).save(tmp, format="PNG")
 
 
+# What metrics/finetune/{task}/{model}/{cell}.json holds, and nothing else: the numbers `dvc metrics diff`
+# compares. Strings, counts, timings and hashes go to provenance.json beside per_image.csv (not a metric).
+METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")
+TIMING_KEYS = ("images_per_s", "train_seconds")
+
+
+def write_results(table: pd.DataFrame, summary: dict, *, metrics_path: Path, out_dir: Path, record: dict) -> dict:
+    """Write one evaluated cell: out_dir/per_image.csv, metrics_path (PSNR/SSIM only, 6 decimals) and
+    out_dir/provenance.json (the summary's other fields, `record`, and timing under "timing").
+    Returns the provenance written."""
+    (out_dir / "crops").mkdir(parents=True, exist_ok=True)  # declared by both orchestrators, even with no crops
+    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    io.write_json(metrics_path, {k: round(float(summary[k]), 6) for k in METRIC_KEYS})
+    rest = {**{k: v for k, v in summary.items() if k not in METRIC_KEYS and k != "ssim"}, **record}
+    prov = {k: v for k, v in rest.items() if k not in TIMING_KEYS}
+    prov["timing"] = {k: rest[k] for k in TIMING_KEYS if rest.get(k) is not None}
+    io.write_json(out_dir / "provenance.json", prov)
+    return prov
+
+
 def git_revision(root: Path = Path(".")) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
@@ -224,10 +242,11 @@ def evaluate_cell(
 ) -> tuple[dict, Path]:
     """The `evaluate` stage for one cell: load runs/finetune/{task}/{model}/{cell}/model.safetensors into
     `build()` (None: the identity floor), run the task's protocol over the evaluation set, and write
-    results/eval/{task}/{model}/{cell}/ (per_image.csv, crops) and metrics/finetune/{task}/{model}/{cell}.json.
+    results/eval/{task}/{model}/{cell}/ (per_image.csv, provenance.json, crops), metrics/finetune/{task}/{model}/
+    {cell}.json (PSNR/SSIM only: write_results) and the run folder's model card.
     tile, overlap, batch: tiled inference in pixels / tiles per pass (tile 0: whole images); autocast,
     tf32: precision (restorebench.infer). `rerun`: the command that trains the cell, for messages.
-    Returns (summary, metrics path)."""
+    Returns (summary, provenance, metrics path)."""
     from restorebench.errors import RestorebenchError
     from restorebench.infer import cell_restorer, load_weights
 
@@ -243,7 +262,7 @@ def evaluate_cell(
         meta_path = checkpoint.parent / "train.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         extra = {"params": sum(p.numel() for p in net.parameters()), "precision": prec}
-        extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds") if k in meta})
+        extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds", "seed") if k in meta})
     out_dir = Path("results/eval") / task / model / cell
     try:
         table, summary = evaluate(restorer, task, eval_items(task, data_root), max_images=max_images,
@@ -253,15 +272,13 @@ def evaluate_cell(
             raise
         raise RestorebenchError(f"evaluate {task}/{model}/{cell}", str(err).strip("'\""),
                                 f"run `restorebench validate --dataset {TASK_DATASET[task]}`") from err
-    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    summary.update(extra)
-    summary.update(model=model, strategy=strategy, pretrain=pretrain, profile=profile)
-    summary["provenance"] = provenance(
-        params_hash=params_hash,
-        data_files=[data_root / "manifests" / f"{TASK_DATASET[task]}.parquet"],
-        checkpoint=checkpoint,
-    )
+    record = {**extra, "model": model, "strategy": strategy, "pretrain": pretrain, "cell": cell, "profile": profile}
+    record.update(provenance(params_hash=params_hash, data_files=[data_root / "manifests" / f"{TASK_DATASET[task]}.parquet"],
+                             checkpoint=checkpoint))  # fmt: skip
     dest = Path("metrics/finetune") / task / model / f"{cell}.json"
-    io.write_json(dest, summary)
-    return summary, dest
+    prov = write_results(table, summary, metrics_path=dest, out_dir=out_dir, record=record)
+    if checkpoint is not None:
+        from restorebench.card import write_model_card
+
+        write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
+    return summary, prov, dest

@@ -285,17 +285,15 @@ def load_weights(net: nn.Module, weights: Path, *, model: str, variant: str, pro
     strictly. Weights of another profile, variant or architecture fail in one line (RestorebenchError):
     which file, what it was trained as where the run folder says, how many tensors disagree, and what to
     run (`rerun`: the command that trains this cell under this profile)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from restorebench.errors import RestorebenchError
+    from restorebench.models.weights import WeightsError, read_state_dict
 
     if not weights.exists():
         raise RestorebenchError(weights, "no finetuned weights", f"run `{rerun}` first")
     try:
-        state = load_file(weights)
-    except (SafetensorError, OSError) as err:
-        raise RestorebenchError(weights, f"unreadable ({err})", f"delete it and run `{rerun}`") from None
+        state = read_state_dict(weights)
+    except WeightsError as err:  # a cut or corrupt file, named
+        raise RestorebenchError(weights, str(err), f"delete it and run `{rerun}`") from None
     own = net.state_dict()
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state]

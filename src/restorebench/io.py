@@ -1,7 +1,9 @@
 """Atomic writes: a stage never leaves a half-written file or folder that looks complete.
 
 Everything is written under a temporary name in the destination's own folder (same filesystem, so the
-final rename is atomic), then renamed into place.
+final rename is atomic), then renamed into place. The result gets the mode a plain `open()` would give
+under the process's umask (0644 / 0755 by default), not the 0600 / 0700 of a temporary file, so colleagues
+sharing a cluster can read the results.
 """
 
 from __future__ import annotations
@@ -17,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (os.umask swaps otherwise)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary file path next to `dest`; rename it onto `dest` when the block succeeds.
@@ -30,6 +45,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # the writer may have replaced the file: set the mode on what is there
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -44,6 +61,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if dest.is_symlink() or dest.is_file():
             dest.unlink()
         elif dest.exists():

@@ -7,6 +7,8 @@ rule evaluate_identity:
     output:
         metrics="metrics/finetune/{task}/identity/none.json",
         per_image="results/eval/{task}/identity/none/per_image.csv",
+        provenance="results/eval/{task}/identity/none/provenance.json",
+        crops=directory("results/eval/{task}/identity/none/crops"),
     params:
         profile=PROFILE,
         evaluate=P.get("evaluate", {}),

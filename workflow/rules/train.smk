@@ -94,6 +94,7 @@ rule finetune:
     output:
         weights="runs/finetune/{task}/{model}/{cell}/model.safetensors",
         summary="runs/finetune/{task}/{model}/{cell}/train.json",
+        config="runs/finetune/{task}/{model}/{cell}/config.json",
     params:
         profile=PROFILE,
         seed=config["seed"],
@@ -124,6 +125,9 @@ rule evaluate:
     output:
         metrics="metrics/finetune/{task}/{model}/{cell}.json",
         per_image="results/eval/{task}/{model}/{cell}/per_image.csv",
+        provenance="results/eval/{task}/{model}/{cell}/provenance.json",
+        crops=directory("results/eval/{task}/{model}/{cell}/crops"),
+        card="runs/finetune/{task}/{model}/{cell}/README.md",
     params:
         profile=PROFILE,
         evaluate=P.get("evaluate", {}),

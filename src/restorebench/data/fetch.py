@@ -3,8 +3,14 @@
 Nothing half-done is ever left where a later stage would take it as complete:
 - downloads grow `{cache}/{file}.part` (resumed with an HTTP Range request after a cut connection) and
   are renamed to `{cache}/{file}` only after their sha256 checks out;
-- archives are extracted into a temporary folder next to the destination and renamed into place;
+- `fetch_and_index` builds the new copy in a staging folder next to data/raw/{dataset}, builds its manifest
+  and checks it (every .mat readable, at least one pair and at least `expected_pairs` per split), and only
+  then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
+  manifest exactly as they were;
 - the free disk space is checked before each download and each extraction.
+
+Archives are extracted by `data.archives` (as tarfile's `data` filter does, for zip too; a refusal is one
+`UnsafeArchive` line naming the member).
 
 Checksums: no dataset publishes them, so the first fetch records each file's sha256 in
 `{cache}/checksums.json` and every later fetch verifies against it.
@@ -17,26 +23,31 @@ files when found next to it. Manifest building walks folders with `iterdir`, whi
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import shutil
-import stat
-import tarfile
 import time
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from restorebench.config import SampleConfig
-from restorebench.io import atomic_dir, sha256_file, write_json
+from restorebench.errors import RestorebenchError
+from restorebench.io import atomic_dir, atomic_path, sha256_file, write_json
 
+from .archives import (  # noqa: F401  (re-exported: fetch's public names before the split)
+    ARCHIVE_SUFFIXES,
+    FetchError,
+    InsufficientSpace,
+    UnsafeArchive,
+    check_free_space,
+    extract_into,
+    is_archive,
+    safe_extract,
+)
 from .samples import make_sample
 from .sources import DatasetSource, get_source
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
-
-class DownloadError(RuntimeError):
+class DownloadError(FetchError, RuntimeError):
     """A download failed after every retry and mirror."""
 
 
@@ -44,34 +55,16 @@ class ChecksumMismatch(DownloadError):
     """A file's sha256 differs from the recorded (or given) one; the bad file has been removed."""
 
 
-class InsufficientSpace(OSError):
-    """Not enough free disk space for a download or an extraction."""
-
-
-class UnsafeArchive(ValueError):
-    """An archive member would land outside the target folder (zip-slip) or is not a plain file."""
-
-
-class LayoutError(FileNotFoundError):
+class LayoutError(FetchError, FileNotFoundError):
     """A dataset folder does not have the expected layout."""
 
 
-# -------------------------------------------------------------------------------------------- disk
+class SourceError(FetchError, ValueError):
+    """A dataset source that cannot be used as given (no anonymous download, not an archive ...)."""
 
 
-def check_free_space(folder: Path, need_bytes: int, min_free_bytes: int, what: str) -> None:
-    """Raise `InsufficientSpace` unless `need_bytes + min_free_bytes` are free where `folder` lives."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if need_bytes + min_free_bytes > free:
-        gib = 2**30
-        raise InsufficientSpace(
-            f"{what}: needs {need_bytes / gib:.2f} GiB plus {min_free_bytes / gib:.2f} GiB kept free, but only "
-            f"{free / gib:.2f} GiB are free on {probe} (free space or lower data.min_free_gb)"
-        )
+class IncompleteDataset(FetchError, ValueError):
+    """A fetched copy holds no pairs, or fewer than its profile's expected_pairs."""
 
 
 # --------------------------------------------------------------------------------------- checksums
@@ -85,7 +78,9 @@ def _load_checksums(path: Path) -> dict[str, str]:
     try:
         return dict(json.loads(path.read_text()))
     except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); fix or delete it to re-record checksums") from None
+        raise SourceError(
+            path, f"not valid JSON ({err})", "fix or delete it to re-record checksums"
+        ) from None
 
 
 def _verify_or_record(file: Path, name: str, checksums: Path, expected: str | None) -> str:
@@ -190,109 +185,10 @@ def download(url: str, dest_file: Path, *, mirrors: Sequence[str] = (), expected
         if round_ + 1 < retries:
             time.sleep(backoff * 2**round_)
     raise DownloadError(
-        f"{dest_file.name}: download failed after {retries} round(s) over {len(urls)} URL(s); last errors:\n  "
-        + "\n  ".join(errors[-3:])
-        + f"\nThe partial file {part} is kept and resumed next time."
+        f"{dest_file.name}: download failed after {retries} round(s) over {len(urls)} URL(s); last error: "
+        + (errors[-1] if errors else "none")
+        + f" (the partial file {part} is kept and resumed next time)"
     )
-
-
-# ---------------------------------------------------------------------------------------- archives
-
-
-def is_archive(path: Path) -> bool:
-    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _check_member(archive: Path, name: str, link: str | None = None, hard: bool = False) -> str:
-    """The member's safe relative POSIX path; `UnsafeArchive` naming it when it would escape the target."""
-    clean = name.replace("\\", "/")
-    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
-        raise UnsafeArchive(f"{archive}: member {name!r} has an absolute path; refusing to extract")
-    if ".." in PurePosixPath(clean).parts:
-        raise UnsafeArchive(f"{archive}: member {name!r} contains '..'; refusing to extract")
-    if link is not None:
-        if link.startswith("/") or re.match(r"^[A-Za-z]:", link):
-            raise UnsafeArchive(f"{archive}: link member {name!r} points to absolute path {link!r}; refusing")
-        base = "" if hard else posixpath.dirname(clean.rstrip("/"))
-        resolved = posixpath.normpath(posixpath.join(base, link))
-        if resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchive(
-                f"{archive}: link member {name!r} -> {link!r} points outside the target; refusing"
-            )
-    return clean
-
-
-def _zip_plan(archive: Path, zf: zipfile.ZipFile) -> int:
-    total = 0
-    for info in zf.infolist():
-        is_link = stat.S_ISLNK(info.external_attr >> 16)
-        _check_member(archive, info.filename, zf.read(info).decode() if is_link else None)
-        total += info.file_size
-    return total
-
-
-def _tar_plan(archive: Path, members: list[tarfile.TarInfo]) -> int:
-    total = 0
-    for m in members:
-        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            raise UnsafeArchive(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
-        _check_member(archive, m.name, m.linkname if (m.issym() or m.islnk()) else None, hard=m.islnk())
-        total += m.size
-    return total
-
-
-def _extract_zip(archive: Path, folder: Path, min_free_bytes: int) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        check_free_space(folder, _zip_plan(archive, zf), min_free_bytes, f"extraction of {archive.name}")
-        for info in zf.infolist():
-            if stat.S_ISLNK(info.external_attr >> 16):
-                target = folder / info.filename
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(zf.read(info).decode(), target)
-            else:
-                zf.extract(info, folder)
-
-
-def _extract_tar(archive: Path, folder: Path, min_free_bytes: int, class_tars_into: str | None) -> None:
-    with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        check_free_space(folder, _tar_plan(archive, members), min_free_bytes, f"extraction of {archive.name}")
-        for m in members:
-            if class_tars_into and m.isfile() and "/" not in m.name and m.name.endswith(".tar"):
-                # ILSVRC2012_img_train.tar holds one tar per class: unpack each into train/<wnid>/
-                inner_dir = folder / class_tars_into / m.name[: -len(".tar")]
-                inner_dir.mkdir(parents=True, exist_ok=True)
-                with tarfile.open(fileobj=tf.extractfile(m), mode="r|*") as inner:
-                    for im in inner:
-                        _tar_plan(Path(f"{archive}!{m.name}"), [im])
-                        inner.extract(im, inner_dir, filter="data")
-            else:
-                tf.extract(m, folder, filter="data")
-
-
-def extract_into(
-    archive: Path, folder: Path, *, min_free_bytes: int = 0, class_tars_into: str | None = None
-) -> None:
-    """Check every member of `archive` (.zip/.tar/.tar.gz), then extract into the existing `folder`.
-
-    Refuses (UnsafeArchive, naming the member) absolute paths, `..`, links leading outside `folder`, and
-    devices. `class_tars_into`: unpack top-level `X.tar` members into `folder/{class_tars_into}/X/`.
-    """
-    archive = Path(archive)
-    if archive.name.lower().endswith(".zip"):
-        _extract_zip(archive, Path(folder), min_free_bytes)
-    elif is_archive(archive):
-        _extract_tar(archive, Path(folder), min_free_bytes, class_tars_into)
-    else:
-        raise ValueError(f"{archive}: not a .zip, .tar or .tar.gz archive")
-
-
-def safe_extract(archive: Path, target: Path, *, min_free_bytes: int = 0) -> Path:
-    """Extract `archive` safely (see `extract_into`) into a temporary folder next to `target`, then rename
-    it to `target`. On any error `target` is left as it was. Returns `target`."""
-    with atomic_dir(target) as tmp:
-        extract_into(archive, tmp, min_free_bytes=min_free_bytes)
-    return Path(target)
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -373,7 +269,7 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         return make_sample(dataset, dest, sample, seed=seed)
     if source == "url":
         if src.manual_download:
-            raise ValueError(f"data.{dataset}.source: url: {src.manual_download}")
+            raise SourceError(f"data.{dataset}.source", f"url: {src.manual_download}")
         files = [
             download(a.url, cache_dir / a.filename, mirrors=a.mirrors, checksums=cache_dir / "checksums.json",
                      min_free_bytes=min_free_bytes, size_hint=a.size)
@@ -390,13 +286,15 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         return dest
     path = Path(source).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise LayoutError(
             f"data.{dataset}.source: {path} does not exist (expected 'sample', 'url', or a folder or archive path)"
         )
     if path.is_dir():
         return _link_folder(src, path, dest)
     if not is_archive(path):
-        raise ValueError(f"data.{dataset}.source: {path} is neither a folder nor a .zip/.tar/.tar.gz archive")
+        raise SourceError(
+            f"data.{dataset}.source", f"{path} is neither a folder nor a .zip/.tar/.tar.gz archive"
+        )
     with atomic_dir(dest) as tmp:
         extract_into(path, tmp, min_free_bytes=min_free_bytes,
                      class_tars_into=src.layout_root if dataset == "imagenet" else None)  # fmt: skip
@@ -406,3 +304,63 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
         _normalise_layout(src, tmp)
         check_layout(src, tmp, path)
     return dest
+
+
+# ------------------------------------------------------------------------------ fetch, check, swap
+
+
+def count_pairs(manifest) -> dict[str, int]:
+    """Pairs (images for ImageNet; blocks for SIDD's .mat validation set) per split of a manifest."""
+    return {str(k): int(v) for k, v in manifest.groupby("split").size().items()}
+
+
+def check_counts(dataset: str, manifest, expected_pairs: dict[str, int], where: str) -> None:
+    """`IncompleteDataset` unless the manifest holds pairs, and at least `expected_pairs[split]` per split."""
+    counts = count_pairs(manifest)
+    if not counts:
+        raise IncompleteDataset(where, f"{dataset}: 0 pairs found",
+                                "the source holds no images in the expected layout; check data."
+                                f"{dataset}.source")  # fmt: skip
+    short = {split: (counts.get(split, 0), want) for split, want in expected_pairs.items()
+             if counts.get(split, 0) < want}  # fmt: skip
+    if short:
+        found = ", ".join(f"{split} {got} of {want}" for split, (got, want) in short.items())
+        raise IncompleteDataset(
+            where,
+            f"{dataset}: fewer pairs than expected ({found})",
+            f"an incomplete copy; fetch it again, or lower data.{dataset}.expected_pairs",
+        )
+
+
+def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
+                    sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
+                    workers: int = 0):  # fmt: skip
+    """`fetch_dataset` into a staging folder next to `raw_dir`, build its manifest (data.manifest) and
+    check it (`check_counts`; unreadable .mat files fail naming the file), then swap the copy into
+    `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
+    manifest (a pandas DataFrame)."""
+    import tempfile
+
+    from .manifest import build_manifest
+
+    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".fetch", dir=raw_dir.parent))
+    stage = staging / raw_dir.name
+    try:
+        try:
+            fetch_dataset(dataset, source, stage, cache_dir=cache_dir, sample=sample, seed=seed,
+                          min_free_bytes=min_free_bytes)  # fmt: skip
+            manifest = build_manifest(dataset, stage, workers=workers)
+        except RestorebenchError as err:  # name files where they will be, not in the staging folder
+            err.where, err.what = (x.replace(str(stage), str(raw_dir)) for x in (err.where, err.what))
+            raise
+        check_counts(dataset, manifest, expected_pairs, f"data.{dataset}.source ({source})")
+        with atomic_path(manifest_path, suffix=".parquet") as tmp:  # renamed into place after the swap
+            manifest.to_parquet(tmp, index=False)
+            if raw_dir.exists() or raw_dir.is_symlink():
+                os.replace(raw_dir, staging / "previous")  # removed with the staging folder
+            os.replace(stage, raw_dir)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -117,7 +117,17 @@ def load_mat_blocks(path: Path) -> np.ndarray:
     """The one array variable of a SIDD validation .mat file (N x B x h x w x 3 uint8)."""
     import scipy.io
 
-    mat = scipy.io.loadmat(path)
+    from restorebench.errors import RestorebenchError
+
+    try:
+        mat = scipy.io.loadmat(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # scipy raises ValueError, OSError, TypeError ... for a cut or corrupt file
+        link = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+        raise RestorebenchError(path, f"unreadable .mat file{link}: {type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}".rstrip(": "),
+                                "the file is truncated or corrupt; download it again") from None  # fmt: skip
     names = [k for k in mat if not k.startswith("__")]
     if path.stem in mat:
         return mat[path.stem]

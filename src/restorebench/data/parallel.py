@@ -18,9 +18,53 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (taskset, Slurm's cpuset), capped by a cgroup CPU
+    quota (containers, Kubernetes limits), at least 1. os.cpu_count() counts the whole machine."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, _cgroup_quota() or n))
+
+
+def _cgroup_quota() -> int | None:
+    """ceil(quota / period) of the cgroup (v2 cpu.max, else v1 cfs files); None when unlimited or unknown."""
+    import math
+    from pathlib import Path
+
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) <= 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def set_torch_threads(threads: int = 0) -> int:
+    """A CLI stage's torch CPU threads: `threads` when > 0, else OMP_NUM_THREADS when the user set it, else
+    `usable_cpus()` (torch's own default counts every core of the machine: on a loaded or shared node a
+    standalone run oversubscribed and ran 25x slower than Snakemake's --threads 1). torch is not imported
+    for a command that does not use it: OMP_NUM_THREADS is set for it to read. Returns the count."""
+    import sys
+
+    if threads <= 0:
+        user = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(user) if user.isdigit() and int(user) > 0 else usable_cpus()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
 def resolve_workers(workers: int) -> int:
-    """0 or less -> all cores; otherwise the number given."""
-    return max(1, os.cpu_count() or 1) if workers <= 0 else int(workers)
+    """0 or less -> every CPU this process may use (`usable_cpus`); otherwise the number given."""
+    return usable_cpus() if workers <= 0 else int(workers)
 
 
 def _context(fn: Callable) -> Any:

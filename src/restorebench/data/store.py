@@ -31,10 +31,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from restorebench.errors import RestorebenchError
 from restorebench.io import atomic_dir
 
 FORMAT = "restorebench-store"
 VERSION = 1
+REBUILD = "the store is cut or damaged; delete the folder and run its prepare/degrade stage again"
+
+
+class StoreError(RestorebenchError, ValueError):
+    """A store on disk that cannot be read as written (missing or cut array file, unreadable index)."""
+
+
 INDEX_COLUMNS = {"id": pa.string(), "image": pa.string(), "y": pa.int32(), "x": pa.int32()}
 ROW_GROUP = 65536  # index rows buffered before a parquet row group is written (bounded memory)
 
@@ -167,8 +175,28 @@ class Store:
                 )
         self.lq_name, self.gt_name, self.label = lq, gt, label
         self.n = int(self.meta["n"])
-        self.index = pq.read_table(self.path / "index.parquet").to_pydict()
+        self._check_sizes()
+        try:
+            self.index = pq.read_table(self.path / "index.parquet").to_pydict()
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise StoreError(
+                self.path / "index.parquet", f"unreadable ({str(err).splitlines()[0]})", REBUILD
+            ) from None
         self._maps: dict[str, np.ndarray] = {}
+
+    def _check_sizes(self) -> None:
+        """Each array file holds n x shape bytes: a cut copy fails here naming the file, not in np.memmap
+        ("mmap length is greater than file size") inside a training run."""
+        for name, shape in self.shapes.items():
+            path = self.path / f"{name}.u8"
+            want = self.n * int(np.prod(shape))
+            have = path.stat().st_size if path.is_file() else None
+            if have is None and want:
+                raise StoreError(path, "missing", REBUILD)
+            if have is not None and have < want:
+                raise StoreError(
+                    path, f"truncated: {have} bytes, expected {want} ({self.n} x {list(shape)})", REBUILD
+                )
 
     def array(self, name: str) -> np.ndarray:
         """The whole N x h x w x c array `name`, memory-mapped read-only."""

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from restorebench.errors import RestorebenchError
 from restorebench.io import write_json
 
 from .manifest import load_mat_blocks
@@ -40,6 +41,27 @@ from .parallel import parallel_list
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_LISTED = 20  # per expectation, rows turned into named failures
+
+
+class ValidationFailed(RestorebenchError):
+    """A dataset failed validation; the message names the first few failing files and reasons (a problem
+    of the dataset as a whole, e.g. a count, is listed as "(dataset)"). `where`: the report file if given,
+    else the dataset."""
+
+    def __init__(
+        self, report: dict[str, Any], limit: int = 5, *, report_path: str | Path | None = None
+    ) -> None:
+        self.report = report
+        failures = report.get("failures", [])
+        lines = [f"{f['file'] or '(dataset)'}: {f['reason']}" for f in failures[:limit]]
+        more = f"; ... and {len(failures) - limit} more" if len(failures) > limit else ""
+        super().__init__(
+            report_path or report.get("dataset"),
+            f"{report.get('dataset')} failed validation with {len(failures)} problem(s): "
+            + "; ".join(lines)
+            + more,
+            "see the report for every problem; fetch the dataset again" if report_path else None,
+        )
 
 
 # ----------------------------------------------------------------------------------- per-file checks
@@ -272,8 +294,8 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     """Validate the files a manifest lists under `raw_dir`; returns the JSON-able report (module docstring).
 
     `expected_pairs` / `expected_groups`: split -> count (empty: counts reported, not checked).
-    `workers`: decode processes, 0 = all cores. Never raises for bad data; `validate_stage` raises a
-    one-line RestorebenchError when `report["success"]` is false.
+    `workers`: decode processes, 0 = all cores. Never raises for bad data; `validate_stage` raises
+    `ValidationFailed` (one line) when `report["success"]` is false.
     """
     raw_dir = Path(raw_dir)
     df = manifest.reset_index(drop=True)
@@ -334,10 +356,8 @@ def write_report(report: dict[str, Any], path: Path) -> None:
 def validate_stage(dataset: str, *, root: Path, expected_pairs: dict[str, int], expected_groups: dict[str, int],
                    workers: int = 0) -> tuple[dict[str, Any], Path]:  # fmt: skip
     """The `validate` stage: check data/raw/{dataset} against its manifest, write
-    data/validation/{dataset}.json, and fail (RestorebenchError, one line naming the first bad files)
+    data/validation/{dataset}.json, and fail (ValidationFailed, one line naming the first bad files)
     when the data is not valid. Returns (report, report path)."""
-    from restorebench.errors import RestorebenchError
-
     from .manifest import read_manifest
 
     manifest = read_manifest(root / "manifests" / f"{dataset}.parquet", dataset=dataset)
@@ -346,9 +366,5 @@ def validate_stage(dataset: str, *, root: Path, expected_pairs: dict[str, int], 
     out = root / "validation" / f"{dataset}.json"
     write_report(report, out)
     if not report["success"]:
-        failures = report["failures"]
-        shown = "; ".join(f"{f['file'] or dataset}: {f['reason']}" for f in failures[:3])
-        more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
-        raise RestorebenchError(out, f"{dataset} failed validation, {len(failures)} problem(s): {shown}{more}",
-                                f"every problem is listed in {out}; re-fetch or fix the files named")
+        raise ValidationFailed(report, report_path=out)  # one line: the first bad files and reasons
     return report, out

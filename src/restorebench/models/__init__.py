@@ -11,7 +11,7 @@ Adding a model: its file here (a `Restorer` subclass, `VARIANTS` with a tiny "de
 `_MODULES` below, and its entries in params.yaml (README "Extending").
 
 Builders take `variant=` (a named size from the module's VARIANTS, "demo" is the tiny CPU one),
-`pretrained=` (hub id, hub-snapshot folder, or .safetensors/.pth file) and the architecture's own keyword
+`pretrained=` (hub id, hub-snapshot folder, .safetensors/.pth file, or a finetuned run folder) and the architecture's own keyword
 arguments, which override the variant's.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the registry itself imports no torch: config.py derives its model names from it
@@ -66,8 +67,26 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = _Registry("build")
 VARIANTS: Mapping[str, tuple[str, ...]] = _Registry("VARIANTS")
 
 
-def build_model(name: str, *, variant: str | None = None, pretrained: str | None = None, **kwargs) -> nn.Module:
-    """Build model `name` (see MODELS) at `variant`, optionally loading `pretrained` weights."""
+def build_model(name: str | None = None, *, variant: str | None = None, pretrained: str | None = None,
+                **kwargs) -> nn.Module:
+    """Build model `name` (see MODELS) at `variant`, optionally loading `pretrained` weights.
+
+    `pretrained` may be a finetuned run folder (runs/finetune/T/M/C/, its config.json written by finetune, see
+    restorebench.card): the model, variant and architecture keywords come from that config (`name` may then be
+    omitted; given, it must agree), and its model.safetensors is loaded with strict key and shape matching.
+    """
+    run = None
+    if pretrained is not None:
+        from restorebench.card import read_run_config
+
+        run = read_run_config(pretrained)
+    if run is not None:
+        if name is not None and name != run["model"]:
+            raise ValueError(f"{pretrained}: a finetuned {run['model']!r} run, not {name!r}")
+        name, variant = run["model"], variant if variant is not None else run["variant"]
+        kwargs = {**run.get("kwargs", {}), **kwargs}
+    if name is None:
+        raise ValueError("build_model: name a model, or pass pretrained=<a finetuned run folder>")
     if name not in MODELS:
         import difflib
 
@@ -76,7 +95,18 @@ def build_model(name: str, *, variant: str | None = None, pretrained: str | None
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}{hint}")
     if variant is not None and variant not in VARIANTS[name]:
         raise ValueError(f"model {name!r}: unknown variant {variant!r}; choose from {list(VARIANTS[name])}")
-    return MODELS[name](variant=variant, pretrained=pretrained, **kwargs)
+    if run is None:
+        return MODELS[name](variant=variant, pretrained=pretrained, **kwargs)
+    from restorebench.models.weights import WeightsError, find_weight_file, read_state_dict
+
+    net = MODELS[name](variant=variant, pretrained=None, **kwargs)
+    path = Path(pretrained)
+    weights = find_weight_file(path) if path.is_dir() else path
+    try:
+        net.load_state_dict(read_state_dict(weights), strict=True)
+    except RuntimeError as err:
+        raise WeightsError(f"{weights}: does not fit {name} variant {variant} as its config.json says: {str(err)[:400]}") from None
+    return net
 
 
 def _no_finetune_kwargs(task: str, *, head: str | None = None) -> dict[str, Any]:

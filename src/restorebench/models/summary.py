@@ -1,4 +1,5 @@
-"""Parameter counts (total and per group) and GMACs at 256x256 for `restorebench models`."""
+"""Parameter counts (total, per group, and the share a segmentation checkpoint fills) and GMACs at 256x256
+for `restorebench models`."""
 
 from __future__ import annotations
 
@@ -24,12 +25,25 @@ def count_macs(model: torch.nn.Module, size: int = 256, **forward_kw) -> float:
     return counter.get_total_flops() / 2
 
 
+def checkpoint_share(model: torch.nn.Module) -> float | None:
+    """The share of `model`'s parameters (by count) that its published segmentation checkpoint fills, from
+    the model's own mapping (`checkpoint_parameters()`); None for a model that has none (the restoration
+    baselines). Works on the meta device: no weights are read."""
+    if not hasattr(model, "checkpoint_parameters"):
+        return None
+    own = dict(model.named_parameters())
+    total = sum(p.numel() for p in own.values())
+    return sum(own[n].numel() for n in model.checkpoint_parameters()) / total if total else 0.0
+
+
 def summarize(name: str, variant: str, *, macs: bool = True, size: int = 256) -> dict:
-    """{'params', 'groups': {backbone, decoder, head}, 'gmacs'} for one model variant."""
+    """{'params', 'groups': {backbone, decoder, head}, 'from_checkpoint' (share or None), 'note', 'gmacs'}
+    for one model variant."""
     with torch.device("meta"):
         model = build_model(name, variant=variant)
     groups = {g: sum(p.numel() for _, p in items) for g, items in model.parameter_groups().items()}
-    row = {"params": sum(p.numel() for p in model.parameters()), "groups": groups, "gmacs": None}
+    row = {"params": sum(p.numel() for p in model.parameters()), "groups": groups,
+           "from_checkpoint": checkpoint_share(model), "note": getattr(model, "variant_note", ""), "gmacs": None}
     if macs:
         try:
             row["gmacs"] = count_macs(model.eval(), size) / 1e9

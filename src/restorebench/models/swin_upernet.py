@@ -155,6 +155,11 @@ class SwinUperNet(SegmentationRestorer):
         fpn = [(f"decode_head.fpn_convs.{i}", conv) for i, conv in enumerate(self.decode_head.fpn_convs)]
         return [("decode_head.bottleneck", self.decode_head.bottleneck), *reversed(fpn)]
 
+    def checkpoint_parameters(self) -> list[str]:
+        """Parameters an openmmlab/upernet-swin-* snapshot fills: backbone and decode head (the names of
+        UperNetForSemanticSegmentation; its classifier and auxiliary head are not built here)."""
+        return [n for n, _ in self.named_parameters() if n.startswith(("backbone.", "decode_head."))]
+
 
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> SwinUperNet:
     """Build a Swin-UperNet restorer.

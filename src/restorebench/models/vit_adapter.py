@@ -1,4 +1,4 @@
-"""BEiTv2 ViT (timm) + ViT-Adapter (written here) + Mask2Former pixel decoder, turned restorer.
+"""BEiTv2 ViT (timm) + ViT-Adapter (written here) + Mask2Former (transformers' modules), turned restorer.
 
     x (B, 3, H, W) in [0, 1] -> normalise (timm pretrained_cfg mean/std) -> reflect-pad to a multiple of 32
     -> spatial prior module (conv stem): c1 at 1/4 (map), c2, c3, c4 at 1/8, 1/16, 1/32 (token sequences)
@@ -8,33 +8,46 @@
        (the last block has two extra extractors)
     -> c2 -> ConvTranspose x2 + c1 = 1/4 map; ViT outputs of the 4 interactions resized and added to the
        four scales; BatchNorm each: 4 maps at strides 4, 8, 16, 32, embed_dim channels each
-    -> Mask2Former pixel decoder (the same transformers module as swin_mask2former) -> 1/4 mask features
-    -> RestorationHead -> residual; output x + residual, cropped back to H, W.
+    -> Mask2Former whole, exactly as in swin_mask2former (`Mask2FormerRestorer`): pixel decoder -> 1/4 mask
+       features + 3 multi-scale maps -> masked-attention transformer decoder -> 3-channel semantic-inference
+       image at 1/4 (sum over queries of channel weights x sigmoid masks) -> RestorationHead over
+       concat(mask features, that image) -> residual; output x + residual, cropped back to H, W.
+    The tensor paths to the image are those listed in swin_mask2former's docstring, with the adapter's
+    four maps in place of Swin's.
 
 The adapter follows ViT-Adapter (Chen et al., ICLR 2023; github.com/czczup/ViT-Adapter,
 segmentation/mmseg_custom/models/backbones/adapter_modules.py and beit_adapter.py): SpatialPriorModule with
 64 stem channels, InteractionBlockWithCls (the cls token rides along through the ViT blocks), injector
-gamma initialised to `init_values` = 0 (so the pretrained ViT sees its usual tokens at the start), extra
-extractors in the last block, ConvFFN ratio 0.25, 4 sampling points, deform_ratio 0.5 and 12 deformable
-heads for a base-width ViT (configs/ade20k/upernet_augreg_adapter_base_512_160k_ade20k.py; adapter_modules'
-own defaults are 6 heads / ratio 1.0, which the tiny/small configs use). Multi-scale deformable attention
-is plain PyTorch (F.grid_sample), no custom CUDA op. BatchNorm stands in for the original SyncBatchNorm.
+gamma initialised to `init_values`, extra extractors in the last block, ConvFFN ratio 0.25, 4 sampling
+points, deform_ratio 0.5. Multi-scale deformable attention is plain PyTorch (F.grid_sample), no custom CUDA
+op. BatchNorm stands in for the original SyncBatchNorm (same tensors).
 
-The ViT is timm's Beit. Its relative position bias table keeps the checkpoint's shape (pretraining grid,
-14x14 for 224 px); for any other token grid the table is resampled bicubically on the fly (as BEiT does
+The ViT is timm's Beit (same tensor names as ViT-Adapter's base/beit.py BEiT). Its relative position bias
+table keeps the checkpoint's shape (the pretraining grid: 14x14 at 224 px, 56x56 for the 896-px
+segmentation model); for any other token grid the table is resampled bicubically on the fly (as BEiT does
 when finetuning at a new resolution, here differentiably and per forward), so any H, W works.
-`pretrained` loads the timm BEiTv2 checkpoint into `backbone` (the ViT) only; adapter, decoder and head
-are new.
 
-Variants:
-    demo      Beit embed 32, depth 2, heads 2, grid 4x4 (64 px); 2 interactions; decoder width 32
+Variants and what `pretrained` loads:
+    demo      Beit embed 32, depth 2, heads 2, grid 4x4 (64 px); 2 interactions; Mask2Former width 32,
+              8 queries (a tiny stand-in for beitv2-l: same module and checkpoint layout)
     beitv2-b  beitv2_base_patch16_224: embed 768, depth 12, heads 12; interactions [[0,2],[3,5],[6,8],[9,11]];
-              pixel decoder 256 wide, 6 deformable encoder layers (Mask2Former defaults); drop path 0.3
+              12 deformable heads; Mask2Former at swin_mask2former's sizes (256 wide, 100 queries).
+              ImageNet BEiTv2 init, adapter and decoder untrained: `pretrained` is a timm BEiTv2 checkpoint
+              and fills the ViT only (no segmentation checkpoint of this architecture is published).
+    beitv2-l  ViT-Adapter's "Mask2Former + BEiTv2-L adapter, ADE20K 896, 80k" (configs/ade20k/
+              mask2former_beitv2_adapter_large_896_80k_ade20k_ss.py): BEiT-L/16 at 896 px (embed 1024,
+              depth 24, heads 16, layer scale 1e-6), interactions [[0,5],[6,11],[12,17],[18,23]], 16
+              deformable heads; pixel decoder 1024 wide, 6 layers, FFN 4096, 32 heads; transformer decoder
+              9 layers, 200 queries, FFN 4096, 32 heads. `pretrained` is that release's checkpoint
+              (mask2former_beitv2_adapter_large_896_80k_ade20k.pth, mmseg/mmdet layout) mapped by
+              MMSEG_KEY_TABLE onto every module but the head and the 3-way class predictor. Published
+              size: 571M parameters (ViT-Adapter segmentation README, ADE20K table).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -51,29 +64,57 @@ from restorebench.models.heads import (
     IMAGENET_STD,
     Normalize,
     RestorationHead,
-    SegmentationRestorer,
 )
 from restorebench.models.swin_mask2former import (
     PIXEL_DECODER_DEFAULT,
     PIXEL_DECODER_DEMO,
     PIXEL_DECODER_KEYS,
+    TRANSFORMER_DEFAULT,
+    TRANSFORMER_DEMO,
+    TRANSFORMER_KEYS,
+    Mask2FormerRestorer,
+    QueryDecoder,
     deformable_init_,
     make_pixel_decoder,
+    mask2former_config,
 )
-from restorebench.models.weights import load_checked, read_pretrained
+from restorebench.models.weights import WeightsError, load_checked, read_pretrained
 
-VARIANTS: tuple[str, ...] = ("demo", "beitv2-b")
+VARIANTS: tuple[str, ...] = ("demo", "beitv2-b", "beitv2-l")
+# shown by `restorebench models` beside the variant
+VARIANT_NOTES: dict[str, str] = {"beitv2-b": "ImageNet BEiTv2 init, adapter and decoder untrained"}
+# variants whose architecture is that of a published segmentation checkpoint (MMSEG_KEY_TABLE's layout);
+# demo is beitv2-l's tiny stand-in (same layout) for the tests
+SEGMENTATION_CHECKPOINT_VARIANTS: tuple[str, ...] = ("demo", "beitv2-l")
 
 VIT_ARCH: dict[str, dict[str, Any]] = {
     "demo": dict(architecture="beitv2_base_patch16_224", img_size=64, embed_dim=32, depth=2, num_heads=2,
                  drop_path_rate=0.0),
     "beitv2-b": dict(architecture="beitv2_base_patch16_224", img_size=224, drop_path_rate=0.3),
+    # configs/ade20k/mask2former_beitv2_adapter_large_896_80k_ade20k_ss.py: img_size 896, embed 1024, depth 24,
+    # heads 16, mlp 4, qkv bias, relative position bias (no absolute), drop path 0.3 (timm's beitv2_large
+    # has these; its layer-scale init 1e-5 vs the config's 1e-6 only matters without a checkpoint)
+    "beitv2-l": dict(architecture="beitv2_large_patch16_224", img_size=896, drop_path_rate=0.3),
 }
 ADAPTER_ARCH: dict[str, dict[str, Any]] = {
     "demo": dict(conv_inplane=16, deform_num_heads=2, n_points=4, deform_ratio=0.5, cffn_ratio=0.25,
                  init_values=0.0),
     "beitv2-b": dict(conv_inplane=64, deform_num_heads=12, n_points=4, deform_ratio=0.5, cffn_ratio=0.25,
                      init_values=0.0, interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]),
+    # the same config file: conv_inplane 64, n_points 4, deform_num_heads 16, cffn_ratio 0.25,
+    # deform_ratio 0.5, init_values 1e-6
+    "beitv2-l": dict(conv_inplane=64, deform_num_heads=16, n_points=4, deform_ratio=0.5, cffn_ratio=0.25,
+                     init_values=1e-6, interaction_indexes=[[0, 5], [6, 11], [12, 17], [18, 23]]),
+}
+# Mask2Former sizes (transformers' Mask2FormerConfig fields). beitv2-l from the config's decode_head:
+# feat_channels = out_channels = 1024, pixel decoder 6 layers, FFN 4096, 32 heads; transformer decoder 9
+# layers (decoder_layers 10 as transformers counts), 32 heads, FFN 4096, 200 queries
+DECODER_ARCH: dict[str, dict[str, int]] = {
+    "demo": {**PIXEL_DECODER_DEMO, **TRANSFORMER_DEMO},
+    "beitv2-b": {**PIXEL_DECODER_DEFAULT, **TRANSFORMER_DEFAULT},
+    "beitv2-l": dict(feature_size=1024, mask_feature_size=1024, encoder_layers=6, encoder_feedforward_dim=4096,
+                     num_attention_heads=32, hidden_dim=1024, decoder_layers=10, num_queries=200,
+                     dim_feedforward=4096),
 }
 VIT_KEYS = ("architecture", "img_size", "embed_dim", "depth", "num_heads", "drop_path_rate")
 ADAPTER_KEYS = ("conv_inplane", "deform_num_heads", "n_points", "deform_ratio", "cffn_ratio", "init_values",
@@ -411,14 +452,16 @@ def make_vit(arch: dict[str, Any]) -> nn.Module:
     return vit
 
 
-class BeitAdapterMask2Former(SegmentationRestorer):
-    """BEiTv2 + ViT-Adapter + Mask2Former pixel decoder restorer; forward (B,3,H,W) in [0,1] -> (B,3,H,W)."""
+class BeitAdapterMask2Former(Mask2FormerRestorer):
+    """BEiTv2 + ViT-Adapter + Mask2Former (pixel decoder and transformer decoder) restorer;
+    forward (B,3,H,W) in [0,1] -> (B,3,H,W). See the module docstring."""
 
     pad_multiple = 32
 
     def __init__(self, vit_arch: dict[str, Any], adapter: dict[str, Any], decoder: dict[str, int], *,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 head_channels: tuple[int, int] = (64, 32), shallow_channels: int = 32) -> None:
+                 head_channels: tuple[int, int] = (64, 32), shallow_channels: int = 32,
+                 aux_loss: bool = False, segmentation_layout: bool = True) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.backbone = make_vit(vit_arch)
@@ -427,16 +470,26 @@ class BeitAdapterMask2Former(SegmentationRestorer):
         adapter = dict(adapter)
         indexes = adapter.pop("interaction_indexes", None) or default_interaction_indexes(depth)
         self.adapter = ViTAdapter(dim, indexes, drop_path_rate=vit_arch.get("drop_path_rate", 0.0), **adapter)
-        self.decoder = make_pixel_decoder([dim] * 4, **decoder)
-        self.head = RestorationHead(self.decoder.mask_projection.out_channels, 3, channels=tuple(head_channels),
+        self.decoder = make_pixel_decoder([dim] * 4, **{k: v for k, v in decoder.items() if k in PIXEL_DECODER_KEYS})
+        self.query_decoder = QueryDecoder(mask2former_config(**decoder), 3)
+        self.aux_loss = aux_loss
+        self.segmentation_layout = segmentation_layout
+        self.head = RestorationHead(self.decoder.mask_projection.out_channels + 3, 3, channels=tuple(head_channels),
                                     shallow_channels=shallow_channels)
 
-    def decode(self, x: Tensor) -> Tensor:
-        feats = self.adapter(self.backbone, x)
-        return self.decoder(feats, return_dict=True).mask_features
+    def features(self, x: Tensor) -> list[Tensor]:
+        return self.adapter(self.backbone, x)
 
     def backbone_layer_id(self, name: str) -> int:
         return beit_layer_id(name, self.depth)
+
+    def checkpoint_parameters(self) -> list[str]:
+        """Names of this model's parameters that the published segmentation checkpoint fills (targets of
+        MMSEG_KEY_TABLE's loaded rows); none for a variant without one (beitv2-b: ImageNet ViT init only)."""
+        if not self.segmentation_layout:
+            return []
+        targets = [_pattern(ours) for _, ours, _ in MMSEG_KEY_TABLE if ours is not None]
+        return [n for n, _ in self.named_parameters() if any(t.fullmatch(n) for t in targets)]
 
 
 def default_interaction_indexes(depth: int) -> list[list[int]]:
@@ -447,34 +500,180 @@ def default_interaction_indexes(depth: int) -> list[list[int]]:
     return [[i * step, (i + 1) * step - 1 if i < 3 else depth - 1] for i in range(4)]
 
 
-def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> BeitAdapterMask2Former:
-    """Build a BEiTv2 + ViT-Adapter + Mask2Former-pixel-decoder restorer.
+# ------------------------------------------------------------------ the published checkpoint's layout
 
-    variant: "demo" or "beitv2-b" (default).
-    pretrained: timm BEiTv2 weights: hub id (e.g. "timm/beitv2_base_patch16_224.in1k_ft_in22k_in1k"), a
+# ViT-Adapter's released segmentation checkpoints (mmseg 0.20 / mmdet 2.22 / mmcv 1.x) -> this module.
+# One row per tensor family: (checkpoint name, name here, part). Names are patterns whose {placeholders}
+# match one dotted component or more ({i}, {j}: an index; {p}: weight | bias; {rest}: any dotted tail) and
+# carry over. `part` q / k / v takes that third (rows) of a packed nn.MultiheadAttention in_proj tensor.
+# A name here of None: a published tensor deliberately not loaded. The first matching row wins.
+# Sources (read with the search tool): ViT-Adapter segmentation/mmseg_custom/models/backbones/base/beit.py
+# (BEiT: blocks.{i}.norm1, attn.qkv, attn.q_bias, attn.v_bias, attn.relative_position_bias_table,
+# attn.relative_position_index, attn.proj, norm2, mlp.fc1, mlp.fc2, gamma_1, gamma_2; cls_token;
+# patch_embed.proj), backbones/beit_adapter.py (level_embed, spm, interactions, up, norm1..norm4),
+# backbones/adapter_modules.py (injector / extractor: query_norm, feat_norm, attn.{sampling_offsets,
+# attention_weights, value_proj, output_proj}, gamma, ffn.fc1, ffn.dwconv.dwconv, ffn.fc2, ffn_norm;
+# extra_extractors.{0,1}; spm.stem.{0,1,3,4,6,7}, conv2..4.{0,1}, fc1..fc4), decode_heads/
+# mask2former_head.py (pixel_decoder, transformer_decoder, query_embed, query_feat, level_embed,
+# cls_embed, mask_embed.{0,2,4}; BaseDecodeHead's conv_seg), plugins/msdeformattn_pixel_decoder.py
+# (input_convs.{i}.conv/gn, top-down; encoder.layers; level_encoding; lateral_convs.0, output_convs.0;
+# mask_feature), utils/transformer.py (DetrTransformerDecoder.post_norm; the encoder has none when
+# post-norm), and mmcv 1.x cnn/bricks/transformer.py (BaseTransformerLayer attentions / ffns / norms in
+# operation order; FFN layers.0.0 and layers.1; MultiheadAttention wraps nn.MultiheadAttention as `attn`;
+# ConvModule's conv / gn). The decoder's operation order is (cross_attn, norm, self_attn, norm, ffn, norm):
+# attentions.0 is the cross-attention, norms.0 follows it. transformers' modules here: modeling_mask2former
+# Mask2FormerPixelDecoder (input_projections.{i}.{0,1} top-down, encoder.layers.{i}.{self_attn,
+# self_attn_layer_norm, fc1, fc2, final_layer_norm}, level_embed, adapter_1, layer_1, mask_projection) and
+# Mask2FormerTransformerModule (queries_embedder = DETR's query position = mmdet query_embed;
+# queries_features = the content = query_feat; level_embed; decoder.layers.{i}.{cross_attn,
+# cross_attn_layer_norm, self_attn.{q,k,v,out}_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm};
+# decoder.layernorm = post_norm; decoder.mask_predictor.mask_embedder.{0,1,2}.0 = mask_embed.{0,2,4}).
+_PD = "decode_head.pixel_decoder."
+_TD = "decode_head.transformer_decoder.layers.{i}."
+_TM = "query_decoder.transformer_module."
+MMSEG_KEY_TABLE: tuple[tuple[str, str | None, str], ...] = (
+    # ViT: timm's Beit has the same names
+    ("backbone.blocks.{i}.attn.relative_position_index", None, ""),  # rebuilt from the token grid
+    ("backbone.cls_token", "backbone.cls_token", ""),
+    ("backbone.patch_embed.proj.{p}", "backbone.patch_embed.proj.{p}", ""),
+    ("backbone.blocks.{i}.{rest}", "backbone.blocks.{i}.{rest}", ""),
+    # adapter (a module of its own here: only the ViT is the "backbone" parameter group)
+    ("backbone.level_embed", "adapter.level_embed", ""),
+    ("backbone.spm.{rest}", "adapter.spm.{rest}", ""),
+    ("backbone.interactions.{i}.{rest}.ffn.dwconv.dwconv.{p}", "adapter.interactions.{i}.{rest}.ffn.dwconv.{p}", ""),
+    ("backbone.interactions.{i}.{rest}", "adapter.interactions.{i}.{rest}", ""),
+    ("backbone.up.{p}", "adapter.up.{p}", ""),
+    ("backbone.norm1.{rest}", "adapter.norms.0.{rest}", ""),
+    ("backbone.norm2.{rest}", "adapter.norms.1.{rest}", ""),
+    ("backbone.norm3.{rest}", "adapter.norms.2.{rest}", ""),
+    ("backbone.norm4.{rest}", "adapter.norms.3.{rest}", ""),
+    # pixel decoder (mmdet MSDeformAttnPixelDecoder -> transformers Mask2FormerPixelDecoder)
+    (_PD + "input_convs.{i}.conv.{p}", "decoder.input_projections.{i}.0.{p}", ""),
+    (_PD + "input_convs.{i}.gn.{p}", "decoder.input_projections.{i}.1.{p}", ""),
+    (_PD + "encoder.layers.{i}.attentions.0.{rest}", "decoder.encoder.layers.{i}.self_attn.{rest}", ""),
+    (_PD + "encoder.layers.{i}.norms.0.{p}", "decoder.encoder.layers.{i}.self_attn_layer_norm.{p}", ""),
+    (_PD + "encoder.layers.{i}.ffns.0.layers.0.0.{p}", "decoder.encoder.layers.{i}.fc1.{p}", ""),
+    (_PD + "encoder.layers.{i}.ffns.0.layers.1.{p}", "decoder.encoder.layers.{i}.fc2.{p}", ""),
+    (_PD + "encoder.layers.{i}.norms.1.{p}", "decoder.encoder.layers.{i}.final_layer_norm.{p}", ""),
+    (_PD + "level_encoding.weight", "decoder.level_embed", ""),
+    (_PD + "lateral_convs.0.conv.weight", "decoder.adapter_1.0.weight", ""),
+    (_PD + "lateral_convs.0.gn.{p}", "decoder.adapter_1.1.{p}", ""),
+    (_PD + "output_convs.0.conv.weight", "decoder.layer_1.0.weight", ""),
+    (_PD + "output_convs.0.gn.{p}", "decoder.layer_1.1.{p}", ""),
+    (_PD + "mask_feature.{p}", "decoder.mask_projection.{p}", ""),
+    # transformer decoder (mmdet Mask2FormerHead -> transformers Mask2FormerTransformerModule)
+    ("decode_head.query_embed.weight", _TM + "queries_embedder.weight", ""),
+    ("decode_head.query_feat.weight", _TM + "queries_features.weight", ""),
+    ("decode_head.level_embed.weight", _TM + "level_embed.weight", ""),
+    (_TD + "attentions.0.attn.{rest}", _TM + "decoder.layers.{i}.cross_attn.{rest}", ""),
+    (_TD + "norms.0.{p}", _TM + "decoder.layers.{i}.cross_attn_layer_norm.{p}", ""),
+    (_TD + "attentions.1.attn.in_proj_weight", _TM + "decoder.layers.{i}.self_attn.q_proj.weight", "q"),
+    (_TD + "attentions.1.attn.in_proj_weight", _TM + "decoder.layers.{i}.self_attn.k_proj.weight", "k"),
+    (_TD + "attentions.1.attn.in_proj_weight", _TM + "decoder.layers.{i}.self_attn.v_proj.weight", "v"),
+    (_TD + "attentions.1.attn.in_proj_bias", _TM + "decoder.layers.{i}.self_attn.q_proj.bias", "q"),
+    (_TD + "attentions.1.attn.in_proj_bias", _TM + "decoder.layers.{i}.self_attn.k_proj.bias", "k"),
+    (_TD + "attentions.1.attn.in_proj_bias", _TM + "decoder.layers.{i}.self_attn.v_proj.bias", "v"),
+    (_TD + "attentions.1.attn.out_proj.{p}", _TM + "decoder.layers.{i}.self_attn.out_proj.{p}", ""),
+    (_TD + "norms.1.{p}", _TM + "decoder.layers.{i}.self_attn_layer_norm.{p}", ""),
+    (_TD + "ffns.0.layers.0.0.{p}", _TM + "decoder.layers.{i}.fc1.{p}", ""),
+    (_TD + "ffns.0.layers.1.{p}", _TM + "decoder.layers.{i}.fc2.{p}", ""),
+    (_TD + "norms.2.{p}", _TM + "decoder.layers.{i}.final_layer_norm.{p}", ""),
+    ("decode_head.transformer_decoder.post_norm.{p}", _TM + "decoder.layernorm.{p}", ""),
+    ("decode_head.mask_embed.0.{p}", _TM + "decoder.mask_predictor.mask_embedder.0.0.{p}", ""),
+    ("decode_head.mask_embed.2.{p}", _TM + "decoder.mask_predictor.mask_embedder.1.0.{p}", ""),
+    ("decode_head.mask_embed.4.{p}", _TM + "decoder.mask_predictor.mask_embedder.2.0.{p}", ""),
+    # not loaded: the 150 + 1-way class embedding (replaced by the 3-channel one) and mmseg BaseDecodeHead's
+    # own 1x1 classifier, which Mask2FormerHead never calls
+    ("decode_head.cls_embed.{p}", None, ""),
+    ("decode_head.conv_seg.{p}", None, ""),
+)
+_PLACEHOLDERS = {"i": r"\d+", "j": r"\d+", "p": r"weight|bias", "rest": r"[\w.]+"}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    """A table name -> a regex with one named group per {placeholder}."""
+    parts = re.split(r"(\{\w+\})", name)
+    return re.compile("".join(
+        f"(?P<{part[1:-1]}>{_PLACEHOLDERS[part[1:-1]]})" if part.startswith("{") else re.escape(part)
+        for part in parts
+    ))
+
+
+_TABLE = [(_pattern(mm), ours, part) for mm, ours, part in MMSEG_KEY_TABLE]
+
+
+def is_mmseg_layout(sd: dict[str, Tensor]) -> bool:
+    """A ViT-Adapter (mmseg) segmentation checkpoint: backbone.* and decode_head.* tensors."""
+    return any(k.startswith("decode_head.") for k in sd) and any(k.startswith("backbone.") for k in sd)
+
+
+def convert_mmseg_state(sd: dict[str, Tensor], source: str = "checkpoint") -> tuple[dict[str, Tensor], list[str]]:
+    """A ViT-Adapter segmentation state dict -> (state dict with this module's names, dropped names).
+
+    Every key must match a row of MMSEG_KEY_TABLE; one that matches none raises WeightsError (not the
+    published layout), so nothing is silently left out.
+    """
+    out: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+    for key, value in sd.items():
+        rows = [(m, ours, part) for pat, ours, part in _TABLE if (m := pat.fullmatch(key))]
+        if not rows:
+            unknown.append(key)
+            continue
+        first = rows[0][1]
+        if first is None:
+            dropped.append(key)
+            continue
+        for m, ours, part in rows:
+            if ours is None or (part == "" and ours is not first):
+                continue  # only the first row applies, except the q / k / v thirds of one packed tensor
+            name = ours.format(**m.groupdict())
+            out[name] = value.chunk(3, dim=0)["qkv".index(part)] if part else value
+    if unknown:
+        raise WeightsError(f"{source}: {len(unknown)} tensor(s) not in ViT-Adapter's segmentation layout "
+                           f"(MMSEG_KEY_TABLE): {', '.join(unknown[:8])}")
+    return out, dropped
+
+
+def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> BeitAdapterMask2Former:
+    """Build a BEiTv2 + ViT-Adapter + Mask2Former restorer.
+
+    variant: "demo", "beitv2-b" (default without a checkpoint) or "beitv2-l" (default with a ViT-Adapter
+        segmentation checkpoint).
+    pretrained: either ViT-Adapter's released segmentation checkpoint (.pth with `state_dict` in the mmseg
+        layout: backbone.*, decode_head.*; e.g. mask2former_beitv2_adapter_large_896_80k_ade20k.pth), mapped
+        by MMSEG_KEY_TABLE onto everything but the head and the 3-way class predictor; or timm BEiTv2
+        weights for the ViT only: hub id (e.g. "timm/beitv2_base_patch16_224.in1k_ft_in22k_in1k"), a
         snapshot folder (config.json with "architecture" [+ "model_args", "pretrained_cfg" mean/std] and
-        model.safetensors), a timm-format file (keys "blocks.0...."), or a state dict saved from this
-        model (keys "backbone....", restores everything).
+        model.safetensors), a timm-format file (keys "blocks.0...."); or a state dict saved from this model
+        (restores everything).
     kwargs: architecture, img_size (the pretraining size: sets the bias table's grid), embed_dim, depth,
         num_heads, drop_path_rate (ViT); conv_inplane, deform_num_heads, n_points, deform_ratio,
         cffn_ratio, init_values, interaction_indexes (adapter); feature_size, mask_feature_size,
-        encoder_layers, encoder_feedforward_dim, num_attention_heads (pixel decoder); head_channels,
-        shallow_channels (head).
+        encoder_layers, encoder_feedforward_dim, num_attention_heads (pixel decoder and attention heads);
+        hidden_dim, decoder_layers, num_queries, dim_feedforward (transformer decoder); head_channels,
+        shallow_channels (head); aux_loss (deep supervision over the decoder layers, off).
     """
-    allowed = set(VIT_KEYS) | set(ADAPTER_KEYS) | set(PIXEL_DECODER_KEYS) | set(HEAD_KEYS)
+    allowed = set(VIT_KEYS) | set(ADAPTER_KEYS) | set(PIXEL_DECODER_KEYS) | set(TRANSFORMER_KEYS) | set(HEAD_KEYS)
+    allowed |= {"aux_loss"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise TypeError(f"vit_adapter: unknown keyword(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"vit_adapter: unknown variant {variant!r}; choose from {list(VARIANTS)}")
-    v = variant or "beitv2-b"
+    ckpt = read_pretrained(pretrained) if pretrained is not None else None
+    mmseg = ckpt is not None and is_mmseg_layout(ckpt.state_dict)
+    v = variant or ("beitv2-l" if mmseg else "beitv2-b")
+    if mmseg and v not in SEGMENTATION_CHECKPOINT_VARIANTS:
+        raise ValueError(f"vit_adapter: {ckpt.path} is a ViT-Adapter segmentation checkpoint; variant {v!r} "
+                         f"has no such checkpoint (use one of {list(SEGMENTATION_CHECKPOINT_VARIANTS)})")
     vit_arch = dict(VIT_ARCH[v])
     adapter = dict(ADAPTER_ARCH[v])
-    decoder = dict(PIXEL_DECODER_DEMO if v == "demo" else PIXEL_DECODER_DEFAULT)
+    decoder = dict(DECODER_ARCH[v])
     head: dict[str, Any] = dict(head_channels=(16, 16), shallow_channels=16) if v == "demo" else {}
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    ckpt = read_pretrained(pretrained) if pretrained is not None else None
-    if ckpt is not None and ckpt.config is not None:
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # also ViT-Adapter's img_norm_cfg (123.675/116.28/103.53 ...)
+    if ckpt is not None and ckpt.config is not None and not mmseg:
         cfg = ckpt.config
         if "architecture" not in cfg or "beit" not in str(cfg["architecture"]):
             raise ValueError(f"{ckpt.path}: config.json is not a timm BEiT config (architecture="
@@ -487,12 +686,20 @@ def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs
         mean, std = tuple(pcfg.get("mean", mean)), tuple(pcfg.get("std", std))
     vit_arch.update({k: kwargs[k] for k in VIT_KEYS if k in kwargs})
     adapter.update({k: kwargs[k] for k in ADAPTER_KEYS if k in kwargs})
-    decoder.update({k: kwargs[k] for k in PIXEL_DECODER_KEYS if k in kwargs})
+    decoder.update({k: kwargs[k] for k in (*PIXEL_DECODER_KEYS, *TRANSFORMER_KEYS) if k in kwargs})
     head.update({k: kwargs[k] for k in HEAD_KEYS if k in kwargs})
-    model = BeitAdapterMask2Former(vit_arch, adapter, decoder, mean=mean, std=std, **head)
+    model = BeitAdapterMask2Former(vit_arch, adapter, decoder, mean=mean, std=std, **head,
+                                   aux_loss=bool(kwargs.get("aux_loss", False)),
+                                   segmentation_layout=v in SEGMENTATION_CHECKPOINT_VARIANTS)
+    model.variant_note = VARIANT_NOTES.get(v, "")
     if ckpt is not None:
         sd = ckpt.state_dict
-        if not any(k.startswith("backbone.") for k in sd):  # a bare timm ViT state dict
-            sd = {"backbone." + k: t for k, t in sd.items()}
-        load_checked(model, sd, required_prefixes=["backbone."], source=str(ckpt.path))
+        if mmseg:
+            sd, _ = convert_mmseg_state(sd, str(ckpt.path))
+            required = ["backbone.", "adapter.", "decoder.", "query_decoder.transformer_module."]
+        else:
+            if not any(k.startswith("backbone.") for k in sd):  # a bare timm ViT state dict
+                sd = {"backbone." + k: t for k, t in sd.items()}
+            required = ["backbone."]
+        load_checked(model, sd, required_prefixes=required, source=str(ckpt.path))
     return model

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from restorebench.errors import RestorebenchError
+
 log = logging.getLogger(__name__)
 
 # Container keys unwrapped by `read_state_dict`, in this order of preference at each nesting level:
@@ -58,8 +60,12 @@ DEFAULT_ALLOW_MISSING: tuple[str, ...] = (
 )
 
 
-class WeightsError(RuntimeError):
-    """A checkpoint could not be found, read, or loaded completely."""
+class WeightsError(RestorebenchError, RuntimeError):
+    """A checkpoint could not be found, read, or loaded completely (a known failure: the CLI prints it as
+    one line; the caller that knows the params key re-raises it naming profiles.<p>.pretrained.<m>)."""
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(where, message, hint)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -154,9 +160,16 @@ def read_state_dict(path: str | Path, *, key: str | None = None) -> dict[str, Te
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        import pickle
+
+        if not isinstance(e, pickle.UnpicklingError):  # a cut or corrupt file, not a refused object
+            raise WeightsError(f"could not read {path} with torch.load: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''} (truncated or corrupt?)") from e
+        why = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "WeightsUnpickler" in ln]
         raise WeightsError(
             f"could not read {path} with torch.load(weights_only=True) (pickled objects other than tensors "
-            f"and plain containers are refused on purpose; convert the file to safetensors): {e}"
+            f"and plain containers are refused on purpose; convert the file to safetensors): "
+            f"{why[0] if why else str(e).splitlines()[0]}"
         ) from e
     return _strip_prefixes(_unwrap(obj, key))
 

@@ -79,20 +79,31 @@ def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
     raise ValueError(f"pretrain method {method!r} unknown; choose from ['ipt', 'dcpt']")
 
 
-def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
-    """The architecture a cell of TASK trains: the profile's variant, with the model's own finetuning
+def cell_kwargs(cfg: Config, model: str, task: str) -> dict:
+    """The architecture keywords a cell of TASK adds to the profile's variant: the model's own finetuning
     keywords (its module's `finetune_kwargs`; IPT: one same-size task named after the pretrained head it
-    starts from, pretrain.ipt.heads)."""
-    kwargs = FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
-    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained, **kwargs)
+    starts from, pretrain.ipt.heads). Recorded in the run's config.json, so the run rebuilds from it."""
+    return FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
+
+
+def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
+    """The architecture a cell of TASK trains: the profile's variant with `cell_kwargs`."""
+    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained,
+                       **cell_kwargs(cfg, model, task))
 
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
     checkpoint when `pretrained` names one, else a seeded random init that starts at the identity where the
     model can (`start_at_identity_`). Returns (model, init description)."""
+    from restorebench.models.weights import WeightsError
+
     pretrained = cfg.pretrained.get(model)
-    net = cell_model(cfg, model, task, pretrained)
+    try:
+        net = cell_model(cfg, model, task, pretrained)
+    except WeightsError as err:  # missing, cut, refused or mismatched: name the params key that chose it
+        raise WeightsError(" ".join(str(err).split()), where=f"profiles.{cfg.profile}.pretrained.{model}",
+                           hint="fix the path or hub id, or set it to null for a seeded random init") from None
     if pretrained is None:
         net.start_at_identity_()
     return net, pretrained or f"random(seed={cfg.seed})"
@@ -104,7 +115,7 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
     shape-checked. Returns the init description recorded in train.json and the metrics."""
     import json
 
-    from safetensors.torch import load_file
+    from restorebench.models.weights import read_state_dict
 
     run = pretrain_dir(pretrain, model, task)
     path = run / "model.safetensors"
@@ -113,7 +124,8 @@ def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: st
         raise FileNotFoundError(f"{path}: no pretrained weights; run `restorebench pretrain {hint}` first")
     meta_path = run / "pretrain.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    state = net.adapt_pretrained(load_file(str(path)), task=task, head=cfg.pretrain.ipt.heads.get(task), meta=meta)
+    state = read_state_dict(path)  # a cut file: WeightsError naming it
+    state = net.adapt_pretrained(state, task=task, head=cfg.pretrain.ipt.heads.get(task), meta=meta)
     own = net.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
@@ -181,8 +193,16 @@ def finetune(
               "holdout_images": data.holdout_images}  # fmt: skip
     held = data.held
     validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None
+    from restorebench.card import run_config, safetensors_metadata, write_run_config
+    from restorebench.evaluate import git_revision
+
+    # config.json and the same fields in the weights' header: build_model(pretrained=run_dir) rebuilds the cell
+    config = run_config(model=model, variant=variant, kwargs=cell_kwargs(cfg, model, task), task=task,
+                        cell=run_dir.name, strategy=strategy, pretrain=pretrain, seed=cfg.seed, init=init,
+                        loss=loop_cfg.loss, profile=cfg.profile, params_hash=cfg.digest(),
+                        git_revision=git_revision())  # fmt: skip
     done = train_and_save(net, data.batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
-                          progress=progress)
+                          progress=progress, metadata=safetensors_metadata(config))
     if done is None:  # not rank 0 of a DDP run
         return {}
     result, device = done
@@ -206,6 +226,9 @@ def finetune(
         "wall_seconds": time.time() - started,
         "params_hash": cfg.digest(),
         "profile": cfg.profile,  # evaluate names it when weights meet another profile's architecture
+        "seed": cfg.seed,
+        "loss": loop_cfg.loss,
     }
+    write_run_config(run_dir, config)
     io.write_json(run_dir / "train.json", summary)
     return summary

@@ -2,6 +2,9 @@
 
 `train_and_save` starts the process group under torchrun (train.gpus > 1), trains through the loop with
 dvclive curves on rank 0, and writes run_dir/model.safetensors and history.json atomically (rank 0 only).
+Rank 0 holds run_dir/.lock for the whole session (a second run of the same cell fails at once), claims the
+checkpoints for this run's fingerprint (checkpoint.claim_run: nothing is deleted) and trims the dvclive curves
+to the checkpoint it resumes from, so every step is logged once.
 """
 
 from __future__ import annotations
@@ -64,44 +67,67 @@ def train_and_save(
     objective: Objective | None = None,
     keep: Callable[[nn.Module], nn.Module] = lambda final: final,
     progress: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[TrainResult, str] | None:
-    """Train `net`; save keep(final weights) to run_dir/model.safetensors. Returns (result, device name)
-    on rank 0 and None on the other ranks (which write nothing)."""
-    from dvclive import Live
-    from safetensors.torch import save_file
-
+    """Train `net`; save keep(final weights) to run_dir/model.safetensors (with `metadata` in its header).
+    Returns (result, device name) on rank 0 and None on the other ranks (which write nothing). A second run of the same run_dir while this
+    one trains fails at once (RestorebenchError)."""
     info = distributed.setup()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if info.is_main:  # before any rank looks for checkpoints to resume from
-            checkpoint.claim_run(run_dir, checkpoint.fingerprint(net, cfg, params), params)
-        if info.world_size > 1:
-            torch.distributed.barrier()
-        live_cm = (
-            Live(dir=str(run_dir / "dvclive"), resume=True, save_dvc_exp=False, dvcyaml=None, report=None)
-            if info.is_main
-            else nullcontext(None)
-        )
-        with live_cm as live:
-            if live is not None:
-                live.log_params(params)
-            final, result = train(
+        with checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
+            return _session(
                 net,
                 batches,
                 cfg,
-                device=info.device,
+                info,
                 run_dir=run_dir,
+                params=params,
                 validate=validate,
                 objective=objective,
-                live=live,
-                progress=progress and info.is_main,
+                keep=keep,
+                progress=progress,
+                metadata=metadata,
             )
-        if not info.is_main:
-            return None
-        tensors = {k: v.detach().cpu().contiguous() for k, v in keep(final).state_dict().items()}
-        with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        io.write_json(run_dir / "history.json", result.history)
-        return result, device_name(info.device)
     finally:
         distributed.teardown()
+
+
+def _session(net: nn.Module, batches: Batches, cfg: LoopConfig, info: distributed.DistInfo, *, run_dir: Path,
+             params: dict, validate, objective, keep, progress: bool,
+             metadata: dict[str, str] | None = None) -> tuple[TrainResult, str] | None:  # fmt: skip
+    from dvclive import Live
+    from safetensors.torch import save_file
+
+    if info.is_main:  # before any rank looks for checkpoints to resume from
+        checkpoint.claim_run(run_dir, checkpoint.fingerprint(net, cfg, params), params)
+        # rows after the checkpoint the loop resumes from are logged again: keep each step once
+        checkpoint.trim_curves(run_dir / "dvclive", checkpoint.resume_step(run_dir / "checkpoints"))
+    if info.world_size > 1:
+        torch.distributed.barrier()
+    live_cm = (
+        Live(dir=str(run_dir / "dvclive"), resume=True, save_dvc_exp=False, dvcyaml=None, report=None)
+        if info.is_main
+        else nullcontext(None)
+    )
+    with live_cm as live:
+        if live is not None:
+            live.log_params(params)
+        final, result = train(
+            net,
+            batches,
+            cfg,
+            device=info.device,
+            run_dir=run_dir,
+            validate=validate,
+            objective=objective,
+            live=live,
+            progress=progress and info.is_main,
+        )
+    if not info.is_main:
+        return None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in keep(final).state_dict().items()}
+    with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    io.write_json(run_dir / "history.json", result.history)
+    return result, device_name(info.device)
