@@ -418,7 +418,7 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
     """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
     import torch
 
-    from restorebench.infer import precision, restore
+    from restorebench.infer import ProtocolRestorer, precision
     from restorebench.models.weights import read_state_dict
     from restorebench.train.finetune import cell_model
 
@@ -438,9 +438,9 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net.to(device)
 
-    def restorer(x: torch.Tensor) -> torch.Tensor:
-        return restore(net, x, tile=e.tile, overlap=e.overlap, batch=e.batch, device=device,
-                       autocast=e.autocast, tf32=e.tf32).cpu()
+    # whole images (the protocols); tiles only when an image runs out of memory (recorded in the metrics)
+    restorer = ProtocolRestorer(net, device=device, fallback_tile=e.fallback_tile, overlap=e.overlap,
+                                batch=e.batch, autocast=e.autocast, tf32=e.tf32, tile=e.tile)
 
     meta_path = run / "train.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -458,7 +458,7 @@ def aggregate() -> None:
 
     cfg = load()
     try:
-        table, summary = build_table(Path("metrics"), cfg.tasks)
+        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants)
     except ValueError as err:
         raise fail(str(err)) from None
     write_outputs(table, summary, Path("results/table.csv"), Path("metrics/summary.json"))

@@ -3,8 +3,10 @@
 denoise (SIDD): the validation blocks from ValidationNoisyBlocksSrgb.mat / ValidationGtBlocksSrgb.mat
   (N x B x h x w x 3 uint8); input uint8/255; output clamped to [0, 1], not quantised; data_range 1;
   SSIM matlab3d is the headline (basicsr reported too); score = mean over blocks.
-deblur (GoPro): the test pairs, whole images (tiled where memory needs it); output clamped and rounded
-  to uint8; data_range 255; PSNR on RGB; SSIM matlab3d (and basicsr).
+deblur (GoPro): the test pairs, each 1280x720 image whole (the model pads to its multiple and crops back),
+  as NAFNet's and Restormer's test scripts run them; tiles only where the whole image runs out of memory
+  (infer.ProtocolRestorer), and the summary's `tiling` says whether that happened; output clamped and
+  rounded to uint8; data_range 255; PSNR on RGB; SSIM matlab3d (and basicsr).
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ def evaluate(
         "images": len(table),
         "images_per_s": len(table) / elapsed,
         "protocol": {"data_range": protocol.data_range, "quantised": protocol.quantise, "headline_ssim": "matlab3d"},
+        # whole images unless memory forced tiles (a restorer without a record: whole images, e.g. identity)
+        "tiling": restorer.record() if hasattr(restorer, "record") else {"used": False, "tiled_images": 0},
     }
     return table, summary
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from restorebench import io
-from restorebench.config import TASK_DATASET, Config
+from restorebench.config import TASK_DATASET, Config, StageConfig
 from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.degrade.pipeline import derive_rng
@@ -32,10 +32,12 @@ class StepBatches(Sampler):
     epochs: sample k of the run is position k % n of epoch k // n's permutation (seeded by (seed, epoch)).
     A batch therefore depends only on (seed, step): resuming at any step sees the same data."""
 
-    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0) -> None:
+    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0, first_sample: int | None = None) -> None:
         if n < 1:
             raise ValueError("the training store is empty")
-        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
+        self.n, self.batch, self.seed = n, batch, seed
+        # the run's sample counter at the first batch (progressive stages start where the last stopped)
+        self.first = start_step * batch if first_sample is None else first_sample
         self._perm: tuple[int, list[int]] | None = None
 
     def _order(self, epoch: int) -> list[int]:
@@ -45,7 +47,7 @@ class StepBatches(Sampler):
         return self._perm[1]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        k = self.start * self.batch
+        k = self.first
         while True:
             keys = []
             for j in range(k, k + self.batch):
@@ -85,21 +87,30 @@ def held_out_psnr(model: torch.nn.Module, held: Items, batch: int = 16) -> float
     return float(torch.cat(scores).mean())
 
 
-def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None) -> TrainConfig:
-    t, r = cfg.train, cfg.train.recipe(model)
+def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None, task: str | None = None) -> TrainConfig:
+    """The loop's settings for one cell: `model`'s recipe (with its `task` overrides) and the profile's
+    operational settings."""
+    t, r = cfg.train, cfg.train.recipe(model, task)
     return TrainConfig(
-        steps=steps or t.steps,
+        steps=steps or r.total_steps(t.steps),
         lr=r.lr,
         strategy=strategy,
         min_lr=r.min_lr,
+        schedule=r.schedule,
+        power=r.power,
+        constant=r.constant,
         warmup=r.warmup,
+        warmup_ratio=r.warmup_ratio,
         weight_decay=r.weight_decay,
+        no_decay=tuple(r.no_decay),
         betas=(float(r.betas[0]), float(r.betas[1])),
         loss=r.loss,
-        grad_clip=t.grad_clip,
+        grad_clip=r.grad_clip,
         ema_decay=t.ema_decay,
-        accumulate=t.accumulate,
+        accumulate=r.accumulate or t.accumulate,
         llrd_decay=t.llrd_decay,
+        layer_decay=r.layer_decay,
+        backbone_lr_mult=r.backbone_lr_mult,
         checkpoint_every=t.checkpoint_every,
         log_every=t.log_every,
         validate_every=t.validate_every,
@@ -138,8 +149,9 @@ def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
-    checkpoint when `pretrained` names one, else a seeded random init that starts at the identity where the
-    model can (`start_at_identity_`). Returns (model, init description)."""
+    checkpoint when `pretrained` names one, else a seeded random init, started at the identity where the model
+    can (`start_at_identity_`) when the recipe's identity_start says so (the demo's short runs; the paper
+    profile keeps the official initialisation). Returns (model, init description)."""
     from restorebench.models.weights import WeightsError
 
     pretrained = cfg.pretrained.get(model)
@@ -148,7 +160,7 @@ def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str
     except WeightsError as err:  # missing, cut, refused or mismatched: name the params key that chose it
         raise WeightsError(" ".join(str(err).split()), where=f"profiles.{cfg.profile}.pretrained.{model}",
                            hint="fix the path or hub id, or set it to null for a seeded random init") from None
-    if pretrained is None:
+    if pretrained is None and cfg.train.recipe(model, task).identity_start:
         net.start_at_identity_()
     return net, pretrained or f"random(seed={cfg.seed})"
 
@@ -190,38 +202,73 @@ class TrainingData:
 
     batches: Callable[[int], Iterator]
     held: Items
-    patch: int
+    patch: int  # the first stage's crop
     holdout_images: int
+    stages: list[StageConfig]
+
+
+def mixup_batch(lq: torch.Tensor, gt: torch.Tensor, beta: float, rng: np.random.Generator):
+    """Restormer's Mixing_Augment (basicsr/models/image_restoration_model.py, mixup with use_identity):
+    with probability 1/2 the batch is left as it is; otherwise lam ~ Beta(beta, beta) and each pair is mixed
+    with the pair of a random permutation: lam * x + (1 - lam) * x[perm], for lq and gt alike. uint8 batches
+    become float in [0, 1]."""
+    if rng.integers(2) == 1:  # random.randint(0, len(augments)) with use_identity: 1 = identity
+        return lq, gt
+    lq = lq.float().div(255.0) if lq.dtype == torch.uint8 else lq
+    gt = gt.float().div(255.0) if gt.dtype == torch.uint8 else gt
+    lam = float(rng.beta(beta, beta))
+    perm = torch.as_tensor(rng.permutation(lq.shape[0]))
+    return lam * lq + (1 - lam) * lq[perm], lam * gt + (1 - lam) * gt[perm]
 
 
 def training_data(cfg: Config, task: str, model: str) -> TrainingData:
     """The cell's data from TASK's packed training store: uint8 crops (4x less to copy; the loop converts
     to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source groups
-    (scenes, sequences) held out per `train.holdout` (data.store.holdout_split)."""
+    (scenes, sequences) held out per `train.holdout` (data.store.holdout_split).
+
+    The recipe's stages (Restormer's progressive training: patch and global batch per stage) run one after
+    the other; each stage draws its samples where the previous one stopped, so a batch still depends only on
+    (seed, step). Flips/rotations and mixup follow the recipe."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
-    patch = cfg.train.crop(model)
+    recipe = cfg.train.recipe(model, task)
+    stages = cfg.train.stages(model, task)
+    accumulate = recipe.accumulate or cfg.train.accumulate
     train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
-    dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
-    held = Items(PairedPatchDataset(store, patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
-    per_step = cfg.train.batch // cfg.train.accumulate
-    if per_step < 1 or per_step * cfg.train.accumulate != cfg.train.batch:
-        raise ValueError(
-            f"train.batch ({cfg.train.batch}) must be a multiple of train.accumulate ({cfg.train.accumulate})"
-        )
+    augment = recipe.flip and recipe.rotate  # the 8 dihedral transforms (config.check_recipe: both or neither)
+    datasets = {st.patch: Items(PairedPatchDataset(store, st.patch, augment=augment, seed=cfg.seed, uint8=True),
+                                train_idx) for st in stages}  # fmt: skip
+    held = Items(PairedPatchDataset(store, stages[0].patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
+    for i, st in enumerate(stages):
+        if st.batch % accumulate:
+            raise ValueError(f"train.models.{model}: stage {i} batch ({st.batch}) must be a multiple of "
+                             f"accumulate ({accumulate})")
+    n = len(train_idx)
+
+    def loader(stage: StageConfig, first_sample: int):
+        per_step = stage.batch // accumulate
+        sampler = StepBatches(n, per_step, seed=cfg.seed, first_sample=first_sample)
+        return iter(DataLoader(datasets[stage.patch], batch_sampler=sampler, num_workers=cfg.train.workers,
+                               pin_memory=torch.cuda.is_available(), persistent_workers=cfg.train.workers > 0))
 
     def batches(start: int):
-        sampler = StepBatches(len(dataset), per_step, seed=cfg.seed, start_step=start * cfg.train.accumulate)
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.train.workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=cfg.train.workers > 0,
-        )
-        return iter(loader)
+        begin, sample = 0, 0
+        for stage in stages:
+            end = begin + stage.iters
+            if end > start:
+                first = max(start, begin)
+                it = loader(stage, sample + (first - begin) * stage.batch)
+                for step in range(first, end):
+                    for micro in range(accumulate):
+                        lq, gt = next(it)
+                        if recipe.mixup > 0:
+                            rng = derive_rng(cfg.seed, "mixup", step, micro)
+                            lq, gt = mixup_batch(lq, gt, recipe.mixup, rng)
+                        yield lq, gt
+            sample += stage.iters * stage.batch
+            begin = end
 
     holdout_images = len(set(store.index["image"][i] for i in held_idx))
-    return TrainingData(batches, held, patch, holdout_images)
+    return TrainingData(batches, held, stages[0].patch, holdout_images, stages)
 
 
 def finetune(
@@ -236,10 +283,11 @@ def finetune(
     if pretrain != "none":
         init = load_pretrained_init(net, cfg, model, task, pretrain)
     data = training_data(cfg, task, model)
-    loop_cfg = loop_config(cfg, model, strategy)
+    loop_cfg = loop_config(cfg, model, strategy, task=task)
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
-              "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": data.patch,
+              "init": init, "seed": cfg.seed, "batch": data.stages[0].batch, "patch": data.patch,
+              "stages": [[st.iters, st.patch, st.batch] for st in data.stages],
               "holdout_images": data.holdout_images}  # fmt: skip
     held = data.held
     validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None
