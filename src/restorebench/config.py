@@ -324,7 +324,7 @@ def resolve_recipe(base: ModelTrainConfig, task: str | None, where: str) -> Mode
     override = dict(base.tasks.get(task, {})) if task is not None else {}
     plain = OmegaConf.structured(base)
     plain.tasks = {}
-    schema = _schema_keys(plain)
+    schema = [f.name for f in fields(ModelTrainConfig)]
     for key in override:
         if key not in schema or key == "tasks":
             allowed = [k for k in schema if k != "tasks"]
