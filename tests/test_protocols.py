@@ -93,6 +93,11 @@ def test_published_rows_match_the_variants_trained(width):
                    else {"denoise": (40.30, 0.961), "deblur": (33.71, 0.967)})  # fmt: skip
 
 
+def test_published_rows_stay_as_references_for_unpublished_variants():
+    demo = {m: {"denoise": "demo", "deblur": "demo"} for m in ("nafnet", "restormer")}
+    assert len(published_rows(["denoise", "deblur"], demo)) == 10  # the demo's tiny variants: all, as references
+
+
 def test_rain_is_added_to_the_image():
     img = np.full((32, 32, 3), 0.4, np.float32)
     kw = dict(amount=0.01, angle=10.0, length=8.0, intensity=0.5)

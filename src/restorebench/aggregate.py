@@ -185,14 +185,20 @@ def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS)
 
 
 def published_rows(tasks: list[str], variants: dict[str, dict[str, str]] | None = None) -> list[dict]:
-    """The published rows for `tasks`; with `variants` (model -> task -> variant, the profile's), only the
-    rows of the variants trained (plus the reference rows of models outside the grid)."""
+    """The published rows for `tasks`. With `variants` (model -> task -> variant, the profile's), a model with
+    a published row for the variant it trains shows that row only (NAFNet width32 rows beside width32 cells);
+    a model training a variant with none (the demo's tiny ones) keeps all its rows, as references, as do the
+    models outside the grid."""
     rows = []
     for (label, task), (model, variant, p, s, ref) in PUBLISHED.items():
         if task not in tasks:
             continue
-        if variants is not None and model is not None and variants.get(model, {}).get(task) != variant:
-            continue
+        if variants is not None and model is not None:
+            trained = variants.get(model, {}).get(task)
+            published = {v for (m, v, *_), (_, t) in zip(PUBLISHED.values(), PUBLISHED, strict=True)
+                         if m == model and t == task}
+            if trained in published and trained != variant:
+                continue
         rows.append({"source": "published", "task": task, "model": label, "cell": "paper",
                      "strategy": "paper", "pretrain": "paper", "psnr": p, "ssim_matlab3d": s, "reference": ref})
     return rows
