@@ -76,4 +76,5 @@ def test_paper_variant_and_recipe_finetune_and_evaluate(project_root, tmp_path, 
     result = runner.invoke(app, [*args, "evaluate", "--task", "denoise", "--model", model, "--strategy", strategy])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / f"metrics/finetune/denoise/{model}/{strategy}.json").read_text())
-    assert np.isfinite(metrics["psnr"]) and metrics["tiling"]["used"] is False and metrics["images"] == 1
+    prov = json.loads((tmp_path / f"results/eval/denoise/{model}/{strategy}/provenance.json").read_text())
+    assert np.isfinite(metrics["psnr"]) and prov["tiling"]["used"] is False and prov["images"] == 1

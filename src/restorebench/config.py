@@ -195,7 +195,7 @@ class EvalConfig:
     """Evaluation by the published protocols (see restorebench.evaluate)."""
 
     # The protocols run each image whole; tiles of `fallback_tile` pixels only for an image that runs out of
-    # device memory (the metrics JSON's `tiling` records it). `tile` forces tiles for every image: a deviation
+    # device memory (the cell's provenance.json, beside its metrics, records it under `tiling`). `tile` forces tiles for every image: a deviation
     # from the protocols (smoke runs on small devices), also recorded.
     tile: int | None = bounded(None, ge=8)
     fallback_tile: int | None = bounded(512, ge=8)  # None: no fallback (an out-of-memory image fails the run)

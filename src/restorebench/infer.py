@@ -250,7 +250,7 @@ class ProtocolRestorer:
     GoPro's 1280x720 images (every model pads to its own multiple inside and crops back); tiles only as a
     memory fallback: when the whole image runs out of device memory, that image is retried in
     `fallback_tile` tiles (overlap `overlap`, `batch` tiles per pass). `tile` forces tiling for every image
-    (a deviation from the protocols, recorded as such). `record()` says what was used, for the metrics JSON.
+    (a deviation from the protocols, recorded as such). `record()` says what was used, for the cell's provenance.json.
 
     Call: (B,3,H,W) float in [0, 1] -> (B,3,H,W) float in [0, 1] on the CPU.
     """
@@ -285,7 +285,7 @@ class ProtocolRestorer:
 
     def record(self) -> dict:
         """{"used": any image tiled, "forced": tiling asked for every image, "tiled_images", "images",
-        "tile", "overlap"} for the metrics JSON."""
+        "tile", "overlap"} for the cell's provenance.json."""
         tile = self.tile if self.tile is not None else self.fallback_tile
         return {"used": bool(self.tiled), "forced": self.tile is not None, "tiled_images": len(self.tiled),
                 "images": self.images, "tile": tile if self.tiled else None,
