@@ -19,12 +19,14 @@ from safetensors.torch import load_file, save_file
 from restorebench.config import load_config
 from restorebench.models import MODELS, build_model
 from restorebench.pretrain.dcpt import (
+    KNN_SEEDS,
     DCPTTrainee,
     DegradationClassifier,
     FeatureHooks,
     dcpt_objective,
-    hooked_features,
     knn_accuracy,
+    knn_features,
+    knn_split_accuracy,
     pooled,
     pretrain_dcpt,
     probe_channels,
@@ -66,8 +68,8 @@ def save_state(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
 
 
 def reference_supcon(features: torch.Tensor, labels: list[int], temperature: float) -> float:
-    """Khosla et al.'s L_out, written out with Python loops in float64: cosine similarities, the anchor
-    itself excluded from the denominator, anchors without positives skipped."""
+    """IPT's eq. 4, written out with Python loops in float64: cosine similarities, the denominator over the
+    patches of other images only, anchors without a positive (or without a negative) skipped."""
     z = [[float(v) for v in row] for row in features.double()]
     z = [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in z]
     n = len(z)
@@ -80,7 +82,10 @@ def reference_supcon(features: torch.Tensor, labels: list[int], temperature: flo
         positives = [p for p in range(n) if p != i and labels[p] == labels[i]]
         if not positives:
             continue
-        denominator = sum(math.exp(sim(i, a)) for a in range(n) if a != i)
+        negatives = [a for a in range(n) if labels[a] != labels[i]]
+        if not negatives:
+            continue
+        denominator = sum(math.exp(sim(i, a)) for a in negatives)
         per_anchor.append(
             -sum(math.log(math.exp(sim(i, p)) / denominator) for p in positives) / len(positives)
         )
@@ -124,8 +129,8 @@ def test_temperature_sharpens_the_contrast():
     labels = torch.arange(3).repeat_interleave(4)
     losses = [float(supervised_contrastive(clustered, labels, t)) for t in (1.0, 0.3, 0.07)]
     assert losses[0] > losses[1] > losses[2], losses
-    # the floor at a tiny temperature: -log(1 / #positives) = log 3 per anchor when positives dominate
-    assert losses[2] == pytest.approx(math.log(3), rel=0.05)
+    # no same-image term in the denominator: well-separated clusters drive the loss below zero
+    assert losses[2] < 0
     for t in (1.0, 0.3, 0.07):
         assert float(supervised_contrastive(shuffled, labels, t)) > float(
             supervised_contrastive(clustered, labels, t)
@@ -325,10 +330,11 @@ def test_classifier_learns_three_degradations_from_random_nafnet_features():
         model(held)
         held_maps = hooks.take()
     torch.manual_seed(0)
-    classifier = DegradationClassifier([m.shape[1] for m in maps], 3, width=32)
+    # the released design, kept small for the CPU: maps projected to 8 channels, one bottleneck per scale
+    classifier = DegradationClassifier([m.shape[1] for m in maps], 3, width=8, blocks=1)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=5e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(100):
+    for _ in range(80):
         idx = torch.randint(len(lq), (24,), generator=g)
         optimizer.zero_grad()
         F.cross_entropy(classifier([m[idx] for m in maps], 24), labels[idx]).backward()
@@ -337,28 +343,53 @@ def test_classifier_learns_three_degradations_from_random_nafnet_features():
         accuracy = float((classifier(held_maps, len(held)).argmax(1) == held_labels).float().mean())
     assert accuracy >= 0.8, accuracy
 
-    ref_f, ref_y = hooked_features(model, hooks, [(x, None, int(c)) for x, c in zip(lq, labels, strict=True)])
-    q_f, q_y = hooked_features(
-        model, hooks, [(x, None, int(c)) for x, c in zip(held, held_labels, strict=True)]
-    )
-    assert torch.allclose(ref_f.norm(dim=1), torch.ones(len(lq)))
+    ref_f, ref_y = knn_features(model, hooks, [(x, None, int(c)) for x, c in zip(lq, labels, strict=True)])
+    q_f, q_y = knn_features(model, hooks, [(x, None, int(c)) for x, c in zip(held, held_labels, strict=True)])
+    # the released features: the last decoder map (before the restoration head), flattened per image
+    with torch.no_grad():
+        model(held[:2])
+        last = hooks.take()[-1]
+    torch.testing.assert_close(q_f[:2], last.reshape(2, -1))
     assert knn_accuracy(ref_f, ref_y, q_f, q_y, 5) >= 0.6
+    assert knn_split_accuracy(torch.cat([ref_f, q_f]), torch.cat([ref_y, q_y])) >= 0.6
+
+
+def test_classifier_fuses_the_scales_in_sequence_finest_first():
+    """DCPT's released classifier: state = down_i(blocks_i(state + softmax(w)_i * map_i)) from the finest
+    map to the coarsest, then the last stage, a spatial mean and the linear layer."""
+    torch.manual_seed(0)
+    channels = [32, 16, 8]  # coarse to fine, as the hooks give them (sizes 4, 8, 16)
+    maps = [torch.randn(2, c, s, s) for c, s in zip(channels, (4, 8, 16), strict=True)]
+    clf = DegradationClassifier(channels, 3).eval()
+    assert [stage[0].conv1.in_channels for stage in clf.stages] == [8, 16, 32]  # finest first
+    with torch.no_grad():
+        w = torch.softmax(clf.mixing_weights, 0)
+        state = 0.0
+        for i, m in enumerate(maps[::-1]):
+            state = F.relu(clf.down[i](clf.stages[i](state + w[i] * m)))
+            if i < 2:
+                assert state.shape[-1] == m.shape[-1]  # max-pooled to the next (coarser) map's size below
+                state = F.max_pool2d(state, 2)
+        state = F.max_pool2d(state, 2)
+        expected = clf.fc(clf.last_stage(state).mean((2, 3)))
+        torch.testing.assert_close(clf(maps, 2), expected)
+        swapped = clf([maps[0], maps[1], maps[2] * 0], 2)  # the finest map matters
+    assert not torch.allclose(swapped, expected)
 
 
 def brute_force_knn(train_f, train_y, query_f, query_y, k) -> float:
-    """k nearest by cosine similarity, majority vote, ties to the class of the larger summed similarity."""
+    """scikit-learn's KNeighborsClassifier defaults: k nearest by Euclidean distance, majority vote, a tie
+    between classes to the smallest label."""
     correct = 0
     for q, y in zip(query_f.tolist(), query_y.tolist(), strict=True):
-        sims = []
-        for f, c in zip(train_f.tolist(), train_y.tolist(), strict=True):
-            dot = sum(a * b for a, b in zip(q, f, strict=True))
-            sims.append((dot / math.sqrt(sum(a * a for a in q) * sum(b * b for b in f)), c))
-        nearest = sorted(sims, reverse=True)[: min(k, len(sims))]
-        votes, total = {}, {}
-        for s, c in nearest:
+        dists = sorted(
+            (math.sqrt(sum((a - b) ** 2 for a, b in zip(q, f, strict=True))), c)
+            for f, c in zip(train_f.tolist(), train_y.tolist(), strict=True)
+        )[: min(k, len(train_y))]
+        votes: dict[int, int] = {}
+        for _, c in dists:
             votes[c] = votes.get(c, 0) + 1
-            total[c] = total.get(c, 0.0) + s
-        best = max(votes, key=lambda c: (votes[c], total[c]))
+        best = min(votes, key=lambda c: (-votes[c], c))
         correct += best == y
     return correct / len(query_y)
 
@@ -368,8 +399,8 @@ def test_knn_accuracy_matches_brute_force():
     centres = torch.randn(3, 6, generator=g)
     train_y = torch.arange(3).repeat(5)
     query_y = torch.tensor([0, 1, 2, 2, 1, 0, 1, 2])
-    train_f = F.normalize(centres[train_y] + 1.2 * torch.randn(15, 6, generator=g), dim=1)
-    query_f = F.normalize(centres[query_y] + 1.2 * torch.randn(8, 6, generator=g), dim=1)
+    train_f = centres[train_y] + 1.2 * torch.randn(15, 6, generator=g)
+    query_f = centres[query_y] + 1.2 * torch.randn(8, 6, generator=g)
     values = set()
     for k in (1, 2, 3, 4, 5, 40):  # 40: more than the reference set, clamped
         got = knn_accuracy(train_f, train_y, query_f, query_y, k)
@@ -378,16 +409,26 @@ def test_knn_accuracy_matches_brute_force():
     assert len(values) > 1  # the example is not trivially separable
 
 
-def test_knn_tie_goes_to_the_nearer_class():
-    train_f = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
-    train_y = torch.tensor([0, 1])
-    query_f = F.normalize(torch.tensor([[0.2, 1.0], [1.0, 0.3]]), dim=1)
-    query_y = torch.tensor([1, 0])
-    assert knn_accuracy(train_f, train_y, query_f, query_y, 2) == 1.0  # each vote is 1-1
-    assert knn_accuracy(train_f, train_y, query_f, torch.tensor([0, 1]), 2) == 0.0
-    # a close call: similarities 0.70 and 0.71 (before normalising) still decide the tie
-    close = F.normalize(torch.tensor([[0.70, 0.71], [0.71, 0.70]]), dim=1)
-    assert knn_accuracy(train_f, train_y, close, torch.tensor([1, 0]), 2) == 1.0
+def test_knn_tie_goes_to_the_smallest_label():
+    train_f = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    train_y = torch.tensor([1, 0])
+    query_f = torch.tensor([[0.9, 0.1]])  # nearer to label 1, but k=2 votes 1-1: label 0 wins (sklearn)
+    assert knn_accuracy(train_f, train_y, query_f, torch.tensor([0]), 2) == 1.0
+    assert knn_accuracy(train_f, train_y, query_f, torch.tensor([1]), 1) == 1.0
+
+
+def test_knn_split_follows_the_released_split():
+    """knn.py: train_test_split(test_size=0.33, random_state=seed) for the seeds [0, 223, 929, 1234,
+    10086]: a RandomState permutation, the first ceil(0.33 n) items tested; the mean accuracy."""
+    g = torch.Generator().manual_seed(5)
+    labels = torch.arange(3).repeat(10)
+    feats = torch.randn(3, 4, generator=g)[labels] + 0.9 * torch.randn(30, 4, generator=g)
+    expected = []
+    for seed in KNN_SEEDS:
+        perm = np.random.RandomState(seed).permutation(30)
+        test, train = perm[:10], perm[10:]  # ceil(0.33 * 30) = 10
+        expected.append(brute_force_knn(feats[train], labels[train], feats[test], labels[test], 5))
+    assert knn_split_accuracy(feats, labels) == pytest.approx(sum(expected) / 5)
 
 
 # ------------------------------------------------------------------------------- pretrained inits

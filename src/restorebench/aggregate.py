@@ -28,18 +28,23 @@ import pandas as pd
 from restorebench import io
 from restorebench.config import PRETRAIN_METHODS, cell_name
 
-# (model, task) -> (PSNR, SSIM), from the papers, as listed in DESIGN.md.
-PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
-    ("NAFNet width32", "denoise"): (39.97, 0.960),
-    ("NAFNet width32", "deblur"): (32.87, 0.961),
-    ("NAFNet width64", "denoise"): (40.30, 0.961),
-    ("NAFNet width64", "deblur"): (33.71, 0.967),
-    ("Restormer", "denoise"): (40.02, 0.960),
-    ("Restormer", "deblur"): (32.92, 0.961),
-    ("Uformer-B", "denoise"): (39.89, 0.960),
-    ("Uformer-B", "deblur"): (33.06, 0.967),
-    ("MPRNet", "denoise"): (39.71, 0.958),
-    ("MPRNet", "deblur"): (32.66, 0.959),
+# Published (PSNR, SSIM) rows: (label, task) -> (model, variant it matches, PSNR, SSIM, source). A row whose
+# model is in the grid is shown when the profile trains that variant for that task (NAFNet width32 rows
+# beside width32 cells, width64 rows beside width64 ones); rows of models outside the grid (model None)
+# are always shown, as references.
+_NAF = "megvii-research/NAFNet README.md results table (Chen et al., ECCV 2022)"
+_RST = "Restormer, Zamir et al., CVPR 2022, Table 2 (SIDD) / Table 4 (GoPro)"
+PUBLISHED: dict[tuple[str, str], tuple[str | None, str | None, float, float, str]] = {
+    ("NAFNet width32", "denoise"): ("nafnet", "sidd-width32", 39.97, 0.960, _NAF),
+    ("NAFNet width32", "deblur"): ("nafnet", "gopro-width32", 32.87, 0.961, _NAF),
+    ("NAFNet width64", "denoise"): ("nafnet", "sidd-width64", 40.30, 0.961, _NAF),
+    ("NAFNet width64", "deblur"): ("nafnet", "gopro-width64", 33.71, 0.967, _NAF),
+    ("Restormer", "denoise"): ("restormer", "denoise", 40.02, 0.960, _RST),
+    ("Restormer", "deblur"): ("restormer", "deblur", 32.92, 0.961, _RST),
+    ("Uformer-B", "denoise"): (None, None, 39.89, 0.960, "Uformer, Wang et al., CVPR 2022, SIDD table"),
+    ("Uformer-B", "deblur"): (None, None, 33.06, 0.967, "Uformer, Wang et al., CVPR 2022, GoPro table"),
+    ("MPRNet", "denoise"): (None, None, 39.71, 0.958, "MPRNet, Zamir et al., CVPR 2021, SIDD table"),
+    ("MPRNet", "deblur"): (None, None, 32.66, 0.959, "MPRNet, Zamir et al., CVPR 2021, GoPro table"),
 }
 
 # The restoration baselines of the study (DESIGN.md): a task's best baseline is its best cell of these models
@@ -54,7 +59,7 @@ COLUMNS = [
     "psnr", "psnr_sd", "ssim_matlab3d", "ssim_sd", "ssim_basicsr",
     "vs_identity", "vs_identity_lo", "vs_identity_hi",
     "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi",
-    "images", "params", "train_seconds", "images_per_s", "init",
+    "images", "params", "train_seconds", "images_per_s", "init", "reference",
 ]  # fmt: skip
 
 
@@ -179,13 +184,24 @@ def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS)
                 r.update(_compare(r, best, "vs_baseline"))
 
 
-def published_rows(tasks: list[str]) -> list[dict]:
-    return [
-        {"source": "published", "task": task, "model": model, "cell": "paper", "strategy": "paper",
-         "pretrain": "paper", "psnr": p, "ssim_matlab3d": s}
-        for (model, task), (p, s) in PUBLISHED.items()
-        if task in tasks
-    ]  # fmt: skip
+def published_rows(tasks: list[str], variants: dict[str, dict[str, str]] | None = None) -> list[dict]:
+    """The published rows for `tasks`. With `variants` (model -> task -> variant, the profile's), a model with
+    a published row for the variant it trains shows that row only (NAFNet width32 rows beside width32 cells);
+    a model training a variant with none (the demo's tiny ones) keeps all its rows, as references, as do the
+    models outside the grid."""
+    rows = []
+    for (label, task), (model, variant, p, s, ref) in PUBLISHED.items():
+        if task not in tasks:
+            continue
+        if variants is not None and model is not None:
+            trained = variants.get(model, {}).get(task)
+            published = {v for (m, v, *_), (_, t) in zip(PUBLISHED.values(), PUBLISHED, strict=True)
+                         if m == model and t == task}
+            if trained in published and trained != variant:
+                continue
+        rows.append({"source": "published", "task": task, "model": label, "cell": "paper",
+                     "strategy": "paper", "pretrain": "paper", "psnr": p, "ssim_matlab3d": s, "reference": ref})
+    return rows
 
 
 def collect(metrics_dir: Path, evals_dir: Path, cells: list[tuple[str, str, str]] | None = None) -> list[dict]:
@@ -198,7 +214,8 @@ def collect(metrics_dir: Path, evals_dir: Path, cells: list[tuple[str, str, str]
 
 
 def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("results/eval"),
-                cells: list[tuple[str, str, str]] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+                cells: list[tuple[str, str, str]] | None = None,
+                variants: dict[str, dict[str, str]] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """(results table, summary.json content) from the evaluated cells (see the module docstring)."""
     read = collect(metrics_dir, evals_dir, cells)
     groups: dict[tuple, list[dict]] = {}
@@ -222,7 +239,7 @@ def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("
                 "psnr_vs_identity": round(delta, 4)}
     for r in pooled:
         r.pop("per_image")
-    table = pd.DataFrame(pooled + published_rows(tasks), columns=COLUMNS)
+    table = pd.DataFrame(pooled + published_rows(tasks, variants), columns=COLUMNS)
     table["_o"] = table["source"].map({"measured": 0, "published": 1})
     table = table.sort_values(["_o", "task", "model", "pretrain", "strategy"]).drop(columns="_o")
     for col in ("seeds", "images", "params"):

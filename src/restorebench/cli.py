@@ -297,8 +297,8 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
         variant=None if identity else cfg.variant(model, task),
         rerun=(f"restorebench -S profile={cfg.profile} finetune --task {task} --model {model} "
                f"--strategy {strategy} --pretrain {pretrain}"),
-        max_images=e.max_images, crops=e.crops, crop_size=e.crop_size, tile=e.tile, overlap=e.overlap,
-        batch=e.batch, autocast=e.autocast, tf32=e.tf32,
+        max_images=e.max_images, crops=e.crops, crop_size=e.crop_size, tile=e.tile, fallback_tile=e.fallback_tile,
+        overlap=e.overlap, batch=e.batch, autocast=e.autocast, tf32=e.tf32,
     )  # fmt: skip
     typer.echo(
         f"evaluate {task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim_matlab3d']:.4f} "
@@ -314,7 +314,7 @@ def aggregate() -> None:
 
     cfg = load()
     try:
-        table, summary = build_table(Path("metrics"), cfg.tasks)
+        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants)
     except ValueError as err:  # aggregate.py's own errors
         if isinstance(err, RestorebenchError):
             raise

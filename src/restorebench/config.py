@@ -194,8 +194,12 @@ class DataConfig:
 class EvalConfig:
     """Evaluation by the published protocols (see restorebench.evaluate)."""
 
-    tile: int | None = bounded(None, ge=8)  # None: whole images; else tiles of this size (pixels) ...
-    overlap: int = bounded(32, ge=0)  # ... overlapping by this many pixels
+    # The protocols run each image whole; tiles of `fallback_tile` pixels only for an image that runs out of
+    # device memory (the cell's provenance.json, beside its metrics, records it under `tiling`). `tile` forces tiles for every image: a deviation
+    # from the protocols (smoke runs on small devices), also recorded.
+    tile: int | None = bounded(None, ge=8)
+    fallback_tile: int | None = bounded(512, ge=8)  # None: no fallback (an out-of-memory image fails the run)
+    overlap: int = bounded(32, ge=0)  # tile overlap (pixels)
     batch: int = bounded(4, ge=1)  # tiles (images, when tile is None) per forward pass; the output does not depend on it
     # precision (the metrics JSON records the one used); the published protocols are IEEE float32
     tf32: bool = False  # CUDA: allow TF32 matmuls and convolutions; false forbids them (cuDNN's default allows)
@@ -245,17 +249,111 @@ class PrepareConfig:
     gopro_input: str = bounded("blur", choices=("blur", "blur_gamma"))
 
 
+SCHEDULES = ("cosine", "poly", "constant_then_cosine")
+OPTIMIZERS = ("adamw",)
+
+
+@dataclass
+class StageConfig:
+    """One stage of progressive training (Restormer): `iters` iterations of `batch` (global) `patch` crops."""
+
+    iters: int = 0
+    patch: int = 0
+    batch: int = 0
+
+
 @dataclass
 class ModelTrainConfig:
-    """Each model's own recipe (DESIGN.md): the strategies scale its LR."""
+    """A model's training recipe, the published one in the paper profile (params.yaml names each value's
+    source file). The strategies are defined on it (train/strategies.py): full = this recipe; full_lowlr = every
+    LR (and the warmup start and the floor) / 10; frozen = backbone frozen; llrd = layer-wise decay.
 
+    LR at iteration t (train/schedule.py, multiplier of `lr`):
+      cosine:               floor + (1 - floor) (1 + cos(pi t / T)) / 2          (torch CosineAnnealingLR)
+      poly:                 floor + (1 - floor) (1 - t / T) ** power              (mmcv / detectron2 poly)
+      constant_then_cosine: 1 for t < constant, then cosine over the remaining T - constant (Restormer's
+                            CosineAnnealingRestartCyclicLR with periods [constant, T - constant])
+    with floor = min_lr / lr, times mmcv's linear warmup 1 - (1 - t / warmup) (1 - warmup_ratio) for
+    t < warmup. T = `steps` (or the stages' sum).
+    """
+
+    optimizer: str = bounded("adamw", choices=OPTIMIZERS)
     lr: float = bounded(1e-3, gt=0)
-    min_lr: float = bounded(1e-7, ge=0)
+    min_lr: float = bounded(1e-7, ge=0)  # the schedule's floor (cosine eta_min; poly min_lr)
     loss: str = bounded("l1", choices=LOSS_NAMES)
     weight_decay: float = bounded(0.0, ge=0)
     betas: list[float] = bounded(factory=lambda: [0.9, 0.9], length=2, ge=0, lt=1)
-    warmup: int = bounded(0, ge=0)
-    patch: int = bounded(0, ge=0)  # training crop for this model; 0: train.patch (IPT trains on its tile size)
+    # parameters without weight decay: "1d" (every 1-D tensor: biases, norm gains), "norm" (the parameters of
+    # norm layers), or a substring of the parameter name (e.g. relative_position_bias_table)
+    no_decay: list[str] = field(default_factory=lambda: ["1d"])
+    schedule: str = bounded("cosine", choices=SCHEDULES)
+    power: float = bounded(1.0, gt=0)  # poly's power
+    constant: int = bounded(0, ge=0)  # constant_then_cosine: iterations at `lr` before the cosine
+    warmup: int = bounded(0, ge=0)  # linear warmup iterations (mmcv's `linear`)
+    warmup_ratio: float = bounded(0.0, ge=0, le=1)  # LR at warmup start, as a fraction of the scheduled LR
+    steps: int = bounded(0, ge=0)  # iterations; 0: train.steps (stages, when given, set it)
+    batch: int = bounded(0, ge=0)  # global batch; 0: train.batch
+    patch: int = bounded(0, ge=0)  # training crop (gt side); 0: train.patch (IPT trains on its tile size)
+    stages: list[StageConfig] = field(default_factory=list)  # progressive training: overrides steps/batch/patch
+    accumulate: int = bounded(0, ge=0)  # micro-batches per step (same global batch); 0: train.accumulate
+    grad_clip: float = bounded(0.0, ge=0)  # max global gradient L2 norm; 0: off
+    flip: bool = True  # random flips ...
+    rotate: bool = True  # ... and 90-degree rotations (together: the 8 dihedral transforms)
+    mixup: float = bounded(0.0, ge=0)  # Restormer's mixup: Beta(mixup, mixup) on half the batches (identity on the rest); 0: off
+    backbone_lr_mult: float = bounded(1.0, ge=0)  # LR multiplier of the pretrained backbone (Mask2Former's 0.1)
+    layer_decay: float = bounded(0.0, ge=0, le=1)  # layer-wise LR decay of the recipe itself (ViT-Adapter's 0.9); 0: none
+    identity_start: bool = False  # a random init starts at the identity (last layer zeroed); demo only
+    # task -> overrides of the fields above for that task (NAFNet's SIDD vs GoPro config, Restormer's
+    # denoising vs deblurring config)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def total_steps(self, default: int) -> int:
+        return sum(s.iters for s in self.stages) if self.stages else (self.steps or default)
+
+    def stage_list(self, *, steps: int, batch: int, patch: int) -> list[StageConfig]:
+        """The run as stages: the recipe's own, else one stage of (steps, batch, patch) with the recipe's
+        values where it sets them."""
+        if self.stages:
+            return [StageConfig(s.iters, s.patch, s.batch) for s in self.stages]
+        return [StageConfig(self.steps or steps, self.patch or patch, self.batch or batch)]
+
+
+def resolve_recipe(base: ModelTrainConfig, task: str | None, where: str) -> ModelTrainConfig:
+    """`base` with its `tasks[task]` overrides merged in (unknown keys and wrong types fail, naming
+    `where`); the result has no `tasks` of its own."""
+    override = dict(base.tasks.get(task, {})) if task is not None else {}
+    plain = OmegaConf.structured(base)
+    plain.tasks = {}
+    schema = [f.name for f in fields(ModelTrainConfig)]
+    for key in override:
+        if key not in schema or key == "tasks":
+            allowed = [k for k in schema if k != "tasks"]
+            raise ConfigError(f"{where}.tasks.{task}.{key}: unknown key; allowed keys are {sorted(allowed)}"
+                              f"{did_you_mean(key, allowed)}")
+    try:
+        merged = OmegaConf.merge(plain, override)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        raise ConfigError(f"{where}.tasks.{task}.{key}: {msg}") from None
+    out = OmegaConf.to_object(merged)
+    assert isinstance(out, ModelTrainConfig)
+    return out
+
+
+def check_recipe(recipe: ModelTrainConfig, where: str) -> None:
+    """Values the schema's types cannot check."""
+    check_choice(f"{where}.loss", recipe.loss, LOSS_NAMES)
+    check_choice(f"{where}.schedule", recipe.schedule, SCHEDULES)
+    check_choice(f"{where}.optimizer", recipe.optimizer, OPTIMIZERS)
+    if recipe.flip != recipe.rotate:
+        raise ConfigError(f"{where}.flip/rotate: flips without rotations (or the reverse) are not implemented; "
+                          "the published recipes use both (the 8 dihedral transforms) or neither")
+    for i, st in enumerate(recipe.stages):
+        if min(st.iters, st.patch, st.batch) < 1:
+            raise ConfigError(f"{where}.stages[{i}]: iters, patch and batch must all be >= 1, got {st}")
+    if recipe.schedule == "constant_then_cosine" and recipe.constant < 1:
+        raise ConfigError(f"{where}.constant: constant_then_cosine needs the constant iterations (>= 1)")
 
 
 @dataclass
@@ -266,9 +364,9 @@ class TrainConfig:
     workers: int = bounded(4, ge=0)
     accumulate: int = bounded(1, ge=1)
     gpus: int = bounded(1, ge=1)  # GPUs per grid cell; >1 runs DDP under torchrun (global batch = batch, split across them)
-    grad_clip: float = bounded(0.0, ge=0)
     ema_decay: float = bounded(0.0, ge=0, lt=1)
-    llrd_decay: float = bounded(0.75, gt=0, le=1)
+    # the llrd strategy's rate for a model whose recipe publishes none (layer_decay 0)
+    llrd_decay: float = bounded(0.9, gt=0, le=1)
     checkpoint_every: int = bounded(1000, ge=1)
     log_every: int = bounded(100, ge=1)
     validate_every: int = bounded(0, ge=0)  # 0: validate at the end only (when holdout > 0)
@@ -283,12 +381,20 @@ class TrainConfig:
     deterministic: bool = False
     models: dict[str, ModelTrainConfig] = field(default_factory=dict)
 
-    def recipe(self, model: str) -> ModelTrainConfig:
-        return self.models.get(model, ModelTrainConfig())
+    def recipe(self, model: str, task: str | None = None) -> ModelTrainConfig:
+        """`model`'s recipe, with its `tasks.<task>` overrides applied when `task` is given."""
+        base = self.models.get(model, ModelTrainConfig())
+        return resolve_recipe(base, task, f"train.models.{model}")
 
-    def crop(self, model: str) -> int:
-        """The training crop of `model`'s cells: its recipe's patch, else train.patch."""
-        return self.recipe(model).patch or self.patch
+    def crop(self, model: str, task: str | None = None) -> int:
+        """The training crop of `model`'s cells: its recipe's patch (the first stage's when progressive),
+        else train.patch."""
+        r = self.recipe(model, task)
+        return r.stages[0].patch if r.stages else (r.patch or self.patch)
+
+    def stages(self, model: str, task: str | None = None) -> list[StageConfig]:
+        """(iters, patch, global batch) of each stage of `model`'s training on `task`."""
+        return self.recipe(model, task).stage_list(steps=self.steps, batch=self.batch, patch=self.patch)
 
 
 @dataclass
@@ -332,16 +438,18 @@ class IPTPretrainConfig(PretrainRunConfig):
 class DCPTPretrainConfig(PretrainRunConfig):
     """DCPT (Hu et al., ICLR 2025): degradation classification from the model's decoder features."""
 
-    # degrade-store tasks used as the classes, in label order (the default five: noise, motion blur,
-    # rain, haze, low light; add the ten-type set's defocus_blur / jpeg / ... as degrade tasks first)
+    # degrade-store tasks used as the classes, in label order (the default five, DCPT's 5D all-in-one set:
+    # Gaussian noise sigma 25 (its test set's level), motion blur, rain, haze, low light; add the ten-type
+    # set's defocus_blur / jpeg / ... as degrade tasks first)
     degradations: list[str] = field(
-        default_factory=lambda: ["noise_30", "motion_blur", "rain", "haze", "low_light"]
+        default_factory=lambda: ["noise_25", "motion_blur", "rain", "haze", "low_light"]
     )
     patch: int = bounded(48, ge=8)  # training crop (gt side); must fit in the store's patches
-    classifier_width: int = bounded(64, ge=1)
+    # 0: the hooked maps' own widths (DCPT's release); > 0: every map 1x1-projected to this width (lighter)
+    classifier_width: int = bounded(0, ge=0)
     classify_weight: float = bounded(1.0, ge=0)
     knn_k: int = bounded(5, ge=1)
-    knn_max_train: int = bounded(2000, ge=1)  # reference features per k-NN evaluation (held-out items are the queries)
+    knn_images: int = bounded(100, ge=1)  # images per degradation in the k-NN set (DCPT's knn_gen.py: 100 per type)
 
 
 @dataclass
@@ -648,8 +756,16 @@ def resolve(raw: dict) -> Config:
         if missing:
             raise ConfigError(f"profiles.{name}.pretrained: no entry for {missing}; give each model a checkpoint "
                               "or null (a seeded random init), since DVC tracks each model's entry")
-        for model in prof.train.models:
-            check_choice(f"profiles.{name}.train.models.{model}", model, MODEL_NAMES)
+        for model, recipe in prof.train.models.items():
+            where = f"profiles.{name}.train.models.{model}"
+            check_choice(where, model, MODEL_NAMES)
+            for task in recipe.tasks:
+                check_choice(f"{where}.tasks.{task}", task, TASKS)
+            for task in [None, *recipe.tasks]:
+                at = where if task is None else f"{where}.tasks.{task}"
+                resolved_recipe = resolve_recipe(recipe, task, where)
+                check_bounds(resolved_recipe, at)
+                check_recipe(resolved_recipe, at)
         check_bounds(prof, f"profiles.{name}")
         _check_relations(prof, f"profiles.{name}")
     active = resolved[raw["profile"]]

@@ -3,8 +3,10 @@
 denoise (SIDD): the validation blocks from ValidationNoisyBlocksSrgb.mat / ValidationGtBlocksSrgb.mat
   (N x B x h x w x 3 uint8); input uint8/255; output clamped to [0, 1], not quantised; data_range 1;
   SSIM matlab3d is the headline (basicsr reported too); score = mean over blocks.
-deblur (GoPro): the test pairs, whole images (tiled where memory needs it); output clamped and rounded
-  to uint8; data_range 255; PSNR on RGB; SSIM matlab3d (and basicsr).
+deblur (GoPro): the test pairs, each 1280x720 image whole (the model pads to its multiple and crops back),
+  as NAFNet's and Restormer's test scripts run them; tiles only where the whole image runs out of memory
+  (infer.ProtocolRestorer), and the summary's `tiling` says whether that happened; output clamped and
+  rounded to uint8; data_range 255; PSNR on RGB; SSIM matlab3d (and basicsr).
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def evaluate(
         "images": len(table),
         "images_per_s": len(table) / elapsed,
         "protocol": {"data_range": protocol.data_range, "quantised": protocol.quantise, "headline_ssim": "matlab3d"},
+        # whole images unless memory forced tiles (a restorer without a record: whole images, e.g. identity)
+        "tiling": restorer.record() if hasattr(restorer, "record") else {"used": False, "tiled_images": 0},
     }
     return table, summary
 
@@ -234,18 +238,20 @@ def evaluate_cell(
     max_images: int = 0,
     crops: int = 3,
     crop_size: int = 96,
-    tile: int = 0,
+    tile: int | None = None,
+    fallback_tile: int | None = 512,
     overlap: int = 32,
     batch: int = 4,
     autocast: bool | str | None = None,
     tf32: bool = False,
-) -> tuple[dict, Path]:
+) -> tuple[dict, dict, Path]:
     """The `evaluate` stage for one cell: load runs/finetune/{task}/{model}/{cell}/model.safetensors into
     `build()` (None: the identity floor), run the task's protocol over the evaluation set, and write
     results/eval/{task}/{model}/{cell}/ (per_image.csv, provenance.json, crops), metrics/finetune/{task}/{model}/
     {cell}.json (PSNR/SSIM only: write_results) and the run folder's model card.
-    tile, overlap, batch: tiled inference in pixels / tiles per pass (tile 0: whole images); autocast,
-    tf32: precision (restorebench.infer). `rerun`: the command that trains the cell, for messages.
+    Whole images; tiles (fallback_tile, overlap in pixels, batch tiles per pass) only where an image runs out
+    of memory, or every image with `tile` (infer.ProtocolRestorer, recorded); autocast, tf32: precision
+    (restorebench.infer). `rerun`: the command that trains the cell, for messages.
     Returns (summary, provenance, metrics path)."""
     from restorebench.errors import RestorebenchError
     from restorebench.infer import cell_restorer, load_weights
@@ -258,7 +264,8 @@ def evaluate_cell(
         checkpoint = Path("runs/finetune") / task / model / cell / "model.safetensors"
         net = build()
         load_weights(net, checkpoint, model=model, variant=str(variant), profile=profile, rerun=rerun)
-        restorer, prec = cell_restorer(net, tile=tile, overlap=overlap, batch=batch, autocast=autocast, tf32=tf32)
+        restorer, prec = cell_restorer(net, tile=tile, overlap=overlap, batch=batch, autocast=autocast, tf32=tf32,
+                                       fallback_tile=fallback_tile)  # fmt: skip
         meta_path = checkpoint.parent / "train.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         extra = {"params": sum(p.numel() for p in net.parameters()), "precision": prec}

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["cell_restorer", "float32_precision", "load_weights", "precision", "restore", "to_uint8", "tile_starts",
-           "trained_as"]
+__all__ = ["ProtocolRestorer", "cell_restorer", "float32_precision", "is_out_of_memory", "load_weights", "precision",
+           "restore", "to_uint8", "tile_starts", "trained_as"]
 log = logging.getLogger(__name__)
 
 
@@ -241,6 +241,60 @@ def _restore_tiled(
     return acc / weight_sum
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is the device running out of memory (CUDA's OutOfMemoryError, or the RuntimeError
+    text other backends and older torch versions raise)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(err, oom)) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+
+
+class ProtocolRestorer:
+    """The evaluation protocols' restorer: each image whole, as NAFNet's and Restormer's test scripts run
+    GoPro's 1280x720 images (every model pads to its own multiple inside and crops back); tiles only as a
+    memory fallback: when the whole image runs out of device memory, that image is retried in
+    `fallback_tile` tiles (overlap `overlap`, `batch` tiles per pass). `tile` forces tiling for every image
+    (a deviation from the protocols, recorded as such). `record()` says what was used, for the cell's provenance.json.
+
+    Call: (B,3,H,W) float in [0, 1] -> (B,3,H,W) float in [0, 1] on the CPU.
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device, fallback_tile: int | None = 512,
+                 overlap: int = 32, batch: int = 4, autocast: bool | str | None = None, tf32: bool = False,
+                 tile: int | None = None) -> None:
+        self.model, self.device = model, torch.device(device)
+        self.fallback_tile, self.tile, self.overlap, self.batch = fallback_tile, tile, overlap, batch
+        self.autocast, self.tf32 = autocast, tf32
+        self.images = 0
+        self.tiled: list[int] = []  # indices (call order) of the images that ran tiled
+
+    def _run(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
+        return restore(self.model, x, tile=tile, overlap=self.overlap, batch=self.batch, device=self.device,
+                       autocast=self.autocast, tf32=self.tf32).cpu()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        index, self.images = self.images, self.images + 1
+        if self.tile is not None:
+            self.tiled.append(index)
+            return self._run(x, self.tile)
+        try:
+            return self._run(x, None)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err) or self.fallback_tile is None:
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.tiled.append(index)
+        return self._run(x, self.fallback_tile)
+
+    def record(self) -> dict:
+        """{"used": any image tiled, "forced": tiling asked for every image, "tiled_images", "images",
+        "tile", "overlap"} for the cell's provenance.json."""
+        tile = self.tile if self.tile is not None else self.fallback_tile
+        return {"used": bool(self.tiled), "forced": self.tile is not None, "tiled_images": len(self.tiled),
+                "images": self.images, "tile": tile if self.tiled else None,
+                "overlap": self.overlap if self.tiled else None}
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(C,H,W) or (B,C,H,W) float tensor in [0, 1] -> HxWxC or BxHxWxC uint8 NumPy array.
 
@@ -317,15 +371,14 @@ def load_weights(net: nn.Module, weights: Path, *, model: str, variant: str, pro
 
 
 def cell_restorer(
-    net: nn.Module, *, tile: int, overlap: int, batch: int, autocast: bool | str | None, tf32: bool
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """`net` on this machine's device as an evaluation restorer ((1,3,H,W) in [0,1] -> same, on the CPU)
-    with the given tiling and precision; and the precision's name for the record."""
+    net: nn.Module, *, tile: int | None, overlap: int, batch: int, autocast: bool | str | None, tf32: bool,
+    fallback_tile: int | None = 512,
+) -> tuple[ProtocolRestorer, str]:
+    """`net` on this machine's device as the evaluation protocols' restorer ((1,3,H,W) in [0,1] -> same,
+    on the CPU): whole images, tiles only when an image runs out of memory (`fallback_tile`) or when
+    `tile` forces them (recorded); and the precision's name for the record."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net.to(device)
-
-    def restorer(x: torch.Tensor) -> torch.Tensor:
-        return restore(net, x, tile=tile, overlap=overlap, batch=batch, device=device, autocast=autocast,
-                       tf32=tf32).cpu()  # fmt: skip
-
+    restorer = ProtocolRestorer(net, device=device, fallback_tile=fallback_tile, overlap=overlap, batch=batch,
+                                autocast=autocast, tf32=tf32, tile=tile)  # fmt: skip
     return restorer, precision(device, autocast=autocast, tf32=tf32)

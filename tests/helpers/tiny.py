@@ -31,7 +31,7 @@ class TinyRestorer(nn.Module):
 
     def layer_ids(self):
         return {
-            f"backbone.{n}": (1 if n.startswith("0.") or n.startswith("1.") else 2)
+            f"backbone.{n}": (0 if n.startswith("0.") or n.startswith("1.") else 1)
             for n, _ in self.backbone.named_parameters()
         }
 

@@ -137,10 +137,12 @@ class StepBatches(Sampler):
     A batch therefore depends only on (seed, step): resuming at any step sees the same data. The one batch
     sampler of the project (finetuning, the loader benchmark)."""
 
-    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0) -> None:
+    def __init__(self, n: int, batch: int, *, seed: int, start_step: int = 0, first_sample: int | None = None) -> None:
         if n < 1:
             raise ValueError("the training store is empty")
-        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
+        self.n, self.batch, self.seed = n, batch, seed
+        # the run's sample counter at the first batch (progressive stages start where the last stopped)
+        self.first = start_step * batch if first_sample is None else first_sample
         self._perm: tuple[int, list[int]] | None = None
 
     def _order(self, epoch: int) -> list[int]:
@@ -150,7 +152,7 @@ class StepBatches(Sampler):
         return self._perm[1]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        k = self.start * self.batch
+        k = self.first
         while True:
             keys = []
             for j in range(k, k + self.batch):
@@ -175,18 +177,26 @@ class Items(Dataset):
 
 
 def step_loader(
-    dataset: Dataset, batch: int, *, seed: int, start_step: int = 0, workers: int = 0, pin_memory: bool | None = None
+    dataset: Dataset,
+    batch: int,
+    *,
+    seed: int,
+    start_step: int = 0,
+    first_sample: int | None = None,
+    workers: int = 0,
+    pin_memory: bool | None = None,
 ) -> Iterator:
     """Endless batches of `batch` items for steps start_step, start_step + 1, ... (StepBatches: a pure
-    function of (seed, step), the same for any number of `workers` loader processes). pin_memory: None =
-    when CUDA is available."""
+    function of (seed, step), the same for any number of `workers` loader processes); `first_sample`
+    starts at that sample of the run instead (progressive stages). pin_memory: None = when CUDA is
+    available."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     loader = DataLoader(
         dataset,
-        batch_sampler=StepBatches(len(dataset), batch, seed=seed, start_step=start_step),
+        batch_sampler=StepBatches(len(dataset), batch, seed=seed, start_step=start_step, first_sample=first_sample),
         num_workers=workers,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=workers > 0,

@@ -2,8 +2,9 @@
 
 Recipe, as in the common streak synthesis (e.g. Garg & Nayar's streak appearance, the Rain100L
 generator): sparse random seed points -> a slight Gaussian blur for drop width -> a line (motion) kernel
-at the rain angle for streak length -> scale to the streak intensity -> screen-blend (or add) over the
-image. All streaks are achromatic (the same map on every channel).
+at the rain angle for streak length -> scale to the streak intensity -> added to the image, O = I + r
+clipped to [0, 1], as IPT's rain model (and Rain100L's) composes them; "screen" blending is an option.
+All streaks are achromatic (the same map on every channel).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ def rain_streaks(
     intensity: float | None = None,
     intensity_range: Sequence[float] | None = (0.5, 0.9),
     width: float = 0.6,
-    blend: str = "screen",
+    blend: str = "add",
 ) -> np.ndarray:
     """Add rain streaks to an HxWx3 float32 image in [0, 1].
 
     amount: fraction of pixels that seed a streak; angle: degrees from vertical; length: streak length
     in pixels; intensity: peak streak brightness in [0, 1]; width: Gaussian sigma (pixels) of the drop
-    cross-section; blend: "screen" (1 - (1 - I)(1 - R), never exceeds 1) or "add" (clipped). Each of
+    cross-section; blend: "add" (I + R clipped, IPT's; the default) or "screen" (1 - (1 - I)(1 - R)). Each of
     amount/angle/length/intensity is fixed when given, else drawn uniformly from its *_range; giving
     a fixed value overrides the default range.
     """

@@ -8,8 +8,9 @@ that task's decoder query, and that task's tail, so only those get gradients. Th
 
 where L_contrastive is a supervised contrastive loss (Khosla et al. 2020) over the body's decoder output
 tokens: each token is the feature of one patch_dim x patch_dim patch of an input image, the other patches
-of the same image are its positives and the patches of every other image in the batch its negatives
-(cosine similarity over temperature tau; lambda 0.1 and tau 0.07 in params.yaml as IPT uses). IPT feeds
+of the same image are its positives and the patches of every other image in the batch its negatives, the
+denominator summing over those negatives only, as IPT's eq. 4 (cosine similarity over temperature tau;
+lambda 0.1 and tau 0.07 in params.yaml as IPT uses). IPT feeds
 patch_size x patch_size inputs to every task, so an x s SR task reads clean crops of s * patch_size.
 """
 
@@ -38,19 +39,24 @@ from restorebench.train.loop import to_device
 
 
 def supervised_contrastive(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
-    """Mean over anchors with at least one positive of -mean_p log(exp(s_ip / t) / sum_{a != i} exp(s_ia / t)),
-    s = cosine similarity; features (N, D), labels (N,). Zero (with a graph) when no anchor has a positive."""
+    """IPT's contrastive loss (Chen et al. 2021, eq. 4): for an anchor patch a of image j and a positive p,
+    another patch of image j,  -log( exp(s_ap / t) / sum_{n: patches of images k != j} exp(s_an / t) ),
+    s = cosine similarity; the denominator sums over patches of *other* images only (no same-image terms,
+    no positive). The mean over anchors of the mean over their positives. features (N, D), labels (N,)
+    (the image of each patch). Zero (with a graph) when no anchor has both a positive and a negative."""
     z = F.normalize(features.float(), dim=1)
     n = z.shape[0]
     self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
-    count = positives.sum(1)
-    has = count > 0
+    logits = z @ z.T / temperature
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~self_mask
+    negatives = ~same
+    has = (positives.sum(1) > 0) & (negatives.sum(1) > 0)
     if not bool(has.any()):
         return features.sum() * 0.0
-    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1) / count.clamp(min=1)
+    log_denominator = torch.logsumexp(logits.masked_fill(~negatives, float("-inf")), dim=1, keepdim=True)
+    pair = (log_denominator - logits).masked_fill(~positives, 0.0)  # -log(exp(s_ap) / denominator)
+    per_anchor = pair.sum(1) / positives.sum(1).clamp(min=1)
     return per_anchor[has].mean()
 
 

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from restorebench import io
-from restorebench.config import TASK_DATASET, Config
+from restorebench.config import TASK_DATASET, Config, StageConfig
 from restorebench.data.datasets import Items, PairedPatchDataset, step_loader
 from restorebench.data.store import holdout_split, open_store
+from restorebench.degrade.pipeline import derive_rng
 from restorebench.metrics import psnr_torch
 from restorebench.models import FINETUNE_KWARGS, build_model
 from restorebench.train.loop import LoopConfig, to_device
@@ -41,21 +43,30 @@ def held_out_psnr(model: torch.nn.Module, held: Items, batch: int = 16) -> float
     return float(torch.cat(scores).mean())
 
 
-def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None) -> LoopConfig:
-    t, r = cfg.train, cfg.train.recipe(model)
+def loop_config(cfg: Config, model: str, strategy: str, steps: int | None = None, task: str | None = None) -> LoopConfig:
+    """The loop's settings for one cell: `model`'s recipe (with its `task` overrides) and the profile's
+    operational settings."""
+    t, r = cfg.train, cfg.train.recipe(model, task)
     return LoopConfig(
-        steps=steps or t.steps,
+        steps=steps or r.total_steps(t.steps),
         lr=r.lr,
         strategy=strategy,
         min_lr=r.min_lr,
+        schedule=r.schedule,
+        power=r.power,
+        constant=r.constant,
         warmup=r.warmup,
+        warmup_ratio=r.warmup_ratio,
         weight_decay=r.weight_decay,
+        no_decay=tuple(r.no_decay),
         betas=(float(r.betas[0]), float(r.betas[1])),
         loss=r.loss,
-        grad_clip=t.grad_clip,
+        grad_clip=r.grad_clip,
         ema_decay=t.ema_decay,
-        accumulate=t.accumulate,
+        accumulate=r.accumulate or t.accumulate,
         llrd_decay=t.llrd_decay,
+        layer_decay=r.layer_decay,
+        backbone_lr_mult=r.backbone_lr_mult,
         checkpoint_every=t.checkpoint_every,
         log_every=t.log_every,
         validate_every=t.validate_every,
@@ -94,8 +105,9 @@ def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
-    checkpoint when `pretrained` names one, else a seeded random init that starts at the identity where the
-    model can (`start_at_identity_`). Returns (model, init description)."""
+    checkpoint when `pretrained` names one, else a seeded random init, started at the identity where the model
+    can (`start_at_identity_`) when the recipe's identity_start says so (the demo's short runs; the paper
+    profile keeps the official initialisation). Returns (model, init description)."""
     from restorebench.models.weights import WeightsError
 
     pretrained = cfg.pretrained.get(model)
@@ -104,7 +116,7 @@ def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str
     except WeightsError as err:  # missing, cut, refused or mismatched: name the params key that chose it
         raise WeightsError(" ".join(str(err).split()), where=f"profiles.{cfg.profile}.pretrained.{model}",
                            hint="fix the path or hub id, or set it to null for a seeded random init") from None
-    if pretrained is None:
+    if pretrained is None and cfg.train.recipe(model, task).identity_start:
         net.start_at_identity_()
     return net, pretrained or f"random(seed={cfg.seed})"
 
@@ -147,31 +159,71 @@ class TrainingData:
 
     batches: Callable[[int], Iterator]
     held: Items
-    patch: int
+    patch: int  # the first stage's crop
     holdout_images: int
+    stages: list[StageConfig]
+
+
+def mixup_batch(lq: torch.Tensor, gt: torch.Tensor, beta: float, rng: np.random.Generator):
+    """Restormer's Mixing_Augment (basicsr/models/image_restoration_model.py, mixup with use_identity):
+    with probability 1/2 the batch is left as it is; otherwise lam ~ Beta(beta, beta) and each pair is mixed
+    with the pair of a random permutation: lam * x + (1 - lam) * x[perm], for lq and gt alike. uint8 batches
+    become float in [0, 1]."""
+    if rng.integers(2) == 1:  # random.randint(0, len(augments)) with use_identity: 1 = identity
+        return lq, gt
+    lq = lq.float().div(255.0) if lq.dtype == torch.uint8 else lq
+    gt = gt.float().div(255.0) if gt.dtype == torch.uint8 else gt
+    lam = float(rng.beta(beta, beta))
+    perm = torch.as_tensor(rng.permutation(lq.shape[0]))
+    return lam * lq + (1 - lam) * lq[perm], lam * gt + (1 - lam) * gt[perm]
 
 
 def training_data(cfg: Config, task: str, model: str) -> TrainingData:
     """The cell's data from TASK's packed training store: uint8 crops (4x less to copy; the loop converts
     to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source groups
-    (scenes, sequences) held out per `train.holdout` (data.store.holdout_split)."""
-    store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
-    patch = cfg.train.crop(model)
-    train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
-    dataset = Items(PairedPatchDataset(store, patch, augment=True, seed=cfg.seed, uint8=True), train_idx)
-    held = Items(PairedPatchDataset(store, patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
-    per_step = cfg.train.batch // cfg.train.accumulate
-    if per_step < 1 or per_step * cfg.train.accumulate != cfg.train.batch:
-        raise ValueError(
-            f"train.batch ({cfg.train.batch}) must be a multiple of train.accumulate ({cfg.train.accumulate})"
-        )
+    (scenes, sequences) held out per `train.holdout` (data.store.holdout_split).
 
-    def batches(start: int):
-        return step_loader(dataset, per_step, seed=cfg.seed, start_step=start * cfg.train.accumulate,
+    The recipe's stages (Restormer's progressive training: patch and global batch per stage) run one after
+    the other; each stage draws its samples where the previous one stopped, so a batch still depends only on
+    (seed, step). Flips/rotations and mixup follow the recipe."""
+    store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
+    recipe = cfg.train.recipe(model, task)
+    stages = cfg.train.stages(model, task)
+    accumulate = recipe.accumulate or cfg.train.accumulate
+    train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
+    augment = recipe.flip and recipe.rotate  # the 8 dihedral transforms (config.check_recipe: both or neither)
+    datasets = {st.patch: Items(PairedPatchDataset(store, st.patch, augment=augment, seed=cfg.seed, uint8=True),
+                                train_idx) for st in stages}  # fmt: skip
+    held = Items(PairedPatchDataset(store, stages[0].patch, augment=False, seed=cfg.seed, uint8=True), held_idx)
+    for i, st in enumerate(stages):
+        if st.batch % accumulate:
+            raise ValueError(f"train.models.{model}: stage {i} batch ({st.batch}) must be a multiple of "
+                             f"accumulate ({accumulate})")
+
+    def loader(stage: StageConfig, first_sample: int):
+        per_step = stage.batch // accumulate
+        return step_loader(datasets[stage.patch], per_step, seed=cfg.seed, first_sample=first_sample,
                            workers=cfg.train.workers)  # fmt: skip
 
+    def batches(start: int):
+        begin, sample = 0, 0
+        for stage in stages:
+            end = begin + stage.iters
+            if end > start:
+                first = max(start, begin)
+                it = loader(stage, sample + (first - begin) * stage.batch)
+                for step in range(first, end):
+                    for micro in range(accumulate):
+                        lq, gt = next(it)
+                        if recipe.mixup > 0:
+                            rng = derive_rng(cfg.seed, "mixup", step, micro)
+                            lq, gt = mixup_batch(lq, gt, recipe.mixup, rng)
+                        yield lq, gt
+            sample += stage.iters * stage.batch
+            begin = end
+
     holdout_images = len(set(store.index["image"][i] for i in held_idx))
-    return TrainingData(batches, held, patch, holdout_images)
+    return TrainingData(batches, held, stages[0].patch, holdout_images, stages)
 
 
 def finetune(
@@ -186,10 +238,11 @@ def finetune(
     if pretrain != "none":
         init = load_pretrained_init(net, cfg, model, task, pretrain)
     data = training_data(cfg, task, model)
-    loop_cfg = loop_config(cfg, model, strategy)
+    loop_cfg = loop_config(cfg, model, strategy, task=task)
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
-              "init": init, "seed": cfg.seed, "batch": cfg.train.batch, "patch": data.patch,
+              "init": init, "seed": cfg.seed, "batch": data.stages[0].batch, "patch": data.patch,
+              "stages": [[st.iters, st.patch, st.batch] for st in data.stages],
               "holdout_images": data.holdout_images}  # fmt: skip
     held = data.held
     validate = (lambda m: {"val/psnr": held_out_psnr(m, held)}) if len(held) else None

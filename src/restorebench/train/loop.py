@@ -41,7 +41,7 @@ from restorebench.config import COMPILE_MODES
 from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint, distributed, strategies
 from restorebench.train.ema import EMA
-from restorebench.train.schedule import warmup_cosine
+from restorebench.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 Batches = Callable[[int], Iterator[tuple]]
@@ -115,14 +115,22 @@ class LoopConfig:
     lr: float
     strategy: str = "full"
     min_lr: float = 1e-7
+    # the recipe's schedule (restorebench.train.schedule.lr_factor): cosine | poly | constant_then_cosine
+    schedule: str = "cosine"
+    power: float = 1.0
+    constant: int = 0
     warmup: int = 0
+    warmup_ratio: float = 0.0
     weight_decay: float = 0.0
+    no_decay: tuple[str, ...] = ("1d",)  # weight-decay exemptions (strategies.optimizer_groups)
     betas: tuple[float, float] = (0.9, 0.9)
     loss: str = "l1"
-    grad_clip: float = 0.0  # 0: off
+    grad_clip: float = 0.0  # max global gradient L2 norm (torch clip_grad_norm_ over every parameter); 0: off
     ema_decay: float = 0.0  # 0: off
     accumulate: int = 1
-    llrd_decay: float = 0.75
+    llrd_decay: float = 0.9  # the llrd strategy's rate where the recipe has no layer_decay of its own
+    layer_decay: float = 0.0  # the recipe's own layer-wise decay (every strategy); 0: none
+    backbone_lr_mult: float = 1.0
     checkpoint_every: int = 100
     validate_every: int = 0  # 0: only at the end
     log_every: int = 10
@@ -133,6 +141,26 @@ class LoopConfig:
     fused: bool = True  # fused AdamW on CUDA
     sync_every: int = 10  # steps between host reads of the loss (NaN check, DDP agreement); 1: every step
     find_unused: bool = False  # DDP: some parameters may get no gradient in a step (e.g. per-task heads)
+
+
+def schedule_factor(cfg: LoopConfig, step: int) -> float:
+    """The multiplier every parameter group's LR gets at `step` (the floor is min_lr / lr, so full_lowlr's
+    LR / 10 divides the floor by 10 too)."""
+    return lr_factor(step, total=cfg.steps, schedule=cfg.schedule, floor=cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0,
+                     power=cfg.power, constant=cfg.constant, warmup=cfg.warmup, warmup_ratio=cfg.warmup_ratio)
+
+
+def make_optimizer(model: nn.Module, cfg: LoopConfig, *, fused: bool = False, last_step: int = -1):
+    """AdamW over the strategy's parameter groups of the recipe, and its LR schedule (a LambdaLR of
+    `schedule_factor`); last_step >= 0 positions the schedule after that step (the LR of step last_step + 1
+    is then current), as a resumed run's does."""
+    groups = strategies.optimizer_groups(
+        model, cfg.strategy, lr=cfg.lr, weight_decay=cfg.weight_decay, llrd_decay=cfg.llrd_decay,
+        layer_decay=cfg.layer_decay, backbone_lr_mult=cfg.backbone_lr_mult, no_decay=cfg.no_decay,
+    )
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(cfg, s), last_epoch=last_step)
+    return optimizer, schedule
 
 
 @dataclass
@@ -182,13 +210,7 @@ def train(
     model.to(device)
     if cfg.channels_last and cuda:
         model.to(memory_format=torch.channels_last)
-    groups = strategies.optimizer_groups(
-        model, cfg.strategy, lr=cfg.lr, weight_decay=cfg.weight_decay, llrd_decay=cfg.llrd_decay
-    )
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=cuda and cfg.fused or None)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total=cfg.steps, warmup=cfg.warmup, base_lr=cfg.lr, min_lr=cfg.min_lr)
-    )
+    optimizer, schedule = make_optimizer(model, cfg, fused=cuda and cfg.fused)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     ckpt_dir = run_dir / "checkpoints"
 

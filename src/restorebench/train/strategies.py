@@ -1,15 +1,20 @@
 """Finetuning strategies, defined for every model through `model.parameter_groups()`.
 
-- frozen:     backbone parameters frozen and its norm layers kept in eval mode; decoder and head are
-              trained at the model's own learning rate.
-- full_lowlr: everything trained on the model's original schedule with the learning rate divided by 10
-              (the study's proposal for segmentation checkpoints).
-- full:       everything trained at the original learning rate.
-- llrd:       layer-wise LR decay (the BEiT finetuning convention): a backbone parameter at layer i of L
-              gets lr * decay**(L - i); decoder and head get lr.
+Each is defined on the model's published recipe (config.ModelTrainConfig: optimizer, LR, weight decay
+and its exemptions, schedule, warmup, backbone multiplier, layer decay, clipping):
+- full:       the recipe as published.
+- full_lowlr: exactly the recipe's schedule with every LR divided by 10 (the warmup start and the floor
+              are fractions of the LR, so they scale with it): the study's proposal for segmentation
+              checkpoints.
+- frozen:     the recipe with the pretrained backbone frozen and its norm layers kept in eval mode.
+- llrd:       the recipe with layer-wise LR decay (the BEiT finetuning convention): a backbone parameter at
+              layer i of L gets lr * decay**(L - i); decoder and head get lr. decay: the recipe's own
+              published rate (ViT-Adapter's 0.9) where it has one, train.llrd_decay (0.9) otherwise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch.nn as nn
 
@@ -69,15 +74,58 @@ def train_mode(model: nn.Module, strategy: str) -> None:
             module.eval()
 
 
+def _no_decay(name: str, p: nn.Parameter, rules: Sequence[str], norm_params: set[int]) -> bool:
+    """Whether the recipe's `no_decay` rules exempt parameter `name` from weight decay: "1d" (every 1-D
+    tensor, biases included: BEiT / ViT-Adapter), "norm_layers" (parameters of norm modules, by type:
+    detectron2 / Mask2Former's WEIGHT_DECAY_NORM), any other string a substring of the name (mmcv's
+    paramwise custom_keys with decay_mult 0: mmseg's Swin recipe)."""
+    for rule in rules:
+        if rule == "1d" and p.ndim <= 1:
+            return True
+        if rule == "norm_layers" and id(p) in norm_params:
+            return True
+        if rule not in ("1d", "norm_layers") and rule in name:
+            return True
+    return False
+
+
+def layer_scale(model: nn.Module, name: str, group: str, decay: float, layer_ids: dict[str, int]) -> float:
+    """Layer-wise LR scale decay ** (L - 1 - id) of a backbone parameter at layer id of L = model.num_layers
+    (ids 0 .. L-1, the deepest at scale 1); decoder and head parameters get 1. This is ViT-Adapter's
+    LayerDecayOptimizerConstructor (segmentation/mmcv_custom/layer_decay_optimizer_constructor.py:
+    num_layers = depth + 2, scale = rate ** (num_layers - layer_id - 1), blocks.i at id i + 1, the
+    decode head at num_layers - 1) and SimMIM's Swin numbering (utils/optimizer.py)."""
+    if group != "backbone":
+        return 1.0
+    if name not in layer_ids:
+        raise ValueError(f"layer_ids() has no entry for backbone parameter {name}")
+    return decay ** (model.num_layers - 1 - layer_ids[name])
+
+
 def optimizer_groups(
-    model: nn.Module, strategy: str, *, lr: float, weight_decay: float, llrd_decay: float = 0.75
+    model: nn.Module,
+    strategy: str,
+    *,
+    lr: float,
+    weight_decay: float,
+    llrd_decay: float = 0.9,
+    layer_decay: float = 0.0,
+    backbone_lr_mult: float = 1.0,
+    no_decay: Sequence[str] = ("1d",),
 ) -> list[dict]:
-    """AdamW parameter groups: per-strategy LR, and no weight decay on biases and norm gains (1-D)."""
+    """AdamW parameter groups of `strategy` on a recipe (lr, weight_decay, its exemptions `no_decay`, the
+    backbone multiplier, the recipe's own `layer_decay`).
+
+    full: the recipe. full_lowlr: every LR / 10. frozen: the recipe without the backbone. llrd: the recipe
+    with layer-wise decay at `layer_decay` when the recipe has one, else `llrd_decay`. A parameter's LR is
+    lr x strategy scale x backbone_lr_mult (backbone only) x layer scale (backbone only).
+    """
     prepare(model, strategy)
     groups = _groups(model)
     scale = LOWLR_FACTOR if strategy == "full_lowlr" else 1.0
-    layer_ids = model.layer_ids() if strategy == "llrd" else {}
-    num_layers = getattr(model, "num_layers", 0)
+    decay = layer_decay if layer_decay > 0 else (llrd_decay if strategy == "llrd" else 0.0)
+    layer_ids = model.layer_ids() if decay > 0 else {}
+    norm_params = {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters(recurse=False)}
     buckets: dict[tuple[float, float], list[nn.Parameter]] = {}
     names: dict[tuple[float, float], list[str]] = {}
     for group, items in groups.items():
@@ -85,11 +133,11 @@ def optimizer_groups(
             if not p.requires_grad:
                 continue
             factor = scale
-            if strategy == "llrd" and group == "backbone":
-                if name not in layer_ids:
-                    raise ValueError(f"layer_ids() has no entry for backbone parameter {name}")
-                factor = llrd_decay ** (num_layers - layer_ids[name])
-            wd = 0.0 if p.ndim <= 1 else weight_decay
+            if group == "backbone":
+                factor *= backbone_lr_mult
+            if decay > 0:
+                factor *= layer_scale(model, name, group, decay, layer_ids)
+            wd = 0.0 if _no_decay(name, p, no_decay, norm_params) else weight_decay
             key = (lr * factor, wd)
             buckets.setdefault(key, []).append(p)
             names.setdefault(key, []).append(name)
