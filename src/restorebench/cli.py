@@ -40,6 +40,9 @@ app = _App(
 )
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+pipeline_app = typer.Typer(help="The pipeline's definition (restorebench.pipeline) for the orchestrators.",
+                           no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 class _State:
@@ -157,6 +160,8 @@ Task = Annotated[str, typer.Option("--task", "-t", help="denoise (SIDD) | deblur
 Model = Annotated[str, typer.Option("--model", "-m", help="a name from MODELS, or identity")]
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="finetuning strategy (none for identity)")]
 Pretrain = Annotated[str, typer.Option("--pretrain", "-p", help="none | ipt | dcpt: the restoration-pretrained init")]
+Seed = Annotated[int | None, typer.Option("--seed", help="one of `seeds`: trains in place of `seed`, the cell "
+                                                          "named STRATEGY-seedN")]
 
 
 def _check_choices(**choices: tuple[str, list[str] | tuple[str, ...]]) -> None:
@@ -329,7 +334,7 @@ def pretrain(
 
 
 @app.command()
-def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none") -> None:
+def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none", seed: Seed = None) -> None:
     """Finetune one grid cell (TASK x MODEL x STRATEGY, from PRETRAIN's weights); resumes from its last
     good checkpoint. Writes runs/finetune/{task}/{model}/{cell}/ (cell: STRATEGY, or PRETRAIN-STRATEGY)."""
     from restorebench.config import MODEL_NAMES, PRETRAIN_METHODS, STRATEGIES, TASKS, cell_name
@@ -340,7 +345,9 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
                    pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
     if pretrain == "ipt" and model != "ipt":
         raise fail(f"--pretrain ipt applies to the ipt model only, not {model!r}")
-    cell = cell_name(strategy, pretrain)
+    if seed is not None:
+        cfg.seed = seed  # train.json and the checkpoint fingerprint record it
+    cell = cell_name(strategy, pretrain, seed)
     run_dir = Path("runs/finetune") / task / model / cell
     _launch(cfg)
     try:
@@ -361,7 +368,8 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 
 
 @app.command()
-def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none") -> None:
+def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pretrain = "none",
+             seed: Seed = None) -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
     Writes metrics/finetune/{task}/{model}/{cell}.json (PSNR/SSIM only) and, under
@@ -375,12 +383,14 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
     cfg = load()
     _check_choices(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]),
                    pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
-    cell = cell_name(strategy, pretrain)
+    cell = cell_name(strategy, pretrain, seed)
     checkpoint = None
     extra: dict = {}
     if model == "identity":
         restorer = ev.identity
         extra = {"params": 0, "init": "none", "pretrain": "none", "precision": "fp32"}  # no model: the input as is
+    elif strategy == "official":  # a released checkpoint (profiles.P.official.M.T), scored as is
+        restorer, checkpoint, extra = _load_official(cfg, task, model)
     else:
         restorer, checkpoint, extra = _load_finetuned(cfg, task, model, cell, strategy, pretrain)
     data_root = Path(cfg.data.root)
@@ -404,21 +414,52 @@ def evaluate(task: Task, model: Model, strategy: Strategy = "none", pretrain: Pr
                                 checkpoint=checkpoint))  # fmt: skip
     dest = Path("metrics/finetune") / task / model / f"{cell}.json"
     prov = ev.write_results(table, summary, metrics_path=dest, out_dir=out_dir, record=record)
-    if checkpoint is not None:
+    if checkpoint is not None:  # the cell's run folder (an official cell's holds only its card)
         from restorebench.card import write_model_card
 
-        write_model_card(checkpoint.parent, {k: summary[k] for k in ev.METRIC_KEYS}, prov)
+        write_model_card(Path("runs/finetune") / task / model / cell, {k: summary[k] for k in ev.METRIC_KEYS}, prov)
     typer.echo(
         f"{task}/{model}/{cell}: PSNR {summary['psnr']:.3f} dB, SSIM {summary['ssim_matlab3d']:.4f} "
         f"over {summary['images']} images ({prov['precision']}) -> {dest}"
     )
 
 
-def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
-    """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
+def _restorer(cfg: Config, net):
+    """`net` as a restorer with the profile's tiling and precision; (restorer, metrics fields)."""
     import torch
 
     from restorebench.infer import ProtocolRestorer, precision
+
+    e = cfg.evaluate
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(device)
+    # whole images (the protocols); tiles only when an image runs out of memory (recorded in the metrics)
+    restorer = ProtocolRestorer(net, device=device, fallback_tile=e.fallback_tile, overlap=e.overlap,
+                                batch=e.batch, autocast=e.autocast, tf32=e.tf32, tile=e.tile)
+    return restorer, {"params": sum(p.numel() for p in net.parameters()),
+                      "precision": precision(device, autocast=e.autocast, tf32=e.tf32)}
+
+
+def _load_official(cfg: Config, task: str, model: str):
+    """The released checkpoint profiles.P.official.M.T, built at the profile's variant (strict keys)."""
+    from restorebench.models import build_model
+
+    key = f"profiles.{cfg.profile}.official.{model}.{task}"
+    path = cfg.official.get(model, {}).get(task)
+    if not path:
+        raise fail(f"{key}: no released checkpoint named; the cell `official` needs one")
+    if not Path(path).is_file():
+        raise fail(f"{key}: {path} not found (download the release file, see params.yaml)")
+    try:
+        net = build_model(model, variant=cfg.variant(model, task), pretrained=path)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise fail(f"{key}: {path} does not load into {model} variant {cfg.variant(model, task)}: {err}") from None
+    restorer, extra = _restorer(cfg, net)
+    return restorer, Path(path), {**extra, "init": f"official:{path}", "pretrain": "none"}
+
+
+def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str, pretrain: str):
+    """The finetuned weights of one grid cell, as a restorer with the profile's tiling and precision."""
     from restorebench.models.weights import read_state_dict
     from restorebench.train.finetune import cell_model
 
@@ -434,31 +475,26 @@ def _load_finetuned(cfg: Config, task: str, model: str, cell: str, strategy: str
         net.load_state_dict(read_state_dict(weights), strict=True)  # a cut file: WeightsError naming it
     except RuntimeError as err:
         raise fail(f"{weights} does not fit {model} variant {cfg.variant(model, task)}: {err}") from None
-    e = cfg.evaluate
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net.to(device)
-
-    # whole images (the protocols); tiles only when an image runs out of memory (recorded in the metrics)
-    restorer = ProtocolRestorer(net, device=device, fallback_tile=e.fallback_tile, overlap=e.overlap,
-                                batch=e.batch, autocast=e.autocast, tf32=e.tf32, tile=e.tile)
-
+    restorer, extra = _restorer(cfg, net)
     meta_path = run / "train.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    extra = {"params": sum(p.numel() for p in net.parameters()),
-             "precision": precision(device, autocast=e.autocast, tf32=e.tf32)}
     extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds", "seed") if k in meta})
     return restorer, weights, extra
 
 
 @app.command()
 def aggregate() -> None:
-    """Collect the evaluated cells into results/table.csv (with paired-bootstrap significance against the
-    identity floor and each task's best baseline) and metrics/summary.json (a DVC metric)."""
+    """Collect the evaluated cells of the current grid (restorebench.pipeline) into results/table.csv (with
+    paired-bootstrap significance against the identity floor and each task's best baseline) and
+    metrics/summary.json (a DVC metric)."""
+    from restorebench import pipeline
     from restorebench.aggregate import build_table, write_outputs
 
     cfg = load()
+    cells = pipeline.load(state.params, state.overrides).table_cells()  # exactly the current grid
     try:
-        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants)
+        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants,
+                                     cells=[(c.task, c.model, c.name) for c in cells])
     except ValueError as err:
         raise fail(str(err)) from None
     write_outputs(table, summary, Path("results/table.csv"), Path("metrics/summary.json"))
@@ -552,6 +588,26 @@ def doctor() -> None:
 
     ok = run_doctor(load())
     raise typer.Exit(0 if ok else 1)
+
+
+@pipeline_app.command("dvc")
+def pipeline_dvc(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here (default: print)")] = None,
+    check: Annotated[bool, typer.Option(help="exit 1 if --output (dvc.yaml) differs from a fresh generation")] = False,
+) -> None:
+    """dvc.yaml generated from restorebench.pipeline and the params: `restorebench pipeline dvc -o dvc.yaml`."""
+    from restorebench import io, pipeline
+
+    load()  # a bad params file fails here, with its key
+    text = pipeline.dvc_yaml(pipeline.load(state.params, state.overrides))
+    if output is None:
+        typer.echo(text, nl=False)
+    elif check:
+        if not output.exists() or output.read_text() != text:
+            raise fail(f"{output}: differs from a fresh generation; run `restorebench pipeline dvc -o {output}`")
+    else:
+        with io.atomic_path(output, suffix=".yaml") as tmp:
+            tmp.write_text(text)
 
 
 @config_app.command("show")
