@@ -81,7 +81,7 @@ def test_each_stage_depends_on_the_source_files_it_runs(project_root):
     nafnet = set(pipe.stage("finetune", task="denoise", model="nafnet", cell="full").code)
     assert {f"{src}cli.py", f"{src}train/finetune.py", f"{src}train/loop.py", f"{src}models/nafnet.py",
             f"{src}models/__init__.py", f"{src}data/datasets.py", f"{src}data/store.py"} <= nafnet  # fmt: skip
-    assert f"{src}models/restormer.py" not in nafnet and f"{src}evaluate.py" not in nafnet
+    assert f"{src}models/restormer.py" not in nafnet and f"{src}aggregate.py" not in nafnet
     vit = set(pipe.stage("finetune", task="denoise", model="vit_adapter", cell="full").code)
     assert f"{src}models/swin_mask2former.py" in vit  # imported by vit_adapter.py: on its path
     ev = set(pipe.stage("evaluate", task="deblur", model="restormer", cell="dcpt-full").code)
@@ -122,21 +122,21 @@ def test_snakemake_config_entries_become_overrides():
 def test_aggregate_reads_exactly_the_cells_of_the_grid(tmp_path):
     from restorebench.aggregate import build_table
 
-    def write(task, model, cell, strategy, pretrain="none"):
-        path = tmp_path / "finetune" / task / model / f"{cell}.json"
+    def write(task, model, cell):
+        path = tmp_path / "metrics/finetune" / task / model / f"{cell}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"psnr": 30.0, "ssim_matlab3d": 0.9, "ssim_basicsr": 0.9, "strategy": strategy,
-                                    "pretrain": pretrain}))  # fmt: skip
+        path.write_text(json.dumps({"psnr": 30.0, "ssim_matlab3d": 0.9, "ssim_basicsr": 0.9}))
 
-    write("denoise", "identity", "none", "none")
-    write("denoise", "nafnet", "full", "full")
-    write("denoise", "nafnet", "frozen", "frozen")  # left from an earlier, larger grid
+    write("denoise", "identity", "none")
+    write("denoise", "nafnet", "full")
+    write("denoise", "nafnet", "frozen")  # left from an earlier, larger grid
     cells = [pipeline.Cell("denoise", "identity", "none"), pipeline.Cell("denoise", "nafnet", "full")]
-    table = build_table(tmp_path, ["denoise"], cells)
-    measured = table[table["source"] == "measured"]
-    assert sorted(measured["strategy"]) == ["full", "none"]
-    with pytest.raises(ValueError, match="llrd.json: missing for cell denoise/nafnet/llrd"):
-        build_table(tmp_path, ["denoise"], [*cells, pipeline.Cell("denoise", "nafnet", "llrd")])
+    key = [(c.task, c.model, c.name) for c in cells]
+    table, _ = build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "eval", cells=key)
+    assert sorted(table[table["source"] == "measured"]["strategy"]) == ["full", "none"]
+    with pytest.raises(ValueError, match="llrd.json: missing"):
+        build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "eval",
+                    cells=[*key, ("denoise", "nafnet", "llrd")])
 
 
 OFFICIAL_GRID = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet"], "strategies": [],
@@ -147,11 +147,11 @@ OFFICIAL_GRID = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet"
 def test_official_cells_are_planned_without_training(project_root):
     pipe = _load(project_root, *(f"{k}={json.dumps(v)}" for k, v in OFFICIAL_GRID.items()))
     assert pipe.cells() == [pipeline.Cell("denoise", "nafnet", "official")]
-    ev = pipe.stage("evaluate", task="denoise", model="nafnet", cell="official")
+    ev = pipe.stage("evaluate_official", task="denoise", model="nafnet")  # no run folder: no model card
     assert ev.args == "evaluate --task denoise --model nafnet --strategy official --pretrain none"
     assert ev.deps[0] == "checkpoints/NAFNet-SIDD-demo.pth" and "profiles.demo.official.nafnet.denoise" in ev.params
-    assert {s.rule for s in pipe.stages()} == {"fetch", "validate", "evaluate_identity", "evaluate", "aggregate",
-                                               "report"}  # no finetune, no store  # fmt: skip
+    assert {s.rule for s in pipe.stages()} == {"fetch", "validate", "evaluate_identity", "evaluate_official",
+                                               "aggregate", "report"}  # no finetune, no store  # fmt: skip
 
 
 def _save_official_nafnet(path: Path) -> dict:
@@ -186,13 +186,13 @@ def test_official_checkpoint_is_scored_through_the_evaluate_stage(project_root, 
     row = table.query("model == 'nafnet' and source == 'measured'")
     assert list(row["strategy"]) == ["official"] and list(row["pretrain"]) == ["none"]
     metrics = json.loads((repo / "metrics/finetune/denoise/nafnet/official.json").read_text())
-    assert metrics["init"] == "official:checkpoints/NAFNet-SIDD-demo.pth"
-    assert metrics["provenance"]["checkpoint_sha256"]
+    provenance = json.loads((repo / "results/eval/denoise/nafnet/official/provenance.json").read_text())
+    assert provenance["init"] == "official:checkpoints/NAFNet-SIDD-demo.pth" and provenance["checkpoint_sha256"]
     floor = table.query("model == 'identity'")["psnr"].item()
     assert metrics["psnr"] != pytest.approx(floor)  # the model ran
     git_init(twin)
     out = run([str(BIN / "dvc"), "repro"], twin, env)
-    assert "Running stage 'evaluate.denoise.nafnet.official'" in out and "Running stage 'finetune" not in out
+    assert "Running stage 'evaluate_official.denoise.nafnet'" in out and "Running stage 'finetune" not in out
     theirs = json.loads((twin / "metrics/finetune/denoise/nafnet/official.json").read_text())
     assert theirs["psnr"] == metrics["psnr"]
 
