@@ -1,33 +1,43 @@
-# restorebench: the same stages as dvc.yaml, for parallel and cluster runs.
+# restorebench: the stages of restorebench.pipeline (the same as dvc.yaml, which is generated from it), for
+# parallel and cluster runs.
 #
-#   snakemake --cores all results/table.csv                  # demo profile (params.yaml)
+#   snakemake --cores all results/table.csv                      # params.yaml as it is
 #   snakemake --cores all results/table.csv --config profile=paper
 #
-# Every rule calls the `restorebench` CLI, which reads params.yaml itself; the profile travels as -S.
+# Every --config entry is a params.yaml override: it is validated with the file (restorebench.config), and
+# each command gets it as -S KEY=VALUE (a mapping is flattened: --config 'profiles={demo: {train:
+# {steps: 5}}}' is -S profiles.demo.train.steps=5). Rules take cells, paths, params and source files from
+# restorebench.pipeline.
+
+import shlex
+import sys
 
 from snakemake.utils import min_version
 
+from restorebench import pipeline
+from restorebench.config import ConfigError
+
 min_version("8.0")
 
-
-configfile: "params.yaml"
-
-
-PROFILE = config["profile"]
-P = config["profiles"][PROFILE]
-DATASETS = config["datasets"]
-TASKS = config["tasks"]
+OVERRIDES = pipeline.snakemake_overrides(config)
+try:
+    PIPE = pipeline.load("params.yaml", OVERRIDES)
+except ConfigError as err:  # one line with the key and a did-you-mean, as the CLI prints it
+    sys.exit(f"error: {err}")
+ROOT = PIPE.root
+# the command every rule runs, with the overrides; `restorebench --threads` gets the rule's threads
+RESTOREBENCH = " ".join(["restorebench", *(f"-S {shlex.quote(o)}" for o in OVERRIDES)])
 ENV = "../envs/restorebench.yaml"
 # GPUs per training job (train.gpus > 1: DDP under torchrun); run with `--resources gpu=N` on an N-GPU
 # machine and Snakemake keeps that many GPU jobs going, each pinned to its own devices by the CLI.
-GPUS = P.get("train", {}).get("gpus", 1)
+GPUS = PIPE.cfg.train.gpus
 
 
 # The default target: the results table (which needs every cell, the pretrained ones included) and report.
 rule all:
     input:
-        "results/table.csv",
-        "results/report.html",
+        pipeline.TABLE,
+        pipeline.REPORT,
 
 
 include: "workflow/rules/common.smk"

@@ -14,8 +14,8 @@ import yaml
 from tests.helpers.project import BIN, copy_project, run, tool_env
 
 PROFILE = Path("workflow/profiles/slurm")
-WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow")
-GPU_RULES = {"finetune", "pretrain_ipt", "pretrain_dcpt", "evaluate"}
+WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow", "src")  # rules list the source files as inputs
+GPU_RULES = {"finetune", "pretrain_ipt", "pretrain_dcpt", "evaluate", "evaluate_official"}
 SLURM_ENV = ("RESTOREBENCH_SLURM_ACCOUNT", "RESTOREBENCH_SLURM_PARTITION", "RESTOREBENCH_SLURM_GPU_PARTITION")
 
 

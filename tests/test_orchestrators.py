@@ -1,4 +1,6 @@
-"""Snakemake and DVC declare the same stages, commands and outputs, and the Snakefile lints clean."""
+"""Snakemake and DVC are two views of restorebench.pipeline: the same stages, commands and outputs; a cut
+params list shrinks both plans alike; a change to one model's recipe re-runs exactly that model's stages in
+both; --config entries reach the commands; the Snakefile lints clean."""
 
 from __future__ import annotations
 
@@ -13,7 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import copy_project, git_init, run, tool_env
+from restorebench import pipeline
+from tests.helpers.project import (
+    copy_project,
+    generate_dvc,
+    git_commit,
+    git_init,
+    run,
+    set_params,
+    snakemake_plan,
+    stage_key,
+    tool_env,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -26,9 +39,8 @@ def _env() -> dict[str, str]:
 
 
 def _normalise(cmd: str) -> str:
-    """`restorebench -S profile=demo fetch --dataset x > log 2>&1` -> `restorebench fetch --dataset x`."""
+    """`restorebench --threads 1 fetch --dataset x > log 2>&1` -> `restorebench fetch --dataset x`."""
     cmd = re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", cmd.strip())
-    cmd = re.sub(r"\s-S profile=\S+", "", cmd)
     cmd = re.sub(r"\s--threads \d+", "", cmd)
     return " ".join(cmd.split())
 
@@ -60,9 +72,7 @@ def dvc_stages(root: Path) -> dict[tuple[str, frozenset[str]], str]:
     stages = {}
     with Repo(str(root)) as repo:
         for stage in repo.index.stages:
-            # dvc.yaml writes the grid out per task and pretraining (finetune_denoise, finetune_denoise_dcpt,
-            # pretrain_dcpt_deblur, ...); Snakemake has one rule for each
-            rule = re.sub(r"_(denoise|deblur)(_(ipt|dcpt))?$", "", stage.name.split("@")[0])
+            rule = stage.name.split(".")[0]  # dvc.yaml names a job rule.wildcard.values
             # plots are DVC's own notion (dvclive curves); Snakemake need not declare them
             paths = frozenset(str(out.def_path) for out in stage.outs if not out.plot)
             stages[(rule, paths)] = _normalise(stage.cmd)
@@ -80,23 +90,91 @@ def test_snakemake_and_dvc_declare_the_same_stages(project_root):
         assert cmd == dvc[key], f"{key}: snakemake runs {cmd!r}, dvc runs {dvc[key]!r}"
 
 
-def test_both_orchestrators_drop_a_pretraining_turned_off(project_root, tmp_path):
-    """`pretrain_models: {ipt: [], dcpt: [nafnet]}` leaves no IPT job and DCPT for nafnet only, in both."""
-    import yaml
+def _dvc_names(repo: Path) -> set[str]:
+    out = run([str(BIN / "dvc"), "stage", "list", "--name-only"], repo)
+    return set(out.split())
 
+
+# Each params list cut (the lists that must change together changed together)
+CUTS = {
+    "datasets": {"datasets": ["sidd", "gopro"], "pretrain_models": {"ipt": [], "dcpt": []}},
+    "tasks": {"tasks": ["deblur"]},
+    "models": {"models": ["nafnet", "restormer"], "pretrain_models": {"ipt": ["ipt"], "dcpt": ["nafnet"]}},
+    "strategies": {"strategies": ["full", "llrd"]},
+    "pretrain_models.ipt": {"pretrain_models": {"ipt": [], "dcpt": ["nafnet", "restormer"]}},
+    "pretrain_models.dcpt": {"pretrain_models": {"ipt": ["ipt"], "dcpt": []}},
+    "pretrain_strategies": {"pretrain_strategies": []},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_a_cut_params_list_shrinks_both_plans_alike(project_root, tmp_path, cut):
+    """Cut one list in params.yaml (and regenerate dvc.yaml, as the README says): DVC's stages and
+    Snakemake's plan are the same set of jobs, the pipeline module's, and fewer than the full grid's."""
     repo = copy_project(project_root, tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["pretrain_models"] = {"ipt": [], "dcpt": ["nafnet"]}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git_init(repo)  # DVC reads a repo
-    snake, dvc = snakemake_jobs(repo), dvc_stages(repo)
-    assert set(snake) == set(dvc)
-    rules = [rule for rule, _ in snake]
-    assert "pretrain_ipt" not in rules
-    assert rules.count("pretrain_dcpt") == len(params["tasks"])
-    cells = {cmd for (rule, _), cmd in snake.items() if rule == "finetune" and "--pretrain none" not in cmd}
-    assert cells == {f"restorebench finetune --task {t} --model nafnet --strategy {s} --pretrain dcpt"
-                     for t in params["tasks"] for s in params["pretrain_strategies"]}
+    set_params(repo / "params.yaml", **CUTS[cut])
+    generate_dvc(repo)
+    git_init(repo)
+    expected = pipeline.load(repo / "params.yaml").stages()
+    full = pipeline.load(project_root / "params.yaml").stages()
+    assert {s.name for s in expected} < {s.name for s in full}
+    assert _dvc_names(repo) == {s.name for s in expected}
+    assert set(snakemake_plan(repo)) == {stage_key(s) for s in expected}
+
+
+@pytest.mark.slow
+def test_seeds_repeat_the_cells_in_both_plans(project_root, tmp_path):
+    """`seeds: [0, 1]` (Snakemake: --config 'seeds=[0, 1]'): both plans hold each training cell twice."""
+    repo = copy_project(project_root, tmp_path / "repo")
+    set_params(repo / "params.yaml", tasks=["denoise"], seeds=[0, 1])
+    generate_dvc(repo)
+    git_init(repo)
+    expected = pipeline.load(repo / "params.yaml").stages()
+    assert "finetune.denoise.nafnet.full-seed1" in {s.name for s in expected}
+    assert _dvc_names(repo) == {s.name for s in expected}
+    set_params(repo / "params.yaml", seeds=None)  # the same through --config
+    text = (repo / "params.yaml").read_text().replace("\nseeds: null\n", "\n")
+    (repo / "params.yaml").write_text(text)
+    plan = snakemake_plan(repo, "--config", "seeds=[0, 1]")
+    assert set(plan) == {stage_key(s) for s in expected}
+    assert all("-S 'seeds=[0, 1]'" in cmd for cmd in plan.values())
+
+
+TINY_STEPS = 4  # training steps of the small grid built below
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_one_models_learning_rate_reruns_that_models_stages_only(project_root, tmp_path):
+    """A small grid (denoise; nafnet and restormer, full) built by each orchestrator; then NAFNet's learning
+    rate changes: `dvc status` names only NAFNet's finetune, `dvc repro` re-runs NAFNet's finetune and
+    evaluate, the aggregate and the report (restormer's cell stays), and `snakemake -n` plans those four."""
+    grid = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet", "restormer"], "strategies": ["full"],
+            "pretrain_models": {"ipt": [], "dcpt": []}, "profiles.demo.train.steps": TINY_STEPS,
+            "profiles.demo.train.validate_every": 0}  # fmt: skip
+    dvc_repo = copy_project(project_root, tmp_path / "dvc")
+    set_params(dvc_repo / "params.yaml", **grid)
+    generate_dvc(dvc_repo)
+    snake_repo = copy_project(dvc_repo, tmp_path / "snake", ("Snakefile", "params.yaml", "workflow", "src"))
+    git_init(dvc_repo)
+    env = tool_env(OMP_NUM_THREADS="1")
+    run([str(BIN / "dvc"), "repro"], dvc_repo, env)
+    git_commit(dvc_repo, "built")
+    run([str(BIN / "snakemake"), "--cores", "2"], snake_repo, env)  # the default target: table and report
+    assert json.loads(run([str(BIN / "dvc"), "status", "--json"], dvc_repo, env)) == {}
+    assert snakemake_plan(snake_repo, env=env) == {}
+
+    lr = {"profiles.demo.train.models.nafnet.lr": 1.0e-3}
+    for repo in (dvc_repo, snake_repo):
+        set_params(repo / "params.yaml", **lr)
+    assert set(json.loads(run([str(BIN / "dvc"), "status", "--json"], dvc_repo, env))) == {"finetune.denoise.nafnet.full"}
+    expected = {"finetune.denoise.nafnet.full", "evaluate.denoise.nafnet.full", "aggregate", "report"}
+    out = run([str(BIN / "dvc"), "repro"], dvc_repo, env)
+    assert set(re.findall(r"^Running stage '([^']+)'", out, re.M)) == expected
+    pipe = pipeline.load(snake_repo / "params.yaml")
+    planned = {pipe.stage(rule, **dict(w)).name for rule, w in snakemake_plan(snake_repo, env=env)}
+    assert planned == expected
 
 
 def test_paper_profile_plans_the_whole_grid(project_root):
@@ -113,6 +191,25 @@ def test_paper_profile_plans_the_whole_grid(project_root):
     assert sum(rule == "evaluate" for rule, _ in snake) == plain + pretrained
     assert sum(rule == "pretrain_dcpt" for rule, _ in snake) == tasks * models
     assert sum(rule == "pretrain_ipt" for rule, _ in snake) == 1
+
+
+def test_every_snakemake_config_entry_reaches_the_commands(project_root, tmp_path):
+    """`--config seed=5` (issue 18: it re-ran jobs that then ignored it) is `-S seed=5` in every command,
+    and a nested entry is flattened to its dotted key."""
+    repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
+    plan = snakemake_plan(repo, "-F", "--config", "seed=5", "profiles={demo: {train: {steps: 7}}}")
+    assert plan and all(cmd.startswith("restorebench -S seed=5 -S profiles.demo.train.steps=7 ")
+                        for cmd in plan.values())  # fmt: skip
+
+
+def test_a_wrong_profile_under_snakemake_gets_the_config_message(project_root, tmp_path):
+    repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
+    out = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "profile=papr"], cwd=repo,
+                         env=_env(), capture_output=True, text=True)  # fmt: skip
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "error: profile: 'papr' is not allowed" in text and "did you mean 'paper'?" in text, text[-2000:]
+    assert "KeyError" not in text and "Traceback" not in text
 
 
 def test_grid_commands_are_the_same_cells(project_root):
@@ -198,7 +295,7 @@ def test_pretrain_stages_list_the_train_keys_pretraining_reads(project_root):
     listed: dict[str, set[frozenset[str]]] = {}
     with Repo(str(project_root)) as repo:
         for stage in repo.index.stages:
-            rule = re.sub(r"_(denoise|deblur)$", "", stage.name.split("@")[0])
+            rule = stage.name.split(".")[0]
             if rule in PRETRAIN_MODULES:
                 keys = [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params]
                 train = {k.removeprefix("profiles.demo.train").lstrip(".") or "<the whole section>"
@@ -252,7 +349,7 @@ def test_both_orchestrators_rerun_pretraining_only_for_its_train_keys(project_ro
     env = tool_env(PATH=f"{stub.parent}{os.pathsep}{tool_env()['PATH']}")
     outputs = {"pretrain_ipt": "runs/pretrain/ipt/ipt/model.safetensors",
                "pretrain_dcpt": "runs/pretrain/dcpt/denoise/nafnet/model.safetensors"}  # fmt: skip
-    stages = {"pretrain_ipt": "pretrain_ipt@ipt", "pretrain_dcpt": "pretrain_dcpt_denoise@nafnet"}
+    stages = {"pretrain_ipt": "pretrain_ipt", "pretrain_dcpt": "pretrain_dcpt.denoise.nafnet"}
     # only the pretraining rules: the store stands in for the stages upstream
     snakemake = [str(BIN / "snakemake"), "--cores", "1", "--allowed-rules", *outputs]
     run([*snakemake, "--", *outputs.values()], repo, env)
@@ -290,5 +387,5 @@ def test_a_dry_run_on_a_fresh_clone_plans_every_stage_with_force(project_root, t
     planned = re.findall(r"^Running stage '([^']+)':", out, re.M)
     assert sorted(planned) == sorted(names) and len(planned) == len(set(planned))
     first = {name: planned.index(name) for name in planned}
-    assert first["fetch@sidd"] < first["validate@sidd"] < first["prepare@sidd"] < first["aggregate"]
+    assert first["fetch.sidd"] < first["validate.sidd"] < first["prepare.sidd"] < first["aggregate"]
     assert not (repo / "data").exists()  # nothing ran

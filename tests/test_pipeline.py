@@ -1,7 +1,11 @@
-"""End to end: a throwaway git + DVC repo of the project runs the demo pipeline on two branches that differ
-in one parameter; `dvc metrics diff` shows numeric deltas per cell and `dvc params diff` the parameter.
-The grid is cut to one model, one strategy and DCPT for it (IPT off) to keep it to a couple of minutes on two
-cores."""
+"""restorebench.pipeline, the one definition of the pipeline: its grid follows every params list, each stage
+lists exactly the params keys and source files it reads, dvc.yaml is its fresh generation, aggregate reads
+exactly the grid's cells, and a released checkpoint is a cell scored through the same evaluate stage.
+
+End to end (slow): a throwaway git + DVC repo of the project runs the demo pipeline on two branches that
+differ in one parameter; `dvc metrics diff` shows numeric deltas per cell and `dvc params diff` the
+parameter. The grid is cut to one model, one strategy and DCPT for it (IPT off) to keep it to a couple of
+minutes on two cores."""
 
 from __future__ import annotations
 
@@ -9,14 +13,192 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-BIN = Path(sys.executable).parent
+from restorebench import pipeline
+from restorebench.config import ConfigError
+from tests.helpers.project import BIN, copy_project, generate_dvc, set_params
+
+P = pipeline.PROFILE_KEY
+
+
+def _load(root: Path, *overrides: str) -> pipeline.Pipeline:
+    return pipeline.load(root / "params.yaml", overrides)
+
+
+def test_committed_dvc_yaml_is_a_fresh_generation(project_root):
+    """dvc.yaml is generated (`restorebench pipeline dvc -o dvc.yaml`); edit the pipeline module or params,
+    then regenerate."""
+    fresh = pipeline.dvc_yaml(_load(project_root))
+    assert (project_root / "dvc.yaml").read_text() == fresh, "dvc.yaml is stale: run `restorebench pipeline dvc -o dvc.yaml`"
+
+
+def test_the_grid_follows_every_params_list(project_root):
+    full = _load(project_root)
+    n = {r: sum(s.rule == r for s in full.stages()) for r in ("fetch", "prepare", "degrade", "finetune",
+                                                              "pretrain_dcpt", "pretrain_ipt")}  # fmt: skip
+    assert n == {"fetch": 3, "prepare": 2, "degrade": 1, "finetune": 52, "pretrain_dcpt": 10, "pretrain_ipt": 1}
+    cut = _load(project_root, "tasks=[denoise]")
+    assert {c.task for c in cut.cells()} == {"denoise"} and len(cut.cells()) == 26
+    assert [s.name for s in cut.stages() if s.rule == "prepare"] == ["prepare.sidd"]
+    cut = _load(project_root, "models=[nafnet]", "pretrain_models.dcpt=[nafnet]")
+    assert {c.model for c in cut.cells()} == {"nafnet", "ipt"}
+    cut = _load(project_root, "strategies=[full]", "pretrain_strategies=[llrd]")
+    assert {c.name for c in cut.cells()} == {"full", "ipt-llrd", "dcpt-llrd"}
+    off = _load(project_root, "pretrain_models={ipt: [], dcpt: []}", "datasets=[sidd, gopro]")
+    assert not [s for s in off.stages() if s.rule in ("degrade", "pretrain_ipt", "pretrain_dcpt")]
+    assert [s.name for s in off.stages() if s.rule == "fetch"] == ["fetch.sidd", "fetch.gopro"]
+    agg = off.stage("aggregate")
+    assert "data/validation/imagenet.json" not in agg.deps
+    assert len([d for d in agg.deps if d.startswith("metrics/finetune/")]) == 2 + 40  # floors + cells
+    with pytest.raises(ConfigError, match="'imagenet'"):  # pretraining needs its dataset
+        _load(project_root, "datasets=[sidd, gopro]")
+
+
+def test_each_cell_lists_its_own_model_recipe_and_no_other(project_root):
+    pipe = _load(project_root)
+    for s in pipe.stages():
+        assert f"{P}.train" not in s.params, f"{s.name} tracks the whole train section"
+        recipes = {k for k in s.params if k.startswith(f"{P}.train.models.")}
+        if s.rule == "finetune":
+            model = dict(s.wildcards)["model"]
+            assert recipes == {f"{P}.train.models.{model}"}, s.name
+            assert {f"{P}.variants.{model}.{dict(s.wildcards)['task']}", f"{P}.pretrained.{model}"} <= set(s.params)
+            assert f"{P}.train.steps" in s.params and f"{P}.train.compile" not in s.params  # operational
+        else:
+            assert not recipes, s.name
+    values = pipe.values(pipe.stage("finetune", task="denoise", model="nafnet", cell="full"))
+    assert values["profiles.demo.train.models.nafnet"]["lr"] == pipe.cfg.train.recipe("nafnet").lr
+
+
+def test_each_stage_depends_on_the_source_files_it_runs(project_root):
+    pipe = _load(project_root)
+    src = "src/restorebench/"
+    nafnet = set(pipe.stage("finetune", task="denoise", model="nafnet", cell="full").code)
+    assert {f"{src}cli.py", f"{src}train/finetune.py", f"{src}train/loop.py", f"{src}models/nafnet.py",
+            f"{src}models/__init__.py", f"{src}data/datasets.py", f"{src}data/store.py"} <= nafnet  # fmt: skip
+    assert f"{src}models/restormer.py" not in nafnet and f"{src}aggregate.py" not in nafnet
+    vit = set(pipe.stage("finetune", task="denoise", model="vit_adapter", cell="full").code)
+    assert f"{src}models/swin_mask2former.py" in vit  # imported by vit_adapter.py: on its path
+    ev = set(pipe.stage("evaluate", task="deblur", model="restormer", cell="dcpt-full").code)
+    assert {f"{src}{f}" for f in ("evaluate.py", "infer.py", "metrics.py", "cli.py", "models/restormer.py")} <= ev
+    assert f"{src}models/nafnet.py" not in ev
+    assert all(Path(project_root, f).is_file() for s in pipe.stages() for f in s.code)
+
+
+def test_seeds_repeat_the_training_cells(project_root):
+    once = _load(project_root, "tasks=[denoise]")
+    pipe = _load(project_root, "tasks=[denoise]", "seeds=[0, 1]")
+    assert len(pipe.cells()) == 2 * len(once.cells())
+    ft = pipe.stage("finetune", task="denoise", model="nafnet", cell="dcpt-full-seed1")
+    assert ft.args.endswith("--strategy full --pretrain dcpt --seed 1") and "seed" not in ft.params
+    assert ft.deps[1] == "runs/pretrain/dcpt/denoise/nafnet/model.safetensors"  # pretrained once, with `seed`
+    ev = pipe.stage("evaluate", task="denoise", model="nafnet", cell="full-seed0")
+    assert ev.deps[0] == "runs/finetune/denoise/nafnet/full-seed0/model.safetensors"
+    assert "seeds" in pipe.stage("aggregate").params
+    with pytest.raises(ConfigError, match="seeds: expected a list of distinct integers"):
+        _load(project_root, "seeds=[1, 1]")
+
+
+def test_data_root_moves_every_data_path(project_root):
+    pipe = _load(project_root, "profiles.demo.data.root=/scratch/rb")
+    data = [p for s in pipe.stages() for p in s.deps + tuple(o.path for _, o in s.outs) if "store" in p or "raw" in p]
+    assert data and all(p.startswith("/scratch/rb/") for p in data)
+    assert pipe.stage("fetch", dataset="sidd").outs[0][1].path == "/scratch/rb/raw/sidd"
+
+
+def test_snakemake_config_entries_become_overrides():
+    assert pipeline.snakemake_overrides({"profile": "paper", "seed": 5, "tasks": ["denoise"]}) == [
+        "profile=paper", "seed=5", "tasks=[denoise]"]  # fmt: skip
+    nested = {"profiles": {"demo": {"train": {"steps": "5", "models": {"nafnet": {"betas": ["0.9", "0.99"]}}}}}}
+    assert pipeline.snakemake_overrides(nested) == ["profiles.demo.train.steps=5",
+                                                    "profiles.demo.train.models.nafnet.betas=[0.9, 0.99]"]
+
+
+def test_aggregate_reads_exactly_the_cells_of_the_grid(tmp_path):
+    from restorebench.aggregate import build_table
+
+    def write(task, model, cell):
+        path = tmp_path / "metrics/finetune" / task / model / f"{cell}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"psnr": 30.0, "ssim_matlab3d": 0.9, "ssim_basicsr": 0.9}))
+
+    write("denoise", "identity", "none")
+    write("denoise", "nafnet", "full")
+    write("denoise", "nafnet", "frozen")  # left from an earlier, larger grid
+    cells = [pipeline.Cell("denoise", "identity", "none"), pipeline.Cell("denoise", "nafnet", "full")]
+    key = [(c.task, c.model, c.name) for c in cells]
+    table, _ = build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "eval", cells=key)
+    assert sorted(table[table["source"] == "measured"]["strategy"]) == ["full", "none"]
+    with pytest.raises(ValueError, match="llrd.json: missing"):
+        build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "eval",
+                    cells=[*key, ("denoise", "nafnet", "llrd")])
+
+
+OFFICIAL_GRID = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet"], "strategies": [],
+                 "pretrain_models": {"ipt": [], "dcpt": []},
+                 "profiles.demo.official": {"nafnet": {"denoise": "checkpoints/NAFNet-SIDD-demo.pth"}}}  # fmt: skip
+
+
+def test_official_cells_are_planned_without_training(project_root):
+    pipe = _load(project_root, *(f"{k}={json.dumps(v)}" for k, v in OFFICIAL_GRID.items()))
+    assert pipe.cells() == [pipeline.Cell("denoise", "nafnet", "official")]
+    ev = pipe.stage("evaluate_official", task="denoise", model="nafnet")  # no run folder: no model card
+    assert ev.args == "evaluate --task denoise --model nafnet --strategy official --pretrain none"
+    assert ev.deps[0] == "checkpoints/NAFNet-SIDD-demo.pth" and "profiles.demo.official.nafnet.denoise" in ev.params
+    assert {s.rule for s in pipe.stages()} == {"fetch", "validate", "evaluate_identity", "evaluate_official",
+                                               "aggregate", "report"}  # no finetune, no store  # fmt: skip
+
+
+def _save_official_nafnet(path: Path) -> dict:
+    """A demo NAFNet saved as the official release files are: its state dict under `params` (a .pth)."""
+    import torch
+
+    from restorebench.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("nafnet", variant="demo")
+    for p in net.parameters():  # a random, non-identity restorer
+        p.data.normal_(0, 0.02)
+    path.parent.mkdir(parents=True)
+    torch.save({"params": net.state_dict()}, path)
+    return net.state_dict()
+
+
+@pytest.mark.slow
+def test_official_checkpoint_is_scored_through_the_evaluate_stage(project_root, tmp_path):
+    """A checkpoint in the official layout named in `official` is scored by both orchestrators' evaluate
+    stage (the same command) and lands in the table as the cell `official`."""
+    from tests.helpers.project import git_init, run, tool_env
+
+    env = tool_env(OMP_NUM_THREADS="1")  # DVC's commands get torch's default threads, Snakemake's --threads 1
+    repo = copy_project(project_root, tmp_path / "repo")
+    set_params(repo / "params.yaml", **OFFICIAL_GRID)
+    _save_official_nafnet(repo / "checkpoints/NAFNet-SIDD-demo.pth")
+    generate_dvc(repo)
+    twin = shutil.copytree(repo, tmp_path / "twin")
+    run([str(BIN / "snakemake"), "--cores", "1", "results/table.csv"], repo, env)
+    table = pd.read_csv(repo / "results/table.csv")
+    row = table.query("model == 'nafnet' and source == 'measured'")
+    assert list(row["strategy"]) == ["official"] and list(row["pretrain"]) == ["none"]
+    metrics = json.loads((repo / "metrics/finetune/denoise/nafnet/official.json").read_text())
+    provenance = json.loads((repo / "results/eval/denoise/nafnet/official/provenance.json").read_text())
+    assert provenance["init"] == "official:checkpoints/NAFNet-SIDD-demo.pth" and provenance["checkpoint_sha256"]
+    floor = table.query("model == 'identity'")["psnr"].item()
+    assert metrics["psnr"] != pytest.approx(floor)  # the model ran
+    git_init(twin)
+    out = run([str(BIN / "dvc"), "repro"], twin, env)
+    assert "Running stage 'evaluate_official.denoise.nafnet'" in out and "Running stage 'finetune" not in out
+    theirs = json.loads((twin / "metrics/finetune/denoise/nafnet/official.json").read_text())
+    assert theirs["psnr"] == metrics["psnr"]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
 COPY = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
@@ -31,32 +213,12 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return out.stdout
 
 
-def _set_params(path: Path, **changes) -> None:
-    import yaml
-
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def _copy_cut_project(project_root: Path, repo: Path) -> None:
     """The project, its grid cut to nafnet/full plus DCPT for nafnet (IPT off), 20 training steps."""
-    repo.mkdir()
-    for item in COPY:
-        src = project_root / item
-        dst = repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst)
-    _set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"],
-                pretrain_models={"ipt": [], "dcpt": ["nafnet"]}, **{"profiles.demo.train.steps": 20})
+    copy_project(project_root, repo, tuple(COPY))
+    set_params(repo / "params.yaml", models=["nafnet"], strategies=["full"],
+               pretrain_models={"ipt": [], "dcpt": ["nafnet"]}, **{"profiles.demo.train.steps": 20})
+    generate_dvc(repo)  # the grid changed: dvc.yaml follows
 
 
 TABLES: dict[str, pd.DataFrame] = {}  # the DVC run's table, for the Snakemake test to compare with
@@ -95,7 +257,7 @@ def test_dvc_pipeline_on_two_branches(project_root, tmp_path):
     _run([*git, "commit", "-qm", "demo"], repo)
 
     _run(["git", "checkout", "-q", "-b", "more-steps"], repo)
-    _set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
+    set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
     _run(["dvc", "repro"], repo)
     _run([*git, "commit", "-qam", "more steps"], repo)
 
@@ -132,6 +294,6 @@ def test_snakemake_gives_the_same_table_then_has_nothing_to_do(project_root, tmp
             np.testing.assert_array_equal(ours[col].to_numpy(float), theirs[col].to_numpy(float), err_msg=col)
     again = _run([str(BIN / "snakemake"), "-n", "results/table.csv"], repo)
     assert "Nothing to be done" in again, again[-2000:]
-    _set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
+    set_params(repo / "params.yaml", **{"profiles.demo.train.steps": 30})
     plan = _run([str(BIN / "snakemake"), "-n", "results/table.csv"], repo)
     assert "finetune" in plan and "fetch" not in plan.split("Job stats:")[-1], plan[-2000:]

@@ -1,6 +1,6 @@
 """DVC remote and experiment queue, end to end in a throwaway git + DVC copy of the project.
 
-The real dvc.yaml runs up to `evaluate_identity@denoise` (fetch and validate the sample SIDD, score its noisy
+The real dvc.yaml runs up to `evaluate_identity.denoise` (fetch and validate the sample SIDD, score its noisy
 blocks): `dvc push` to a local-folder remote, cache and outputs deleted, `dvc pull` brings back the same bytes.
 Then a two-value `seed` sweep goes through `dvc exp run --queue` and `dvc exp show --json` lists one experiment
 per value with its parameter and its metric. About a minute and a half on two cores."""
@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers.project import copy_project, git_commit, git_init, run, tool_env
 
-TARGET = "evaluate_identity@denoise"  # fetch@sidd -> validate@sidd -> this: seconds each on the sample
+TARGET = "evaluate_identity.denoise"  # fetch.sidd -> validate.sidd -> this: seconds each on the sample
 CACHED_OUTS = ("data/raw/sidd", "data/manifests/sidd.parquet")
 METRIC = "metrics/finetune/denoise/identity/none.json"
 SEEDS = (1, 2)

@@ -59,6 +59,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+pipeline_app = typer.Typer(help="The pipeline's definition (restorebench.pipeline) for the orchestrators.",
+                           no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 class _State:
@@ -120,13 +123,15 @@ EvalModel = Annotated[
 ]
 Strategy = Annotated[str, typer.Option("--strategy", "-s", metavar=_choices(STRATEGIES), help="finetuning strategy")]
 EvalStrategy = Annotated[
-    str, typer.Option("--strategy", "-s", metavar=_choices(("none", *STRATEGIES)),
-                      help="finetuning strategy (none for identity)")  # fmt: skip
+    str, typer.Option("--strategy", "-s", metavar=_choices(("none", *STRATEGIES, "official")),
+                      help="finetuning strategy (none for identity; official: the released checkpoint)")  # fmt: skip
 ]
 Pretrain = Annotated[
     str, typer.Option("--pretrain", "-p", metavar=_choices(PRETRAIN_METHODS),
                       help="the restoration-pretrained init (none: the model's own)")  # fmt: skip
 ]
+Seed = Annotated[int | None, typer.Option("--seed", help="one of `seeds`: trains in place of `seed`, the cell "
+                                                          "named STRATEGY-seedN")]  # fmt: skip
 
 
 def _check(**choices: tuple[str, tuple[str, ...] | list[str]]) -> None:
@@ -247,7 +252,7 @@ def pretrain(
 
 
 @app.command()
-def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none") -> None:
+def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none", seed: Seed = None) -> None:
     """Finetune one grid cell (TASK x MODEL x STRATEGY, from PRETRAIN's weights); resumes from its last
     good checkpoint. Writes runs/finetune/{task}/{model}/{cell}/ (cell: STRATEGY, or PRETRAIN-STRATEGY)."""
     from restorebench.config import cell_name
@@ -259,7 +264,9 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
            pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
     if pretrain == "ipt" and model != "ipt":
         raise RestorebenchError("--pretrain", f"ipt applies to the ipt model only, not {model!r}", "use none or dcpt")
-    cell = cell_name(strategy, pretrain)
+    if seed is not None:
+        cfg.seed = seed  # train.json and the checkpoint fingerprint record it
+    cell = cell_name(strategy, pretrain, seed)
     run_dir = Path("runs/finetune") / task / model / cell
     _launch(cfg)
     summary = guarded(lambda: ft.finetune(cfg, task, model, strategy, run_dir, pretrain=pretrain),
@@ -273,7 +280,8 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 
 
 @app.command()
-def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pretrain: Pretrain = "none") -> None:
+def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pretrain: Pretrain = "none",
+             seed: Seed = None) -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
     Writes metrics/finetune/{task}/{model}/{cell}.json (PSNR/SSIM only) and, under
@@ -282,21 +290,28 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
     ground truth); and the run folder's model card (README.md). Cell: STRATEGY or PRETRAIN-STRATEGY.
     """
     from restorebench.config import cell_name
-    from restorebench.evaluate import evaluate_cell
+    from restorebench.evaluate import evaluate_cell, official_model
     from restorebench.train.finetune import cell_model
 
     cfg = load()
     _check(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]), pretrain=(pretrain, PRETRAIN_METHODS))
-    cell = cell_name(strategy, pretrain)
+    cell = cell_name(strategy, pretrain, seed)
     e = cfg.evaluate
-    identity = model == "identity"
+    official = None
+    if model == "identity":
+        build = None
+    elif strategy == "official":  # a released checkpoint (profiles.P.official.M.T), scored as is
+        official = cfg.official.get(model, {}).get(task)
+        where = f"profiles.{cfg.profile}.official.{model}.{task}"
+        build = lambda: official_model(model, cfg.variant(model, task), official, where=where)  # noqa: E731
+    else:
+        build = lambda: cell_model(cfg, model, task)  # noqa: E731
     summary, prov, dest = evaluate_cell(
         task=task, model=model, strategy=strategy, pretrain=pretrain, cell=cell, profile=cfg.profile,
-        params_hash=cfg.digest(), data_root=Path(cfg.data.root),
-        build=None if identity else (lambda: cell_model(cfg, model, task)),
-        variant=None if identity else cfg.variant(model, task),
+        params_hash=cfg.digest(), data_root=Path(cfg.data.root), build=build,
+        variant=None if build is None else cfg.variant(model, task), official=official,
         rerun=(f"restorebench -S profile={cfg.profile} finetune --task {task} --model {model} "
-               f"--strategy {strategy} --pretrain {pretrain}"),
+               f"--strategy {strategy} --pretrain {pretrain}" + (f" --seed {seed}" if seed is not None else "")),
         max_images=e.max_images, crops=e.crops, crop_size=e.crop_size, tile=e.tile, fallback_tile=e.fallback_tile,
         overlap=e.overlap, batch=e.batch, autocast=e.autocast, tf32=e.tf32,
     )  # fmt: skip
@@ -308,13 +323,17 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
 
 @app.command()
 def aggregate() -> None:
-    """Collect the evaluated cells into results/table.csv (with paired-bootstrap significance against the
-    identity floor and each task's best baseline) and metrics/summary.json (a DVC metric)."""
+    """Collect the evaluated cells of the current grid (restorebench.pipeline) into results/table.csv (with
+    paired-bootstrap significance against the identity floor and each task's best baseline) and
+    metrics/summary.json (a DVC metric)."""
+    from restorebench import pipeline
     from restorebench.aggregate import build_table, write_outputs
 
     cfg = load()
+    cells = pipeline.load(state.params, state.overrides).table_cells()  # exactly the current grid
     try:
-        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants)
+        table, summary = build_table(Path("metrics"), cfg.tasks, variants=cfg.variants,
+                                     cells=[(c.task, c.model, c.name) for c in cells])
     except ValueError as err:  # aggregate.py's own errors
         if isinstance(err, RestorebenchError):
             raise
@@ -419,6 +438,26 @@ def doctor() -> None:
 
     ok = run_doctor(load())
     raise typer.Exit(0 if ok else 1)
+
+
+@pipeline_app.command("dvc")
+def pipeline_dvc(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here (default: print)")] = None,
+    check: Annotated[bool, typer.Option(help="exit 1 if --output (dvc.yaml) differs from a fresh generation")] = False,
+) -> None:
+    """dvc.yaml generated from restorebench.pipeline and the params: `restorebench pipeline dvc -o dvc.yaml`."""
+    from restorebench import io, pipeline
+
+    load()  # a bad params file fails here, with its key
+    text = pipeline.dvc_yaml(pipeline.load(state.params, state.overrides))
+    if output is None:
+        typer.echo(text, nl=False)
+    elif check:
+        if not output.exists() or output.read_text() != text:
+            raise RestorebenchError(output, "differs from a fresh generation", f"run `restorebench pipeline dvc -o {output}`")
+    else:
+        with io.atomic_path(output, suffix=".yaml") as tmp:
+            tmp.write_text(text)
 
 
 @config_app.command("show")

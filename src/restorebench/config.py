@@ -37,10 +37,12 @@ LOSS_NAMES = ("l1", "charbonnier", "psnr")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def cell_name(strategy: str, pretrain: str = "none") -> str:
+def cell_name(strategy: str, pretrain: str = "none", seed: int | None = None) -> str:
     """A grid cell's folder / file name: the strategy, prefixed by a restoration pretraining when one is used
-    (runs/finetune/denoise/nafnet/full/, .../dcpt-full/)."""
-    return strategy if pretrain == "none" else f"{pretrain}-{strategy}"
+    (runs/finetune/denoise/nafnet/full/, .../dcpt-full/), suffixed by its seed when `seeds` repeats the
+    training cells (full-seed1)."""
+    name = strategy if pretrain == "none" else f"{pretrain}-{strategy}"
+    return name if seed is None else f"{name}-seed{seed}"
 
 
 class ConfigError(RestorebenchError, ValueError):
@@ -473,6 +475,9 @@ class ProfileConfig:
     # model -> checkpoint to start from (hub id, hub-snapshot folder or file); null: seeded random init.
     # Every model has an entry (DVC's finetune stages track each model's own, profiles.P.pretrained.M)
     pretrained: dict[str, str | None] = field(default_factory=dict)
+    # model -> task -> a released checkpoint file (e.g. NAFNet-SIDD-width32.pth): the grid gets a cell
+    # `official` scoring it as is, through the same evaluate stage (no training); it must fit the variant
+    official: dict[str, dict[str, str]] = field(default_factory=dict)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -495,11 +500,14 @@ class Config:
     data: DataConfig
     variants: dict[str, dict[str, str]]
     pretrained: dict[str, str]
+    official: dict[str, dict[str, str]]
     evaluate: EvalConfig
     degrade: DegradeConfig
     prepare: PrepareConfig
     train: TrainConfig
     pretrain: PretrainConfig
+    # optional: the seeds each training cell is repeated with (cells named full-seed0, ...); None: `seed` once
+    seeds: list[int] | None = None
 
     def variant(self, model: str, task: str) -> str:
         check_choice("model", model, MODEL_NAMES)
@@ -534,7 +542,9 @@ TOP_LEVEL = {
     "pretrain_models": dict,
     "pretrain_strategies": list,
     "profiles": dict,
+    "seeds": list,
 }
+OPTIONAL_TOP_LEVEL = ("seeds",)
 
 
 def _asdict(obj: Any) -> Any:
@@ -714,10 +724,14 @@ def _check_degradations(prof: ProfileConfig, at: str) -> None:
             check_choice(f"{at}.pretrain.ipt.heads.{task}", head, list(prof.pretrain.ipt.tasks))
 
 
+def raw_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """params.yaml as a mapping, with `overrides` (KEY=VALUE) applied; not yet validated (see resolve)."""
+    return _apply_overrides(read_params(path), overrides or [])
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
     """Read params.yaml, apply overrides, validate every profile, return the active one resolved."""
-    raw = _apply_overrides(read_params(path), overrides or [])
-    return resolve(raw)
+    return resolve(raw_params(path, overrides))
 
 
 def resolve(raw: dict) -> Config:
@@ -730,7 +744,7 @@ def resolve(raw: dict) -> Config:
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise ConfigError(f"{key}: expected {want.__name__}, got {value!r}")
     for key in TOP_LEVEL:
-        if key not in raw:
+        if key not in raw and key not in OPTIONAL_TOP_LEVEL:
             raise ConfigError(f"{key}: missing top-level key")
     profiles = raw["profiles"]
     resolved = {name: _merge_profile(name, section) for name, section in profiles.items()}
@@ -745,6 +759,11 @@ def resolve(raw: dict) -> Config:
         for i, value in enumerate(raw[key]):
             check_choice(f"{key}[{i}]", value, allowed)
     _check_pretrain_models(raw["pretrain_models"], raw["models"])
+    seeds = raw.get("seeds")
+    if seeds is not None and (not seeds or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds)
+                              or len(set(seeds)) != len(seeds)):
+        raise ConfigError("seeds", f"expected a list of distinct integers, got {seeds!r}",
+                          "e.g. seeds: [0, 1, 2]; leave it out to train each cell once with `seed`")
     for name, prof in resolved.items():
         for model, per_task in prof.variants.items():
             check_choice(f"profiles.{name}.variants.{model}", model, MODEL_NAMES)
@@ -752,6 +771,10 @@ def resolve(raw: dict) -> Config:
                 check_choice(f"profiles.{name}.variants.{model}.{task}", task, TASKS)
         for model in prof.pretrained:
             check_choice(f"profiles.{name}.pretrained.{model}", model, MODEL_NAMES)
+        for model, per_task in prof.official.items():
+            check_choice(f"profiles.{name}.official.{model}", model, MODEL_NAMES)
+            for task in per_task:
+                check_choice(f"profiles.{name}.official.{model}.{task}", task, TASKS)
         missing = [m for m in MODEL_NAMES if m not in prof.pretrained]
         if missing:
             raise ConfigError(f"profiles.{name}.pretrained: no entry for {missing}; give each model a checkpoint "
@@ -779,4 +802,5 @@ def resolve(raw: dict) -> Config:
         pretrain_models={k: list(v) for k, v in raw["pretrain_models"].items()},
         pretrain_strategies=list(raw["pretrain_strategies"]),
         **{f.name: getattr(active, f.name) for f in fields(ProfileConfig)},
+        seeds=list(seeds) if seeds is not None else None,
     )

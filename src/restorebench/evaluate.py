@@ -235,6 +235,7 @@ def evaluate_cell(
     build: Callable[[], torch.nn.Module] | None,
     variant: str | None,
     rerun: str,
+    official: str | None = None,
     max_images: int = 0,
     crops: int = 3,
     crop_size: int = 96,
@@ -251,7 +252,8 @@ def evaluate_cell(
     {cell}.json (PSNR/SSIM only: write_results) and the run folder's model card.
     Whole images; tiles (fallback_tile, overlap in pixels, batch tiles per pass) only where an image runs out
     of memory, or every image with `tile` (infer.ProtocolRestorer, recorded); autocast, tf32: precision
-    (restorebench.infer). `rerun`: the command that trains the cell, for messages.
+    (restorebench.infer). `rerun`: the command that trains the cell, for messages. `official`: the released
+    checkpoint `build()` loaded (official_model), scored as is: no run folder, no model card.
     Returns (summary, provenance, metrics path)."""
     from restorebench.errors import RestorebenchError
     from restorebench.infer import cell_restorer, load_weights
@@ -260,6 +262,13 @@ def evaluate_cell(
     if build is None:
         restorer = identity
         extra: dict = {"params": 0, "init": "none", "pretrain": "none", "precision": "fp32"}  # the input as is
+    elif official is not None:
+        checkpoint = Path(official)
+        net = build()
+        restorer, prec = cell_restorer(net, tile=tile, overlap=overlap, batch=batch, autocast=autocast, tf32=tf32,
+                                       fallback_tile=fallback_tile)  # fmt: skip
+        extra = {"params": sum(p.numel() for p in net.parameters()), "precision": prec,
+                 "init": f"official:{official}", "pretrain": "none"}  # fmt: skip
     else:
         checkpoint = Path("runs/finetune") / task / model / cell / "model.safetensors"
         net = build()
@@ -284,8 +293,27 @@ def evaluate_cell(
                              checkpoint=checkpoint))  # fmt: skip
     dest = Path("metrics/finetune") / task / model / f"{cell}.json"
     prov = write_results(table, summary, metrics_path=dest, out_dir=out_dir, record=record)
-    if checkpoint is not None:
+    if checkpoint is not None and official is None:
         from restorebench.card import write_model_card
 
         write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
     return summary, prov, dest
+
+
+def official_model(model: str, variant: str, path: str | None, *, where: str) -> torch.nn.Module:
+    """`model` at `variant` with the released checkpoint `path` (params key `where`) loaded strictly: the
+    `official` cell. A missing key, a missing file or weights that do not fit fail in one line."""
+    from restorebench.errors import RestorebenchError
+    from restorebench.models import build_model
+
+    if not path:
+        raise RestorebenchError(where, "no released checkpoint named; the cell `official` needs one",
+                                "name the release file there (see params.yaml)")  # fmt: skip
+    if not Path(path).is_file():
+        raise RestorebenchError(where, f"{path} not found", "download the release file (see params.yaml)")
+    try:
+        return build_model(model, variant=variant, pretrained=path)
+    except RestorebenchError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise RestorebenchError(where, f"{path} does not load into {model} variant {variant}: {str(err).splitlines()[0]}") from None

@@ -71,3 +71,45 @@ def git_init(repo: Path, message: str = "project") -> None:
 def git_commit(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", message], repo)
+
+
+def set_params(path: Path, **changes: object) -> None:
+    """Set dotted keys (`profiles.demo.train.steps`) of the params file at `path`."""
+    import yaml
+
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def generate_dvc(repo: Path) -> None:
+    """Regenerate `repo`'s dvc.yaml from its params.yaml, as a user does after changing the grid."""
+    run([str(BIN / "restorebench"), "pipeline", "dvc", "-o", "dvc.yaml"], repo)
+
+
+def snakemake_plan(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[tuple, str]:
+    """{(rule, frozenset(wildcards)): shell command} of `snakemake -n -p` in `repo` (default target unless
+    `args` names one), without the `all` rule."""
+    import re
+
+    out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", *args], repo, env)
+    jobs = {}
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", out):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule or rule.group(1) == "all":
+            continue
+        found = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = frozenset(tuple(kv.split("=", 1)) for kv in found.group(1).split(", ")) if found else frozenset()
+        cmd = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs[(rule.group(1), wildcards)] = cmd.group(1) if cmd else ""
+    return jobs
+
+
+def stage_key(stage) -> tuple:
+    """A restorebench.pipeline.Stage as snakemake_plan keys its jobs."""
+    return (stage.rule, frozenset(stage.wildcards))

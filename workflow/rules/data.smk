@@ -3,36 +3,35 @@
 
 rule fetch:
     output:
-        raw=directory("data/raw/{dataset}"),
-        manifest="data/manifests/{dataset}.parquet",
+        **outputs("fetch", "dataset"),
     params:
-        profile=PROFILE,
-        dataset=dataset_params,
-        sample=P["data"].get("sample", {}),
+        command=command("fetch"),
+        values=param_values("fetch"),
+    input:
+        unpack(inputs("fetch")),
     log:
-        "logs/fetch/{dataset}.log",
+        log("fetch", "dataset"),
     conda:
         ENV
     wildcard_constraints:
-        dataset="sidd|gopro|imagenet",
+        **constraints("fetch", "dataset"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} fetch --dataset {wildcards.dataset} > {log} 2>&1"
+        SHELL
 
 
 rule validate:
     input:
-        raw="data/raw/{dataset}",
-        manifest="data/manifests/{dataset}.parquet",
+        unpack(inputs("validate")),
     output:
-        report="data/validation/{dataset}.json",
+        **outputs("validate", "dataset"),
     params:
-        profile=PROFILE,
-        dataset=dataset_params,
+        command=command("validate"),
+        values=param_values("validate"),
     log:
-        "logs/validate/{dataset}.log",
+        log("validate", "dataset"),
     conda:
         ENV
     wildcard_constraints:
-        dataset="sidd|gopro|imagenet",
+        **constraints("validate", "dataset"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} validate --dataset {wildcards.dataset} > {log} 2>&1"
+        SHELL

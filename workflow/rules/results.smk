@@ -1,55 +1,87 @@
-# Evaluation by the published protocols, and the table every run ends in.
+# Evaluation by the published protocols (trained cells and released checkpoints), and the table.
 
 
 rule evaluate_identity:
     input:
-        validation=task_validation,
+        unpack(inputs("evaluate_identity")),
     output:
-        metrics="metrics/finetune/{task}/identity/none.json",
-        per_image="results/eval/{task}/identity/none/per_image.csv",
-        provenance="results/eval/{task}/identity/none/provenance.json",
-        crops=directory("results/eval/{task}/identity/none/crops"),
+        **outputs("evaluate_identity", "task"),
     params:
-        profile=PROFILE,
-        evaluate=P.get("evaluate", {}),
+        command=command("evaluate_identity"),
+        values=param_values("evaluate_identity"),
     log:
-        "logs/evaluate/{task}/identity/none.log",
+        log("evaluate_identity", "task"),
     conda:
         ENV
     wildcard_constraints:
-        task="denoise|deblur",
+        **constraints("evaluate_identity", "task"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} evaluate --task {wildcards.task} --model identity --strategy none > {log} 2>&1"
+        SHELL
+
+
+rule evaluate:
+    input:
+        unpack(inputs("evaluate")),
+    output:
+        **outputs("evaluate", "task", "model", "cell"),
+    params:
+        command=command("evaluate"),
+        values=param_values("evaluate"),
+    log:
+        log("evaluate", "task", "model", "cell"),
+    conda:
+        ENV
+    wildcard_constraints:
+        **constraints("evaluate", "task", "model", "cell"),
+    shell:
+        SHELL
+
+
+rule evaluate_official:
+    input:
+        unpack(inputs("evaluate_official")),
+    output:
+        **outputs("evaluate_official", "task", "model"),
+    params:
+        command=command("evaluate_official"),
+        values=param_values("evaluate_official"),
+    log:
+        log("evaluate_official", "task", "model"),
+    conda:
+        ENV
+    wildcard_constraints:
+        **constraints("evaluate_official", "task", "model"),
+    shell:
+        SHELL
 
 
 rule aggregate:
     input:
-        floor=expand("metrics/finetune/{task}/identity/none.json", task=TASKS),
-        grid=GRID,
-        validation=expand("data/validation/{dataset}.json", dataset=DATASETS),
+        unpack(inputs("aggregate")),
     output:
-        table="results/table.csv",
-        summary="metrics/summary.json",
+        **outputs("aggregate"),
     params:
-        profile=PROFILE,
+        command=command("aggregate"),
+        values=param_values("aggregate"),
     log:
-        "logs/aggregate.log",
+        log("aggregate"),
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} aggregate > {log} 2>&1"
+        SHELL
 
 
 rule report:
     input:
-        table="results/table.csv",
+        unpack(inputs("report")),
     output:
-        html="results/report.html",
+        **outputs("report"),
     params:
-        profile=PROFILE,
+        command=command("report"),
+        values=param_values("report"),
     log:
-        "logs/report.log",
+        log("report"),
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} report > {log} 2>&1"
+        SHELL

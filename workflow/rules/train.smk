@@ -1,146 +1,95 @@
-# Training data (packed stores) and the finetune grid: task x model x strategy.
+# Training data (packed stores), restoration pretraining and the finetune grid.
 
 
 rule prepare:
     input:
-        validation="data/validation/{dataset}.json",
-        manifest="data/manifests/{dataset}.parquet",
+        unpack(inputs("prepare")),
     output:
-        store=directory("data/store/{dataset}/train"),
+        **outputs("prepare", "dataset"),
     params:
-        profile=PROFILE,
-        prepare=P.get("prepare", {}),
+        command=command("prepare"),
+        values=param_values("prepare"),
     log:
-        "logs/prepare/{dataset}.log",
+        log("prepare", "dataset"),
     conda:
         ENV
     wildcard_constraints:
-        dataset="sidd|gopro",
+        **constraints("prepare", "dataset"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} prepare --dataset {wildcards.dataset} > {log} 2>&1"
+        SHELL
 
 
 rule degrade:
     input:
-        validation="data/validation/imagenet.json",
-        manifest="data/manifests/imagenet.parquet",
+        unpack(inputs("degrade")),
     output:
-        store=directory("data/store/imagenet/train"),
+        **outputs("degrade"),
     params:
-        profile=PROFILE,
-        seed=config["seed"],
-        degrade=P.get("degrade", {}),
+        command=command("degrade"),
+        values=param_values("degrade"),
     log:
-        "logs/degrade/imagenet.log",
+        log("degrade"),
     conda:
         ENV
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} degrade > {log} 2>&1"
+        SHELL
 
 
 rule pretrain_ipt:
     input:
-        store="data/store/imagenet/train",
+        unpack(inputs("pretrain_ipt")),
     output:
-        weights="runs/pretrain/ipt/ipt/model.safetensors",
-        summary="runs/pretrain/ipt/ipt/pretrain.json",
-        metrics="metrics/pretrain/ipt/ipt.json",
+        **outputs("pretrain_ipt"),
     params:
-        profile=PROFILE,
-        pretrain=P.get("pretrain", {}).get("ipt", {}),
-        shared=pretrain_params("ipt"),
+        command=command("pretrain_ipt"),
+        values=param_values("pretrain_ipt"),
     log:
-        "logs/pretrain/ipt/ipt.log",
+        log("pretrain_ipt"),
     conda:
         ENV
     resources:
         gpu=GPUS,
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} pretrain --method ipt > {log} 2>&1"
+        SHELL
 
 
 rule pretrain_dcpt:
     input:
-        store="data/store/imagenet/train",
+        unpack(inputs("pretrain_dcpt")),
     output:
-        weights="runs/pretrain/dcpt/{task}/{model}/model.safetensors",
-        summary="runs/pretrain/dcpt/{task}/{model}/pretrain.json",
-        metrics="metrics/pretrain/dcpt/{task}/{model}.json",
+        **outputs("pretrain_dcpt", "task", "model"),
     params:
-        profile=PROFILE,
-        pretrain=P.get("pretrain", {}).get("dcpt", {}),
-        shared=pretrain_params("dcpt"),
-        variant=model_variant,
-        checkpoint=model_checkpoint,
+        command=command("pretrain_dcpt"),
+        values=param_values("pretrain_dcpt"),
     log:
-        "logs/pretrain/dcpt/{task}/{model}.log",
+        log("pretrain_dcpt", "task", "model"),
     conda:
         ENV
     resources:
         gpu=GPUS,
     wildcard_constraints:
-        task="denoise|deblur",
+        **constraints("pretrain_dcpt", "task", "model"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} pretrain --method dcpt --task {wildcards.task} "
-        "--model {wildcards.model} > {log} 2>&1"
+        SHELL
 
 
 # One grid cell. Checkpoints go to runs/finetune/.../checkpoints/, which is not declared: Snakemake would
 # delete a declared output of an interrupted job, and the restarted job resumes from them instead.
 rule finetune:
     input:
-        store=task_store,
-        pretrained=pretrained_weights,
+        unpack(inputs("finetune")),
     output:
-        weights="runs/finetune/{task}/{model}/{cell}/model.safetensors",
-        summary="runs/finetune/{task}/{model}/{cell}/train.json",
-        config="runs/finetune/{task}/{model}/{cell}/config.json",
+        **outputs("finetune", "task", "model", "cell"),
     params:
-        profile=PROFILE,
-        seed=config["seed"],
-        train=P.get("train", {}),
-        variant=model_variant,
-        checkpoint=model_checkpoint,
-        strategy=cell_strategy,
-        pretrain=cell_pretrain,
+        command=command("finetune"),
+        values=param_values("finetune"),
     log:
-        "logs/finetune/{task}/{model}/{cell}.log",
+        log("finetune", "task", "model", "cell"),
     conda:
         ENV
     resources:
         gpu=GPUS,
     wildcard_constraints:
-        task="denoise|deblur",
-        model="(?!identity)\\w+",
-        cell=CELL_PATTERN,
+        **constraints("finetune", "task", "model", "cell"),
     shell:
-        "restorebench -S profile={params.profile} --threads {threads} finetune --task {wildcards.task} --model {wildcards.model} "
-        "--strategy {params.strategy} --pretrain {params.pretrain} > {log} 2>&1"
-
-
-rule evaluate:
-    input:
-        weights="runs/finetune/{task}/{model}/{cell}/model.safetensors",
-        validation=task_validation,
-    output:
-        metrics="metrics/finetune/{task}/{model}/{cell}.json",
-        per_image="results/eval/{task}/{model}/{cell}/per_image.csv",
-        provenance="results/eval/{task}/{model}/{cell}/provenance.json",
-        crops=directory("results/eval/{task}/{model}/{cell}/crops"),
-        card="runs/finetune/{task}/{model}/{cell}/README.md",
-    params:
-        profile=PROFILE,
-        evaluate=P.get("evaluate", {}),
-        strategy=cell_strategy,
-        pretrain=cell_pretrain,
-    log:
-        "logs/evaluate/{task}/{model}/{cell}.log",
-    conda:
-        ENV
-    wildcard_constraints:
-        task="denoise|deblur",
-        model="(?!identity)\\w+",
-        cell=CELL_PATTERN,
-    shell:
-        "restorebench -S profile={params.profile} --threads {threads} evaluate --task {wildcards.task} --model {wildcards.model} "
-        "--strategy {params.strategy} --pretrain {params.pretrain} > {log} 2>&1"
+        SHELL
