@@ -1,7 +1,7 @@
 """`dvc metrics diff` between two commits that differ in one cell is that cell's PSNR/SSIM and nothing else.
 
-A throwaway git repo holds the project's dvc.yaml and params.yaml (grid cut to nafnet x {full, frozen}, no
-restoration pretraining) and metric files written by the real writers (evaluate.write_results, aggregate); the
+A throwaway git repo holds the project's params.yaml (grid cut to nafnet x {full, frozen}, no restoration
+pretraining) and the dvc.yaml generated from it and metric files written by the real writers (evaluate.write_results, aggregate); the
 second commit changes one cell's parameter and that cell's scores."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def test_metrics_diff_shows_only_the_changed_cells_psnr_and_ssim(project_root, t
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params.update(models=["nafnet"], strategies=["full", "frozen"], pretrain_models={"ipt": [], "dcpt": []})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["restorebench", "pipeline", "dvc", "-o", "dvc.yaml"], repo)  # as the README says after a grid edit
     _write_grid(repo)
     git_init(repo)
 

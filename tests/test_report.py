@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from restorebench.cli import app
-from tests.helpers.results import write_grid
+from tests.helpers.results import GRID_OVERRIDES, write_grid
 
 # Runs first in <head>: records console errors, uncaught errors and failed loads; after `load`, writes what it
 # found (and the image states) into <pre id="__check"> for --dump-dom to print.
@@ -57,7 +57,8 @@ def report(tmp_path_factory, project_root) -> Path:
     try:
         runner = CliRunner()
         for stage in ("aggregate", "report"):
-            result = runner.invoke(app, ["--params", str(project_root / "params.yaml"), stage])
+            sets = [arg for item in GRID_OVERRIDES for arg in ("-S", item)]
+            result = runner.invoke(app, ["--params", str(project_root / "params.yaml"), *sets, stage])
             assert result.exit_code == 0, result.output
     finally:
         os.chdir(cwd)
@@ -82,7 +83,7 @@ def test_report_renders_in_chromium_without_errors(report, tmp_path):
     assert dom.count('<table class="scores">') == 2 and dom.count('<table class="significance">') == 2
     assert dom.count('class="badge">published') >= 10  # every published row marked
     assert dom.count('<figure class="plot">') == 6  # per task: cells vs published, val/psnr, loss per kind
-    assert check["images"] == 6 + 2 * 5 * 3  # figures + (input, output, ground truth) per cell and task
+    assert check["images"] == 6 + 2 * 6 * 3  # figures + (input, output, ground truth) per cell and task
     for label in ("input", "output", "ground truth"):
         assert f"<figcaption>{label}</figcaption>" in dom
     assert re.search(r"profile <code>demo</code> · git revision <code>[^<]+</code> · params hash <code>[0-9a-f]{64}", dom)
@@ -121,6 +122,7 @@ def test_val_psnr_legend_names_each_cell_and_losses_split_by_kind(tmp_path):
     assert val and loss
     val_groups, loss_groups = calls
     labels = sorted(label for curves in val_groups.values() for label, _ in curves)
-    assert labels == ["nafnet/frozen", "nafnet/full", "swin_upernet/dcpt-full", "swin_upernet/full"]
+    assert labels == ["nafnet/frozen", "nafnet/full", "swin_upernet/dcpt-full", "swin_upernet/frozen",
+                      "swin_upernet/full"]  # fmt: skip
     assert sorted(loss_groups) == ["l1", "psnr"]  # NAFNet's PSNR loss on its own axis
     assert sorted(label for label, _ in loss_groups["psnr"]) == ["nafnet/frozen", "nafnet/full"]
