@@ -232,3 +232,14 @@ def test_cuda_tiled_and_bf16_autocast():
     tf32 = restore(model, img, tile=48, overlap=10, device="cuda", tf32=True)
     assert (tf32 - whole).abs().max().item() < 1e-2
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+
+
+def test_one_quantiser_rounds_half_to_even_and_the_store_half_up():
+    from restorebench.images import to_uint8 as quantise
+
+    halves = np.array([0.5, 1.5, 2.5, 254.5], np.float64) / 255  # exact .5 after * 255 in float64
+    assert quantise(halves).tolist() == [0, 2, 2, 254]  # the protocol: half to even (BasicSR, skimage)
+    assert quantise(halves, half_up=True).tolist() == [1, 2, 3, 255]  # the degradation store's bytes
+    assert quantise(np.array([-0.3, 1.7])).tolist() == [0, 255]
+    with pytest.raises(ValueError, match="float image"):
+        quantise(np.zeros(3, np.uint8))

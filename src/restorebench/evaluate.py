@@ -26,6 +26,7 @@ from PIL import Image
 
 from restorebench import io
 from restorebench.config import TASK_DATASET
+from restorebench.images import to_uint8
 from restorebench.lock import lock_sha256
 from restorebench.logs import progress
 from restorebench.metrics import psnr, ssim_conventions
@@ -97,7 +98,7 @@ def eval_items(task: str, data_root: Path) -> Iterator[EvalItem]:
 def score(output: np.ndarray, item: EvalItem, protocol: Protocol) -> dict[str, float]:
     """output: HxWx3 float in [0, 1] (already clamped). Returns PSNR and SSIM in both conventions."""
     if protocol.quantise:
-        pred = np.clip(np.rint(output * 255.0), 0, 255).astype(np.uint8)
+        pred = to_uint8(output)
         target = item.gt
     else:
         pred = output.astype(np.float64)
@@ -165,7 +166,7 @@ def save_crop(path: Path, item: EvalItem, output: np.ndarray, size: int) -> None
     h, w = item.gt.shape[:2]
     s = min(size, h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
-    out8 = np.clip(np.rint(output * 255.0), 0, 255).astype(np.uint8)
+    out8 = to_uint8(output)
     strip = np.concatenate([a[y0 : y0 + s, x0 : x0 + s] for a in (item.lq, out8, item.gt)], axis=1)
     with io.atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")

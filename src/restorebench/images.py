@@ -21,6 +21,20 @@ _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (grey, RGB, grey+alpha, RGBA)
 
 
+def to_uint8(img: np.ndarray, *, half_up: bool = False) -> np.ndarray:
+    """Float image in [0, 1] -> uint8: clip to [0, 1], multiply by 255 in the image's own float type, round,
+    cast. The one quantiser of the project.
+
+    Rounding half to even (np.round) is the evaluation protocol: BasicSR's tensor2img (NAFNet) and skimage's
+    img_as_ubyte (Restormer). `half_up` (floor(x + 0.5)) is the degradation store's rounding, kept because
+    the stored bytes were built with it.
+    """
+    if not np.issubdtype(img.dtype, np.floating):
+        raise ValueError(f"to_uint8 takes a float image in [0, 1], got {img.dtype}")
+    scaled = np.clip(img, 0.0, 1.0) * img.dtype.type(255.0)
+    return (np.floor(scaled + img.dtype.type(0.5)) if half_up else np.round(scaled)).astype(np.uint8)
+
+
 def read_image(path: Path) -> np.ndarray:
     """HxW (grey) or HxWxC (C = 2, 3 or 4) uint8 or uint16 array of `path`, at its own bit depth."""
     suffix = path.suffix.lower()

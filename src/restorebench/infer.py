@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restorebench import images
+
 __all__ = ["ProtocolRestorer", "cell_restorer", "float32_precision", "is_out_of_memory", "load_weights", "precision",
            "restore", "to_uint8", "tile_starts", "trained_as"]
 log = logging.getLogger(__name__)
@@ -296,16 +298,11 @@ class ProtocolRestorer:
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(C,H,W) or (B,C,H,W) float tensor in [0, 1] -> HxWxC or BxHxWxC uint8 NumPy array.
-
-    GoPro protocol as in BasicSR's tensor2img (NAFNet) and skimage's img_as_ubyte (Restormer): clamp
-    to [0, 1], multiply by 255 in float32, round half to even (np.round), cast to uint8.
-    """
+    """(C,H,W) or (B,C,H,W) float tensor in [0, 1] -> HxWxC or BxHxWxC uint8 NumPy array, quantised in
+    float32 by images.to_uint8 (the evaluation protocol: round half to even)."""
     if not isinstance(img, torch.Tensor) or img.ndim not in (3, 4) or not img.is_floating_point():
         raise ValueError("img must be a float tensor (C,H,W) or (B,C,H,W)")
-    arr = img.detach().float().clamp(0, 1).cpu().numpy()
-    arr = np.moveaxis(arr, -3, -1)  # channels last
-    return np.round(arr * np.float32(255.0)).astype(np.uint8)
+    return images.to_uint8(np.moveaxis(img.detach().float().cpu().numpy(), -3, -1))
 
 
 # ---------------------------------------------------------------------------------------------- finetuned weights

@@ -20,6 +20,7 @@ from restorebench.data.parallel import parallel_map
 from restorebench.data.store import StoreWriter, crop_subimages, read_rgb
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
+from restorebench.images import to_uint8
 
 PAIRED = ("sidd", "gopro")
 
@@ -78,13 +79,6 @@ def prepare_store(
     }
 
 
-def _quantise_half_up(img: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> uint8, rounding half up (deterministic across numpy versions). Not the evaluation
-    protocol's rounding (restorebench.infer.to_uint8, half to even): the degrade store keeps the bytes
-    it was built with."""
-    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 # -------------------------------------------------------------------------------------- degrade stage
 
 
@@ -114,7 +108,7 @@ def _degrade_image(job: tuple) -> tuple[str, list[tuple[int, int]], np.ndarray, 
                 raise ValueError(
                     f"task {task!r}: a {side}x{side} window gave {out.shape}, expected 1/{s} size"
                 )
-            lqs[task].append(_quantise_half_up(out[m // s : (m + patch) // s, m // s : (m + patch) // s]))
+            lqs[task].append(to_uint8(out[m // s : (m + patch) // s, m // s : (m + patch) // s], half_up=True))
     return image_id, pos, np.stack(gts), {t: np.stack(v) for t, v in lqs.items()}
 
 

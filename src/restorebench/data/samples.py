@@ -25,6 +25,7 @@ from PIL import Image
 from scipy import ndimage
 
 from restorebench.config import SampleConfig
+from restorebench.images import to_uint8
 from restorebench.io import atomic_dir
 
 from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
@@ -84,11 +85,7 @@ def to_linear(img: np.ndarray) -> np.ndarray:
 
 def encode_srgb(lin: np.ndarray) -> np.ndarray:
     """Linear light in [0, 1] -> uint8 with gamma 2.2 applied (the inverse of `to_linear`)."""
-    return np.rint(np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA) * 255.0).astype(np.uint8)
-
-
-def _quantise(x: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return to_uint8(np.clip(lin, 0.0, 1.0) ** (1.0 / GAMMA))
 
 
 def _prefilter(src: np.ndarray, scale: float) -> np.ndarray:
@@ -267,7 +264,7 @@ def _gopro_sequence(folder: Path, src: np.ndarray, cfg: SampleConfig, rng: np.ra
             cy = cy0 + (np.sin(heading) * speed * t + wobble[0]) * scale
             cx = cx0 + (np.cos(heading) * speed * t + wobble[1]) * scale
             zoom = 1.0 + zoom_amp * np.sin(2.0 * np.pi * t / total)
-            subs.append(_quantise(_warp(filtered, (h, w), cy, cx, scale * zoom, rot_rate * t)))
+            subs.append(to_uint8(_warp(filtered, (h, w), cy, cx, scale * zoom, rot_rate * t)))
         stack = np.stack(subs).astype(np.float64)
         name = f"{first + f:06d}.png"
         _write(folder / "blur" / name, png_bytes(np.rint(stack.mean(axis=0)).astype(np.uint8)))
@@ -304,7 +301,7 @@ def _imagenet(root: Path, cfg: SampleConfig, sources: list[np.ndarray], seed: in
             long = int(round(short * float(rng.choice([1.0, 4 / 3, 3 / 2]))))
             hw = (short, long) if rng.random() < 0.7 else (long, short)
             cy, cx, scale = _random_view(src, hw, rng)
-            img = _quantise(_warp(_prefilter(src, scale), hw, cy, cx, scale, 0.0))
+            img = to_uint8(_warp(_prefilter(src, scale), hw, cy, cx, scale, 0.0))
             _write(root / "train" / wnid / f"{wnid}_{int(k)}.JPEG", jpeg_bytes(img))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from restorebench.degrade.noise import check_image
+from restorebench.images import to_uint8
 
 
 def jpeg(
@@ -35,7 +36,7 @@ def jpeg(
         q = int(rng.integers(lo, hi + 1))
     if int(q) != q or not 1 <= q <= 100:
         raise ValueError(f"quality must be an integer in [1, 100], got {quality!r}")
-    u8 = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    u8 = to_uint8(img, half_up=True)
     mode_img = Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8)
     buf = io.BytesIO()
     mode_img.save(buf, format="JPEG", quality=int(q))

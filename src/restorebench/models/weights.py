@@ -232,22 +232,6 @@ def read_pretrained(ref: str | os.PathLike[str], *, key: str | None = None) -> P
 # --------------------------------------------------------------------------------------------- loading
 
 
-def select_prefix(sd: Mapping[str, Tensor], old: str, new: str = "") -> dict[str, Tensor]:
-    """The entries of `sd` whose names start with `old`, renamed to start with `new` instead."""
-    return {new + k[len(old) :]: v for k, v in sd.items() if k.startswith(old)}
-
-
-def rename_prefixes(sd: Mapping[str, Tensor], rules: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
-    """Map each key through the first (old_prefix, new_prefix) rule that matches; unmatched keys are dropped."""
-    out: dict[str, Tensor] = {}
-    for k, v in sd.items():
-        for old, new in rules:
-            if k.startswith(old):
-                out[new + k[len(old) :]] = v
-                break
-    return out
-
-
 def adapt_keys(
     sd: Mapping[str, Tensor], own_keys: Iterable[str], rules: Sequence[tuple[str, str]]
 ) -> dict[str, Tensor]:
