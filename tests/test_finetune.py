@@ -107,3 +107,46 @@ def test_no_holdout_trains_on_every_image_and_logs_no_validation(cell, project_r
     summary = finetune(cfg, "denoise", "nafnet", "full", run, progress=False)
     assert summary["holdout_images"] == 0 and summary["val_psnr"] is None
     assert not (run / "dvclive/plots/metrics/val").exists()
+
+
+def test_aux_loss_recipe_adds_each_decoder_layers_loss(cell, tmp_path):
+    """train.models.M.aux_loss: the model keeps its intermediate decoder layers' images in training and the
+    pixel objective adds their losses to the final one (Mask2Former's deep supervision)."""
+    import torch.nn.functional as F
+
+    from restorebench.errors import RestorebenchError
+    from restorebench.train.finetune import cell_kwargs, cell_model
+    from restorebench.train.loop import pixel_objective
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+                      ["profiles.demo.train.models.swin_mask2former.aux_loss=true"])  # fmt: skip
+    assert cell_kwargs(cfg, "swin_mask2former", "denoise")["aux_loss"] is True
+    torch.manual_seed(0)
+    model = cell_model(cfg, "swin_mask2former", "denoise").train()
+    with torch.no_grad():
+        model.head.out.weight.normal_(std=0.05)  # the zero-initialised last conv: outputs differ per layer
+    lq, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    out = model(lq)
+    expected = F.l1_loss(out, gt) + sum(F.l1_loss(a, gt) for a in model.aux_outputs)
+    assert len(model.aux_outputs) == 2  # the demo's 3 decoder layers: 2 intermediate images
+    objective = pixel_objective("l1", aux_outputs=lambda: model.aux_outputs)
+    loss, scalars = objective(model, (lq, gt), torch.device("cpu"))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert scalars["aux_loss"].item() == pytest.approx((expected - F.l1_loss(out, gt)).item(), rel=1e-5)
+    plain, none = pixel_objective("l1")(model, (lq, gt), torch.device("cpu"))
+    assert none == {} and plain.item() == pytest.approx(F.l1_loss(out, gt).item(), rel=1e-6)
+
+    # a whole cell trains with it: config.json records the keyword, the history logs the term
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+                      ["profiles.demo.train.steps=2", "profiles.demo.train.batch=2", "profiles.demo.train.patch=16",
+                       "profiles.demo.train.log_every=1", "profiles.demo.train.models.swin_mask2former.aux_loss=true"])  # fmt: skip
+    run = Path("runs/finetune/denoise/swin_mask2former/full")
+    finetune(cfg, "denoise", "swin_mask2former", "full", run, progress=False)
+    assert json.loads((run / "config.json").read_text())["kwargs"]["aux_loss"] is True
+    history = json.loads((run / "history.json").read_text())
+    assert all(row["aux_loss"] > 0 for row in history if "loss" in row)
+
+    bad = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+                      ["profiles.demo.train.models.nafnet.aux_loss=true"])  # fmt: skip
+    with pytest.raises(RestorebenchError, match=r"train\.models\.nafnet\.aux_loss.*swin_mask2former"):
+        cell_kwargs(bad, "nafnet", "denoise")

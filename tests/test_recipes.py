@@ -163,6 +163,24 @@ def test_swin_weight_decay_exemptions_follow_mmseg(paper):
     assert all(decay[n] == pytest.approx(0.01) for n in biases)
 
 
+def test_mask2former_weight_decay_exemptions_follow_its_build_optimizer(paper):
+    """Mask2Former's train_net.py build_optimizer with mask2former/config.py: norm modules (WEIGHT_DECAY_NORM 0)
+    and nn.Embedding modules (WEIGHT_DECAY_EMBED 0: the queries, the level embeddings) decay-free, by type;
+    the linear layers (biases included) decay at 0.05."""
+    torch.manual_seed(0)
+    model = build_model("swin_mask2former", variant="demo")
+    optimizer, _ = make_optimizer(model, loop_config(paper, "swin_mask2former", "full", task="denoise"))
+    decay = {n: g["weight_decay"] for g in optimizer.param_groups for n in g["names"]}
+    embeddings = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
+    assert {n.rsplit(".", 2)[-2] for n in embeddings} >= {"queries_embedder", "queries_features", "level_embed"}
+    norms = {f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm)
+             for p, _ in m.named_parameters(recurse=False)}  # fmt: skip
+    assert embeddings and norms and all(decay[n] == 0.0 for n in embeddings | norms)
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "relative_position" not in n]
+    assert linear and all(decay[f"{n}.weight"] == pytest.approx(0.05) for n in linear)
+    assert all(decay[f"{n}.bias"] == pytest.approx(0.05) for n in linear if f"{n}.bias" in decay)
+
+
 def test_task_overrides_are_checked(project_root):
     with pytest.raises(ConfigError, match=r"train.models.nafnet.tasks.denoise.flipp: unknown key"):
         load_config(project_root / "params.yaml", ["profiles.paper.train.models.nafnet.tasks.denoise.flipp=true"])
@@ -192,6 +210,10 @@ def published_lr(model: str, t: int) -> float:
     raise KeyError(model)
 
 
+# our names of decode_head.{query_embed, query_feat, level_embed, mask_embed, cls_embed}, which ViT-Adapter's
+# get_num_layer_for_vit puts at layer 0 ([vitad-ld])
+VITAD_LAYER0 = ("queries_embedder", "queries_features", "transformer_module.level_embed", "mask_embedder",
+                "class_predictor")  # fmt: skip
 STEPS = {"swin_upernet": [0, 1, 750, 1499, 1500, 80000, 159999], "swin_mask2former": [0, 1, 80000, 159999],
          "vit_adapter": [0, 700, 1500, 40000, 79999], "nafnet": [0, 1, 100000, 199999],
          "restormer": [0, 91999, 92000, 196000, 299999]}  # fmt: skip
@@ -217,9 +239,11 @@ def test_strategy_lr_curve_is_the_published_schedule(paper, model, strategy):
             assert not backbone & set(names)
         for name, lr in names.items():
             want = base
+            decay = 0.9 if (strategy == "llrd" or model == "vit_adapter") else 0.0
             if name in backbone:
                 want *= 0.1 if model == "swin_mask2former" else 1.0
-                decay = 0.9 if (strategy == "llrd" or model == "vit_adapter") else 0.0
                 if decay:
                     want *= decay ** (layers - 1 - ids[name])
+            elif model == "vit_adapter" and any(k in name for k in VITAD_LAYER0):
+                want *= decay ** (layers - 1)  # [vitad-ld] get_num_layer_for_vit: decode_head embeddings at 0
             assert lr == pytest.approx(want, rel=1e-9, abs=1e-18), (model, strategy, t, name)

@@ -305,6 +305,9 @@ class ModelTrainConfig:
     backbone_lr_mult: float = bounded(1.0, ge=0)  # LR multiplier of the pretrained backbone (Mask2Former's 0.1)
     layer_decay: float = bounded(0.0, ge=0, le=1)  # layer-wise LR decay of the recipe itself (ViT-Adapter's 0.9); 0: none
     identity_start: bool = False  # a random init starts at the identity (last layer zeroed); demo only
+    # deep supervision over the decoder layers (Mask2Former's, for the models that have one: models.AUX_LOSS):
+    # every intermediate layer's image adds its loss, as Mask2Former sums its per-layer losses; off
+    aux_loss: bool = False
     # task -> overrides of the fields above for that task (NAFNet's SIDD vs GoPro config, Restormer's
     # denoising vs deblurring config)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)

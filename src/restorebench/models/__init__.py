@@ -109,6 +109,12 @@ def build_model(name: str | None = None, *, variant: str | None = None, pretrain
     return net
 
 
+# name -> whether the model offers deep supervision: an `aux_loss` keyword that makes it keep `aux_outputs`
+# (one full-resolution image per intermediate decoder layer) in training mode; the recipe's aux_loss turns
+# it on and the pixel objective adds their losses (train.loop.pixel_objective). Default: no.
+AUX_LOSS: Mapping[str, bool] = _Registry("AUX_LOSS", False)
+
+
 def _no_finetune_kwargs(task: str, *, head: str | None = None) -> dict[str, Any]:
     return {}
 

@@ -93,6 +93,7 @@ from restorebench.models.swin_upernet import (
 from restorebench.models.weights import adapt_keys, load_checked, read_pretrained
 
 VARIANTS: tuple[str, ...] = ("demo", "swin-t", "swin-s", "swin-l")
+AUX_LOSS = True  # deep supervision: aux_loss=True keeps aux_outputs in training (Mask2FormerRestorer)
 
 PIXEL_DECODER_KEYS = ("feature_size", "mask_feature_size", "encoder_layers", "encoder_feedforward_dim",
                       "num_attention_heads")

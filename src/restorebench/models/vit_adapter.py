@@ -81,6 +81,7 @@ from restorebench.models.swin_mask2former import (
 from restorebench.models.weights import WeightsError, load_checked, read_pretrained
 
 VARIANTS: tuple[str, ...] = ("demo", "beitv2-b", "beitv2-l")
+AUX_LOSS = True  # deep supervision: aux_loss=True keeps aux_outputs in training (Mask2FormerRestorer)
 # shown by `restorebench models` beside the variant
 VARIANT_NOTES: dict[str, str] = {"beitv2-b": "ImageNet BEiTv2 init, adapter and decoder untrained"}
 # variants whose architecture is that of a published segmentation checkpoint (MMSEG_KEY_TABLE's layout);
@@ -427,6 +428,13 @@ def set_token_grid(vit: nn.Module, grid: tuple[int, int]) -> None:
         blk.attn._token_grid = tuple(grid)
 
 
+# our names of mmseg's decode_head.{query_embed, query_feat, level_embed, mask_embed, cls_embed} (MMSEG_KEY_TABLE)
+DECODER_LAYER0 = ("query_decoder.transformer_module.queries_embedder.", "query_decoder.transformer_module.queries_features.",
+                  "query_decoder.transformer_module.level_embed.",
+                  "query_decoder.transformer_module.decoder.mask_predictor.mask_embedder.",
+                  "query_decoder.class_predictor.")  # fmt: skip
+
+
 def beit_layer_id(name: str, depth: int) -> int:
     """BEiT's layer-decay numbering (github.com/microsoft/unilm beit/optim_factory.py get_num_layer_for_vit):
     cls_token / pos_embed / patch_embed / rel_pos_bias 0, blocks.i -> i + 1, anything else depth + 1."""
@@ -482,6 +490,15 @@ class BeitAdapterMask2Former(Mask2FormerRestorer):
 
     def backbone_layer_id(self, name: str) -> int:
         return beit_layer_id(name, self.depth)
+
+    def layer_ids(self) -> dict[str, int]:
+        """BEiT's numbering of the ViT (beit_layer_id), plus the decoder's embeddings at layer 0, as ViT-Adapter's
+        get_num_layer_for_vit puts decode_head.{mask_embed, cls_embed, level_embed, query_embed, query_feat}
+        (segmentation/mmcv_custom/layer_decay_optimizer_constructor.py): under layer decay they train at
+        the patch embedding's scale. The adapter and the rest of the decoder are at scale 1."""
+        ids = super().layer_ids()
+        ids.update({n: 0 for n, _ in self.named_parameters() if n.startswith(DECODER_LAYER0)})
+        return ids
 
     def checkpoint_parameters(self) -> list[str]:
         """Names of this model's parameters that the published segmentation checkpoint fills (targets of

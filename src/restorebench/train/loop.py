@@ -69,8 +69,13 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def pixel_objective(loss: str, *, channels_last: bool = False, amp: bool = True) -> Objective:
-    """The finetuning objective: restore lq, compare with gt under `loss` (l1, charbonnier, psnr)."""
+def pixel_objective(loss: str, *, channels_last: bool = False, amp: bool = True,
+                    aux_outputs: Callable[[], list[torch.Tensor]] | None = None) -> Objective:
+    """The finetuning objective: restore lq, compare with gt under `loss` (l1, charbonnier, psnr).
+
+    `aux_outputs()`, read after each forward, gives the images of the intermediate decoder layers when the
+    model keeps them (deep supervision, a recipe's aux_loss): each adds `loss` against gt with weight 1, as
+    Mask2Former sums its per-layer losses (the final layer's is the main loss); logged as `aux_loss`."""
     if loss not in LOSSES:
         raise ValueError(f"train.loss: {loss!r} unknown; choose from {sorted(LOSSES)}")
     loss_fn = LOSSES[loss]
@@ -81,7 +86,12 @@ def pixel_objective(loss: str, *, channels_last: bool = False, amp: bool = True)
         gt = to_device(gt, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and amp):
             out = forward(lq)
-        return loss_fn(out.float(), gt.float()), {}
+        main = loss_fn(out.float(), gt.float())
+        aux = aux_outputs() if aux_outputs is not None else []
+        if not aux:
+            return main, {}
+        extra = torch.stack([loss_fn(a.float(), gt.float()) for a in aux]).sum()
+        return main + extra, {"aux_loss": extra.detach()}
 
     return objective
 
@@ -194,7 +204,8 @@ def train(
     pretraining passes its own). `validate(model)` runs every cfg.validate_every steps and at the end.
     `clock` (seconds) times the run, images/s and the data wait; tests pass a controllable one.
     """
-    objective = objective or pixel_objective(cfg.loss, channels_last=cfg.channels_last, amp=cfg.amp)
+    objective = objective or pixel_objective(cfg.loss, channels_last=cfg.channels_last, amp=cfg.amp,
+                                             aux_outputs=lambda: getattr(model, "aux_outputs", []))
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     if cfg.sync_every < 1:

@@ -74,32 +74,36 @@ def train_mode(model: nn.Module, strategy: str) -> None:
             module.eval()
 
 
-def _no_decay(name: str, p: nn.Parameter, rules: Sequence[str], norm_params: set[int]) -> bool:
+def _no_decay(name: str, p: nn.Parameter, rules: Sequence[str], by_type: dict[str, set[int]]) -> bool:
     """Whether the recipe's `no_decay` rules exempt parameter `name` from weight decay: "1d" (every 1-D
-    tensor, biases included: BEiT / ViT-Adapter), "norm_layers" (parameters of norm modules, by type:
-    detectron2 / Mask2Former's WEIGHT_DECAY_NORM), any other string a substring of the name (mmcv's
-    paramwise custom_keys with decay_mult 0: mmseg's Swin recipe)."""
+    tensor, biases included: BEiT / ViT-Adapter), "norm_layers" / "embedding_layers" (parameters of norm /
+    nn.Embedding modules, by type: Mask2Former's WEIGHT_DECAY_NORM / WEIGHT_DECAY_EMBED, both 0.0 in
+    mask2former/config.py, applied by type in its train_net.py build_optimizer; the embeddings are the
+    decoder's queries and level embeddings), any other string a substring of the name (mmcv's paramwise
+    custom_keys with decay_mult 0: mmseg's Swin recipe)."""
     for rule in rules:
         if rule == "1d" and p.ndim <= 1:
             return True
-        if rule == "norm_layers" and id(p) in norm_params:
-            return True
-        if rule not in ("1d", "norm_layers") and rule in name:
+        if rule in by_type:
+            if id(p) in by_type[rule]:
+                return True
+        elif rule != "1d" and rule in name:
             return True
     return False
 
 
 def layer_scale(model: nn.Module, name: str, group: str, decay: float, layer_ids: dict[str, int]) -> float:
     """Layer-wise LR scale decay ** (L - 1 - id) of a backbone parameter at layer id of L = model.num_layers
-    (ids 0 .. L-1, the deepest at scale 1); decoder and head parameters get 1. This is ViT-Adapter's
-    LayerDecayOptimizerConstructor (segmentation/mmcv_custom/layer_decay_optimizer_constructor.py:
-    num_layers = depth + 2, scale = rate ** (num_layers - layer_id - 1), blocks.i at id i + 1, the
-    decode head at num_layers - 1) and SimMIM's Swin numbering (utils/optimizer.py)."""
-    if group != "backbone":
-        return 1.0
-    if name not in layer_ids:
+    (ids 0 .. L-1, the deepest at scale 1); decoder and head parameters get 1 unless `layer_ids` lists them
+    (ViT-Adapter's decoder embeddings sit at layer 0). This is ViT-Adapter's LayerDecayOptimizerConstructor
+    (segmentation/mmcv_custom/layer_decay_optimizer_constructor.py: num_layers = depth + 2, scale = rate **
+    (num_layers - layer_id - 1), blocks.i at id i + 1, the rest of the decode head at num_layers - 1) and
+    SimMIM's Swin numbering (utils/optimizer.py)."""
+    if name in layer_ids:
+        return decay ** (model.num_layers - 1 - layer_ids[name])
+    if group == "backbone":
         raise ValueError(f"layer_ids() has no entry for backbone parameter {name}")
-    return decay ** (model.num_layers - 1 - layer_ids[name])
+    return 1.0
 
 
 def optimizer_groups(
@@ -125,7 +129,9 @@ def optimizer_groups(
     scale = LOWLR_FACTOR if strategy == "full_lowlr" else 1.0
     decay = layer_decay if layer_decay > 0 else (llrd_decay if strategy == "llrd" else 0.0)
     layer_ids = model.layer_ids() if decay > 0 else {}
-    norm_params = {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters(recurse=False)}
+    by_type = {"norm_layers": {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters(recurse=False)},
+               "embedding_layers": {id(p) for m in model.modules() if isinstance(m, nn.Embedding)
+                                    for p in m.parameters(recurse=False)}}  # fmt: skip
     buckets: dict[tuple[float, float], list[nn.Parameter]] = {}
     names: dict[tuple[float, float], list[str]] = {}
     for group, items in groups.items():
@@ -137,7 +143,7 @@ def optimizer_groups(
                 factor *= backbone_lr_mult
             if decay > 0:
                 factor *= layer_scale(model, name, group, decay, layer_ids)
-            wd = 0.0 if _no_decay(name, p, no_decay, norm_params) else weight_decay
+            wd = 0.0 if _no_decay(name, p, no_decay, by_type) else weight_decay
             key = (lr * factor, wd)
             buckets.setdefault(key, []).append(p)
             names.setdefault(key, []).append(name)
