@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -126,3 +127,30 @@ def test_val_psnr_legend_names_each_cell_and_losses_split_by_kind(tmp_path):
                       "swin_upernet/full"]  # fmt: skip
     assert sorted(loss_groups) == ["l1", "psnr"]  # NAFNet's PSNR loss on its own axis
     assert sorted(label for label, _ in loss_groups["psnr"]) == ["nafnet/frozen", "nafnet/full"]
+
+
+@pytest.mark.parametrize("curves", [3, 21])
+def test_curve_legends_stay_off_the_title_and_the_curves(curves):
+    """A panel of many cells (the demo's deblur l1 panel holds 21) puts its legend below the axis; no legend
+    overlaps the figure title, its axis or another panel, and every legend lies inside the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
+
+    from restorebench.report import panels_figure
+
+    frame = pd.DataFrame({"step": np.arange(0, 80, 5), "loss": np.linspace(0.08, 0.03, 16)})
+    groups = {"l1": [(f"model{i}/full", frame) for i in range(curves)], "psnr": [("nafnet/full", frame)]}
+    fig = panels_figure(groups, "deblur: training loss", "loss")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    title = fig._suptitle.get_window_extent(renderer)
+    axes = [ax for ax in fig.axes if ax.get_legend() is not None]
+    boxes = [ax.get_legend().get_window_extent(renderer) for ax in axes]
+    for ax, box in zip(axes, boxes, strict=True):
+        assert Bbox.intersection(box, page) is not None and box.x0 >= page.x0 - 1 and box.y0 >= page.y0 - 1
+        assert not box.overlaps(title)
+        if curves > 8:
+            assert box.y1 <= ax.get_window_extent(renderer).y0 + 1  # below its axis
+    assert not boxes[0].overlaps(boxes[1])
+    plt.close(fig)

@@ -29,6 +29,7 @@ from restorebench import io  # noqa: E402
 
 CROP_SCALE = 2  # crops are drawn at twice their pixel size (nearest neighbour), so noise and blur stay visible
 MAX_CROP_CELLS = 40
+LEGEND_INSIDE = 8  # curves a legend may hold inside its axis (more: below it, in two columns)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1320px;margin:auto;padding:0 12px;color:#222}
@@ -257,11 +258,18 @@ def curve_figures(runs: Path, task: str) -> tuple[bytes | None, bytes | None]:
 
 
 def _panels(groups: dict[str, list[tuple[str, pd.DataFrame]]], title: str, ylabel: str) -> bytes | None:
-    if not groups:
-        return None
+    return _png(panels_figure(groups, title, ylabel)) if groups else None
+
+
+def panels_figure(groups: dict[str, list[tuple[str, pd.DataFrame]]], title: str, ylabel: str):
+    """One axis per group (a model, or a loss kind), one curve per (label, frame[step, value])."""
     n = len(groups)
     cols = min(n, 3)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.0 * math.ceil(n / cols)), squeeze=False)
+    # more curves than fit inside an axis: the legend goes below it, two columns, and the row grows to hold it
+    most = max(len(curves) for curves in groups.values())
+    below = most > LEGEND_INSIDE
+    row = 3.0 + (0.14 * math.ceil(most / 2) + 0.3 if below else 0.0)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, row * math.ceil(n / cols)), squeeze=False)
     for ax, (name, curves) in zip(axes.flat, groups.items(), strict=False):
         for label, frame in curves:
             ax.plot(frame["step"], frame[frame.columns[-1]], lw=1.1, marker="." if len(frame) < 12 else None,
@@ -270,13 +278,16 @@ def _panels(groups: dict[str, list[tuple[str, pd.DataFrame]]], title: str, ylabe
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        if below:
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+        else:
+            ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- crops
