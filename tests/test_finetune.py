@@ -148,5 +148,5 @@ def test_aux_loss_recipe_adds_each_decoder_layers_loss(cell, tmp_path):
 
     bad = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
                       ["profiles.demo.train.models.nafnet.aux_loss=true"])  # fmt: skip
-    with pytest.raises(RestorebenchError, match=r"train\.models\.nafnet\.aux_loss.*swin_mask2former"):
+    with pytest.raises(RestorebenchError, match=r"profiles\.demo\.train\.models\.nafnet\.aux_loss.*swin_mask2former"):
         cell_kwargs(bad, "nafnet", "denoise")

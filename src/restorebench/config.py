@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from restorebench.bounds import Bounds, ConfigError, bounded, check_bounds, check_choice, did_you_mean
 from restorebench.schema import (
@@ -55,6 +54,7 @@ from restorebench.schema import (
     TrainConfig,
     cell_name,
     check_recipe,
+    merge_over,
     resolve_recipe,
 )  # fmt: skip
 
@@ -79,15 +79,7 @@ def _merge_profile(name: str, section: Any) -> ProfileConfig:
     if not isinstance(section, dict):
         raise ConfigError(f"profiles.{name}: expected a mapping, got {type(section).__name__}")
     _check_keys(ProfileConfig, section, f"profiles.{name}")
-    try:
-        merged = OmegaConf.merge(base, section)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        msg = str(getattr(err, "msg", err)).splitlines()[0]
-        raise ConfigError(f"profiles.{name}.{key}: {msg}") from None
-    obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, ProfileConfig)
-    return obj
+    return merge_over(base, section, f"profiles.{name}", ProfileConfig)
 
 
 def _check_keys(schema: Any, section: dict, path: str) -> None:

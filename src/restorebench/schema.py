@@ -234,14 +234,20 @@ def resolve_recipe(base: ModelTrainConfig, task: str | None, where: str) -> Mode
             allowed = [k for k in schema if k != "tasks"]
             raise ConfigError(f"{where}.tasks.{task}.{key}: unknown key; allowed keys are {sorted(allowed)}"
                               f"{did_you_mean(key, allowed)}")
+    return merge_over(plain, override, f"{where}.tasks.{task}", ModelTrainConfig)
+
+
+def merge_over(base: Any, section: dict, where: str, cls: type) -> Any:
+    """`section` merged over the structured config `base` into a `cls`; OmegaConf's type errors become a
+    ConfigError naming the key under `where`."""
     try:
-        merged = OmegaConf.merge(plain, override)
+        merged = OmegaConf.merge(base, section)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(getattr(err, "msg", err)).splitlines()[0]
-        raise ConfigError(f"{where}.tasks.{task}.{key}: {msg}") from None
+        raise ConfigError(f"{where}.{key}: {msg}") from None
     out = OmegaConf.to_object(merged)
-    assert isinstance(out, ModelTrainConfig)
+    assert isinstance(out, cls)
     return out
 
 

@@ -100,7 +100,7 @@ def cell_kwargs(cfg: Config, model: str, task: str) -> dict:
     if cfg.train.recipe(model, task).aux_loss:
         if not AUX_LOSS[model]:
             with_aux = [name for name in MODELS if AUX_LOSS[name]]
-            raise RestorebenchError(f"train.models.{model}.aux_loss", f"{model} has no intermediate decoder "
+            raise RestorebenchError(f"profiles.{cfg.profile}.train.models.{model}.aux_loss", f"{model} has no intermediate decoder "
                                     f"outputs to supervise", f"deep supervision exists for {with_aux}")  # fmt: skip
         kwargs["aux_loss"] = True
     return kwargs
