@@ -12,6 +12,7 @@ from restorebench.config import ConfigError, load_config
 from restorebench.models import build_model
 from restorebench.train.finetune import loop_config
 from restorebench.train.loop import make_optimizer
+from restorebench.train.strategies import optimizer_groups
 
 MMSEG_SWIN = "open-mmlab/mmsegmentation configs/swin/upernet_swin_tiny_patch4_window7_512x512_160k_ade20k_pretrain_224x224_1K.py"
 MMSEG_160K = "open-mmlab/mmsegmentation configs/_base_/schedules/schedule_160k.py"
@@ -247,3 +248,96 @@ def test_strategy_lr_curve_is_the_published_schedule(paper, model, strategy):
             elif model == "vit_adapter" and any(k in name for k in VITAD_LAYER0):
                 want *= decay ** (layers - 1)  # [vitad-ld] get_num_layer_for_vit: decode_head embeddings at 0
             assert lr == pytest.approx(want, rel=1e-9, abs=1e-18), (model, strategy, t, name)
+
+
+# ------------------------------------------------------------------------------ layer decay, literal values
+
+
+def lr_scales(model: torch.nn.Module, strategy: str, **decay: float) -> dict[str, float]:
+    """Parameter name -> LR scale of the optimizer groups the strategy builds (base LR 1)."""
+    groups = optimizer_groups(model, strategy, lr=1.0, weight_decay=0.0, **decay)
+    return {n: g["lr"] for g in groups for n in g["names"]}
+
+
+# [vitad-ld] for BEiTv2-L: num_layers = paramwise num_layers 24 + 2 = 26, scale 0.9 ** (26 - layer_id - 1);
+# blocks.i at layer i + 1, so blocks.23 -> 0.9 ** 1 and blocks.0 -> 0.9 ** 24; layer 0 (cls_token, pos_embed,
+# patch_embed, decode_head.{query_embed, query_feat, level_embed, mask_embed, cls_embed}) -> 0.9 ** 25;
+# everything else (the adapter, the rest of the decode head) at layer 25 -> 1.0. Written out, not recomputed.
+VITAD_L_BLOCKS = {23: 0.9, 22: 0.81, 12: 0.2824295364810001, 1: 0.08862938119652501, 0: 0.07976644307687256}
+VITAD_L_LAYER0 = 0.07178979876918531  # 0.9 ** 25
+VITAD_L_LAYER0_NAMES = ("backbone.cls_token", "backbone.pos_embed", "backbone.patch_embed.",
+                        "query_decoder.transformer_module.queries_embedder.",  # decode_head.query_embed
+                        "query_decoder.transformer_module.queries_features.",  # decode_head.query_feat
+                        "query_decoder.transformer_module.level_embed.",  # decode_head.level_embed
+                        "query_decoder.transformer_module.decoder.mask_predictor.mask_embedder.",  # mask_embed
+                        "query_decoder.class_predictor.")  # decode_head.cls_embed  # fmt: skip
+
+
+def test_vit_adapter_layer_decay_is_the_official_numbering(paper):
+    """beitv2-l, built on the meta device (names only, no memory), under the paper recipe's layer decay."""
+    recipe = paper.train.recipe("vit_adapter", "denoise")
+    assert recipe.layer_decay == 0.9  # [vitad] layer_decay_rate=0.90
+    with torch.device("meta"):
+        model = build_model("vit_adapter", variant="beitv2-l")
+    scales = lr_scales(model, "full", layer_decay=recipe.layer_decay)
+    assert len(scales) == len(list(model.parameters()))
+    for i, want in VITAD_L_BLOCKS.items():
+        block = [n for n in scales if n.startswith(f"backbone.blocks.{i}.")]
+        assert block and all(scales[n] == pytest.approx(want, rel=1e-12) for n in block), i
+    layer0 = [n for n in scales if n.startswith(VITAD_L_LAYER0_NAMES)]
+    assert {"backbone.cls_token", "backbone.patch_embed.proj.weight",
+            "query_decoder.transformer_module.queries_embedder.weight",
+            "query_decoder.transformer_module.queries_features.weight",
+            "query_decoder.transformer_module.level_embed.weight", "query_decoder.class_predictor.weight",
+            "query_decoder.transformer_module.decoder.mask_predictor.mask_embedder.0.0.weight"} <= set(layer0)
+    assert all(scales[n] == pytest.approx(VITAD_L_LAYER0, rel=1e-12) for n in layer0)
+    rest = [n for n in scales if not n.startswith(("backbone.blocks.", *VITAD_L_LAYER0_NAMES))]
+    assert any(n.startswith("adapter.") for n in rest) and any(n.startswith("decoder.") for n in rest)
+    assert {n: scales[n] for n in rest if scales[n] != 1.0} == {}
+    # 24 blocks at 0.9 ** 1 .. 0.9 ** 24, the layer-0 group, the rest at 1: 26 distinct scales
+    assert len({round(s, 15) for s in scales.values()}) == 26
+
+
+# SimMIM's Swin numbering (microsoft/SimMIM optimizer.py at 0e717460, build_finetune_optimizer /
+# get_swin_layer) for Swin-T, depths (2, 2, 6, 2): num_layers = 12 + 2 = 14, scale 0.9 ** (13 - layer_id);
+# patch_embed layer 0; layers.s.blocks.b at 1 + sum(depths[:s]) + b; a stage's downsample (reduction, norm)
+# at sum(depths[:s + 1]), with that stage's last block; anything else (the per-stage output norms) at 13.
+SWIN_T_LLRD = {
+    "embeddings.": 0.2541865828329001,  # 0.9 ** 13
+    "layers.0.blocks.0.": 0.2824295364810001,  # 0.9 ** 12
+    "layers.0.blocks.1.": 0.31381059609000006,  # 0.9 ** 11
+    "layers.0.downsample.": 0.31381059609000006,
+    "layers.1.blocks.0.": 0.3486784401000001,  # 0.9 ** 10
+    "layers.1.blocks.1.": 0.3874204890000001,  # 0.9 ** 9
+    "layers.1.downsample.": 0.3874204890000001,
+    "layers.2.blocks.0.": 0.4304672100000001,  # 0.9 ** 8
+    "layers.2.blocks.1.": 0.4782969000000001,
+    "layers.2.blocks.2.": 0.531441,
+    "layers.2.blocks.3.": 0.5904900000000001,
+    "layers.2.blocks.4.": 0.6561000000000001,
+    "layers.2.blocks.5.": 0.7290000000000001,  # 0.9 ** 3
+    "layers.2.downsample.": 0.7290000000000001,
+    "layers.3.blocks.0.": 0.81,
+    "layers.3.blocks.1.": 0.9,
+    "hidden_states_norms.": 1.0,
+}
+
+
+@pytest.mark.parametrize("model_name", ["swin_upernet", "swin_mask2former"])
+def test_swin_llrd_is_simmims_numbering(paper, model_name):
+    """swin-t on the meta device under the llrd strategy at the grid's rate (train.llrd_decay 0.9); Mask2Former's
+    backbone multiplier 0.1 ([m2f-base]) multiplies on top; decoder and head at 1."""
+    assert paper.train.llrd_decay == 0.9
+    recipe = paper.train.recipe(model_name, "denoise")
+    with torch.device("meta"):
+        model = build_model(model_name, variant="swin-t")
+    scales = lr_scales(model, "llrd", llrd_decay=paper.train.llrd_decay, backbone_lr_mult=recipe.backbone_lr_mult)
+    mult = {"swin_upernet": 1.0, "swin_mask2former": 0.1}[model_name]
+    backbone = [n for n in scales if n.startswith("backbone.")]
+    for name in backbone:
+        keys = [k for k in SWIN_T_LLRD if f".{k}" in f".{name.split('.', 1)[1]}"]
+        assert len(keys) == 1, name
+        assert scales[name] == pytest.approx(SWIN_T_LLRD[keys[0]] * mult, rel=1e-12), name
+    for key in SWIN_T_LLRD:
+        assert any(f".{key}" in n for n in backbone), key
+    assert all(scales[n] == 1.0 for n in scales if not n.startswith("backbone."))

@@ -323,6 +323,11 @@ class SwinMask2Former(Mask2FormerRestorer):
     def backbone_layer_id(self, name: str) -> int:
         return swin_layer_id(name, self.depths)
 
+    @property
+    def num_layers(self) -> int:
+        """SimMIM's count for Swin (microsoft/SimMIM optimizer.py, build_finetune_optimizer): sum(depths) + 2."""
+        return sum(self.depths) + 2
+
     def checkpoint_parameters(self) -> list[str]:
         """Names of this model's parameters that a facebook/mask2former-swin-* snapshot of this architecture
         fills: M2F_KEY_RULES applied to the keys of transformers' Mask2FormerForUniversalSegmentation with the

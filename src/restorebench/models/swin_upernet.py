@@ -150,6 +150,11 @@ class SwinUperNet(SegmentationRestorer):
     def backbone_layer_id(self, name: str) -> int:
         return swin_layer_id(name, self.depths)
 
+    @property
+    def num_layers(self) -> int:
+        """SimMIM's count for Swin (microsoft/SimMIM optimizer.py, build_finetune_optimizer): sum(depths) + 2."""
+        return sum(self.depths) + 2
+
     def decoder_features(self) -> list[tuple[str, nn.Module]]:
         """UperNet's pyramid, coarse to fine: the PSP bottleneck (1/32), then the FPN convs at 1/16, 1/8, 1/4."""
         fpn = [(f"decode_head.fpn_convs.{i}", conv) for i, conv in enumerate(self.decode_head.fpn_convs)]

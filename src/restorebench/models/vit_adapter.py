@@ -436,9 +436,11 @@ DECODER_LAYER0 = ("query_decoder.transformer_module.queries_embedder.", "query_d
 
 
 def beit_layer_id(name: str, depth: int) -> int:
-    """BEiT's layer-decay numbering (github.com/microsoft/unilm beit/optim_factory.py get_num_layer_for_vit):
-    cls_token / pos_embed / patch_embed / rel_pos_bias 0, blocks.i -> i + 1, anything else depth + 1."""
-    if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed", "rel_pos_bias")):
+    """ViT-Adapter's layer-decay numbering of the ViT (czczup/ViT-Adapter
+    segmentation/mmcv_custom/layer_decay_optimizer_constructor.py at 5cf0b2d7, get_num_layer_for_vit):
+    cls_token / mask_token / pos_embed / patch_embed 0, blocks.i -> i + 1, anything else (a shared
+    rel_pos_bias included) depth + 1, the top of num_layers = depth + 2."""
+    if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
@@ -499,6 +501,13 @@ class BeitAdapterMask2Former(Mask2FormerRestorer):
         ids = super().layer_ids()
         ids.update({n: 0 for n, _ in self.named_parameters() if n.startswith(DECODER_LAYER0)})
         return ids
+
+    @property
+    def num_layers(self) -> int:
+        """The official count: paramwise_cfg num_layers (the depth, 24 for BEiTv2-L) + 2 (vitad-ld:
+        `num_layers = self.paramwise_cfg.get('num_layers') + 2`), so blocks.23 (layer 24) trains at
+        rate ** 1 and the layer-0 parameters at rate ** 25; layer depth + 1 (scale 1) is the top."""
+        return self.depth + 2
 
     def checkpoint_parameters(self) -> list[str]:
         """Names of this model's parameters that the published segmentation checkpoint fills (targets of
