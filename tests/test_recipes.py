@@ -3,7 +3,9 @@ against the closed form of the published schedule."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +75,8 @@ OFFICIAL = {
     ("nafnet", None, "optimizer"): ("adamw", NAF_SIDD),
     ("nafnet", None, "lr"): (1e-3, NAF_SIDD),
     ("nafnet", None, "betas"): ([0.9, 0.9], NAF_SIDD),
-    ("nafnet", None, "weight_decay"): (0.0, NAF_SIDD),
+    ("nafnet", "denoise", "weight_decay"): (0.0, NAF_SIDD),  # weight_decay: 0.
+    ("nafnet", "deblur", "weight_decay"): (1e-3, NAF_GOPRO),  # weight_decay: !!float 1e-3 (at 47ca917b)
     ("nafnet", None, "schedule"): ("cosine", NAF_SIDD),
     ("nafnet", None, "min_lr"): (1e-7, NAF_SIDD),
     ("nafnet", None, "warmup"): (0, NAF_SIDD),
@@ -90,6 +93,10 @@ OFFICIAL = {
     ("nafnet", "deblur", "lr"): (1e-3, NAF_GOPRO),
     ("nafnet", "deblur", "min_lr"): (1e-7, NAF_GOPRO),
     ("nafnet", "deblur", "steps"): (200000, NAF_GOPRO),
+    ("nafnet", "deblur", "betas"): ([0.9, 0.9], NAF_GOPRO),
+    ("nafnet", "deblur", "batch"): (32, NAF_GOPRO),  # batch_size_per_gpu 4 x num_gpu 8
+    ("nafnet", "deblur", "patch"): (256, NAF_GOPRO),
+    ("nafnet", "deblur", "loss"): ("psnr", NAF_GOPRO),
     ("restormer", None, "optimizer"): ("adamw", RST_DN),
     ("restormer", None, "lr"): (3e-4, RST_DN),
     ("restormer", None, "betas"): ([0.9, 0.999], RST_DN),
@@ -341,3 +348,135 @@ def test_swin_llrd_is_simmims_numbering(paper, model_name):
     for key in SWIN_T_LLRD:
         assert any(f".{key}" in n for n in backbone), key
     assert all(scales[n] == 1.0 for n in scales if not n.startswith("backbone."))
+
+
+# ------------------------------------------------------- architecture values against the official configs
+
+MMSEG_SWIN_BASE = "open-mmlab/mmsegmentation configs/_base_/models/upernet_swin.py"
+M2F_SWIN_T = "facebookresearch/Mask2Former configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"
+M2F_R50 = "facebookresearch/Mask2Former configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
+M2F_CONFIG = "facebookresearch/Mask2Former mask2former/config.py"
+M2F_MSDEFORM = "facebookresearch/Mask2Former mask2former/modeling/pixel_decoder/msdeformattn.py"
+VITAD_M2F = "czczup/ViT-Adapter segmentation/configs/_base_/models/mask2former_beit.py"
+
+
+def drop_path(module: torch.nn.Module) -> float:
+    """The deepest block's stochastic-depth rate: the configured drop_path_rate (rates rise linearly to it)."""
+    return max(float(m.drop_prob) for m in module.modules() if hasattr(m, "drop_prob"))
+
+
+def swin_fields(net: torch.nn.Module) -> dict:
+    c = net.backbone.config
+    return {"drop_path": drop_path(net.backbone), "drop_rate": c.hidden_dropout_prob,
+            "attn_drop_rate": c.attention_probs_dropout_prob, "mlp_ratio": c.mlp_ratio, "qkv_bias": c.qkv_bias,
+            "absolute_pos_embed": c.use_absolute_embeddings, "patch_size": c.patch_size,
+            "layer_norm_eps": c.layer_norm_eps, "act": c.hidden_act, "embed_dim": c.embed_dim,
+            "depths": list(c.depths), "num_heads": list(c.num_heads), "window_size": c.window_size}  # fmt: skip
+
+
+def m2f_fields(net: torch.nn.Module) -> dict:
+    tm, pixel = net.query_decoder.transformer_module, net.decoder
+    layer, enc = tm.decoder.layers[0], pixel.encoder.layers[0]
+    return {"hidden_dim": layer.fc1.in_features, "num_queries": tm.queries_features.num_embeddings,
+            "dec_layers": len(tm.decoder.layers) + 1, "dim_feedforward": layer.fc1.out_features,
+            "nheads": layer.cross_attn.num_heads, "dropout": layer.cross_attn.dropout,
+            "ffn_dropout": layer.dropout, "enc_layers": len(pixel.encoder.layers),
+            "enc_feedforward": enc.fc1.out_features, "enc_heads": enc.self_attn.n_heads, "enc_dropout": enc.dropout,
+            "convs_dim": enc.fc1.in_features, "mask_dim": pixel.mask_projection.out_channels,
+            "pre_norm": layer.pre_norm}  # fmt: skip
+
+
+def upernet_arch(net: torch.nn.Module) -> dict:
+    return {**swin_fields(net), "channels": net.decode_head.channels, "pool_scales": list(net.decode_head.pool_scales)}
+
+
+def vit_adapter_arch(net: torch.nn.Module) -> dict:
+    from restorebench.models.vit_adapter import ADAPTER_ARCH, VIT_ARCH
+
+    vit, block, inj = net.backbone, net.backbone.blocks[0], net.adapter.interactions[0].injector.attn
+    return {**m2f_fields(net), "vit_drop_path": drop_path(vit), "adapter_drop_path": drop_path(net.adapter),
+            "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "num_heads": block.attn.num_heads,
+            "rel_pos_grid": list(block.attn.window_size), "abs_pos_emb": vit.pos_embed is not None,
+            "qkv_bias": block.attn.q_bias is not None, "mlp_hidden": block.mlp.fc1.out_features,
+            # layer-scale init: parameters on the meta device hold no value, so the table build() passes
+            "vit_init_values": VIT_ARCH["beitv2-l"]["init_values"],
+            "adapter_init_values": ADAPTER_ARCH["beitv2-l"]["init_values"],
+            "conv_inplane": net.adapter.spm.stem[0].out_channels, "deform_num_heads": inj.n_heads,
+            "n_points": inj.n_points}  # fmt: skip
+
+
+# (model, field) -> (official value, file); every architecture value the model takes from a hub config or a
+# library default, checked on the built model
+ARCH_OFFICIAL = {
+    "swin_upernet": (upernet_arch, {
+        "drop_path": (0.3, MMSEG_SWIN), "drop_rate": (0.0, MMSEG_SWIN_BASE), "attn_drop_rate": (0.0, MMSEG_SWIN_BASE),
+        "mlp_ratio": (4.0, MMSEG_SWIN_BASE), "qkv_bias": (True, MMSEG_SWIN_BASE),
+        "absolute_pos_embed": (False, MMSEG_SWIN), "patch_size": (4, MMSEG_SWIN_BASE),
+        "layer_norm_eps": (1e-5, MMSEG_SWIN_BASE),  # LN, torch's default eps
+        "act": ("gelu", MMSEG_SWIN_BASE), "embed_dim": (96, MMSEG_SWIN), "depths": ([2, 2, 6, 2], MMSEG_SWIN),
+        "num_heads": ([3, 6, 12, 24], MMSEG_SWIN), "window_size": (7, MMSEG_SWIN),
+        "channels": (512, MMSEG_SWIN_BASE), "pool_scales": ([1, 2, 3, 6], MMSEG_SWIN_BASE)}),
+    "swin_mask2former": (lambda net: {**swin_fields(net), **m2f_fields(net)}, {
+        "drop_path": (0.3, M2F_SWIN_T), "drop_rate": (0.0, M2F_CONFIG), "attn_drop_rate": (0.0, M2F_CONFIG),
+        "mlp_ratio": (4.0, M2F_CONFIG), "qkv_bias": (True, M2F_CONFIG), "absolute_pos_embed": (False, M2F_SWIN_T),
+        "patch_size": (4, M2F_CONFIG), "layer_norm_eps": (1e-5, M2F_CONFIG), "act": ("gelu", M2F_CONFIG),
+        "embed_dim": (96, M2F_SWIN_T), "depths": ([2, 2, 6, 2], M2F_SWIN_T), "num_heads": ([3, 6, 12, 24], M2F_SWIN_T),
+        "window_size": (7, M2F_SWIN_T), "hidden_dim": (256, M2F_R50), "num_queries": (100, M2F_R50),
+        "dec_layers": (10, M2F_R50), "dim_feedforward": (2048, M2F_R50), "nheads": (8, M2F_R50),
+        "dropout": (0.0, M2F_R50), "ffn_dropout": (0.0, M2F_R50), "enc_layers": (6, M2F_R50),
+        "enc_feedforward": (1024, M2F_MSDEFORM), "enc_heads": (8, M2F_R50), "enc_dropout": (0.0, M2F_R50),
+        "convs_dim": (256, M2F_R50), "mask_dim": (256, M2F_R50), "pre_norm": (False, M2F_R50)}),
+    "vit_adapter": (vit_adapter_arch, {
+        "vit_drop_path": (0.3, VITAD), "adapter_drop_path": (0.3, VITAD), "embed_dim": (1024, VITAD),
+        "depth": (24, VITAD), "num_heads": (16, VITAD), "rel_pos_grid": ([56, 56], VITAD),  # img_size 896 / 16
+        "abs_pos_emb": (False, VITAD), "qkv_bias": (True, VITAD), "mlp_hidden": (4096, VITAD),
+        "vit_init_values": (1e-6, VITAD), "adapter_init_values": (1e-6, VITAD), "conv_inplane": (64, VITAD),
+        "deform_num_heads": (16, VITAD), "n_points": (4, VITAD), "hidden_dim": (1024, VITAD),
+        "num_queries": (200, VITAD), "dec_layers": (10, VITAD), "dim_feedforward": (4096, VITAD),
+        "nheads": (32, VITAD), "dropout": (0.0, VITAD), "ffn_dropout": (0.0, VITAD), "enc_layers": (6, VITAD),
+        "enc_feedforward": (4096, VITAD), "enc_heads": (32, VITAD), "enc_dropout": (0.0, VITAD),
+        "convs_dim": (1024, VITAD), "mask_dim": (1024, VITAD), "pre_norm": (False, VITAD_M2F)}),
+}  # fmt: skip
+PAPER_VARIANT = {"swin_upernet": "swin-t", "swin_mask2former": "swin-t", "vit_adapter": "beitv2-l"}
+
+
+@pytest.mark.parametrize("model_name", list(ARCH_OFFICIAL))
+def test_segmentation_architecture_is_the_official_config(paper, model_name):
+    """The paper variant, built on the meta device, field by field against its official training config."""
+    assert paper.variants[model_name] == {"denoise": PAPER_VARIANT[model_name], "deblur": PAPER_VARIANT[model_name]}
+    with torch.device("meta"):
+        net = build_model(model_name, variant=PAPER_VARIANT[model_name])
+    read, official = ARCH_OFFICIAL[model_name]
+    got = read(net)
+    for name, (value, source) in official.items():
+        ok = got[name] == pytest.approx(value) if isinstance(value, float) else got[name] == value
+        assert ok, f"{model_name}.{name} = {got[name]!r}, {source} has {value!r}"
+
+
+def test_a_hub_config_sets_shapes_not_the_drop_path(monkeypatch):
+    """openmmlab/upernet-swin-tiny's config.json as transformers' upernet/convert_swin_upernet_to_pytorch.py
+    writes it (a SwinConfig without drop_path_rate: SwinConfig's default 0.1) still trains at mmseg's 0.3; a timm
+    snapshot's model_args drop path (0.1) does not replace ViT-Adapter's 0.3 either. Shapes come from the file."""
+    from transformers import SwinConfig, UperNetConfig
+
+    from restorebench.models import swin_upernet, vit_adapter
+    from restorebench.models.weights import Pretrained
+
+    swin = SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])
+    hub = json.loads(json.dumps(UperNetConfig(backbone_config=swin, auxiliary_in_channels=384, num_labels=150).to_dict()))
+    assert hub["backbone_config"]["drop_path_rate"] == pytest.approx(0.1)
+    with torch.device("meta"):
+        reference = build_model("swin_upernet", variant="swin-t")
+        monkeypatch.setattr(swin_upernet, "read_pretrained",
+                            lambda ref: Pretrained(reference.state_dict(), hub, Path(ref)))
+        net = build_model("swin_upernet", pretrained="openmmlab/upernet-swin-tiny")
+    assert drop_path(net.backbone) == pytest.approx(0.3)  # [mmseg-swin] drop_path_rate=0.3
+    assert (net.backbone.config.embed_dim, list(net.backbone.config.depths)) == (96, [2, 2, 6, 2])
+
+    timm_cfg = {"architecture": "beitv2_base_patch16_224", "model_args": {"drop_path_rate": 0.1, "depth": 12}}
+    with torch.device("meta"):
+        vit = build_model("vit_adapter", variant="beitv2-b").backbone
+        monkeypatch.setattr(vit_adapter, "read_pretrained", lambda ref: Pretrained(vit.state_dict(), timm_cfg, Path(ref)))
+        net = build_model("vit_adapter", pretrained="timm/beitv2_base_patch16_224.in1k_ft_in22k_in1k")
+    assert drop_path(net.backbone) == pytest.approx(0.3) and len(net.backbone.blocks) == 12
