@@ -480,3 +480,26 @@ def test_a_hub_config_sets_shapes_not_the_drop_path(monkeypatch):
         monkeypatch.setattr(vit_adapter, "read_pretrained", lambda ref: Pretrained(vit.state_dict(), timm_cfg, Path(ref)))
         net = build_model("vit_adapter", pretrained="timm/beitv2_base_patch16_224.in1k_ft_in22k_in1k")
     assert drop_path(net.backbone) == pytest.approx(0.3) and len(net.backbone.blocks) == 12
+
+
+def fidelity_section(text: str, model: str) -> str:
+    start = text.index(f"(`{model}`)")
+    end = text.find("\n## ", start)
+    return text[start : end if end > 0 else None]
+
+
+def test_architecture_deviations_are_listed_in_fidelity(paper, project_root):
+    """What the official training runs had and the paper profile leaves out, each with its row: deep supervision
+    (Mask2Former and ViT-Adapter's Mask2FormerHead: every decoder layer's loss), UperNet's auxiliary FCN head
+    (loss_weight 0.4) and BEiT's relative-position table away from 896 px."""
+    text = (project_root / "FIDELITY.md").read_text()
+    for model in ("swin_mask2former", "vit_adapter"):
+        assert paper.train.recipe(model, "denoise").aux_loss is False  # official: deep supervision on
+        assert "| deep supervision |" in fidelity_section(text, model), model
+    with torch.device("meta"):
+        upernet = build_model("swin_upernet", variant="swin-t")
+    assert not any("auxiliary" in n for n, _ in upernet.named_modules())  # [mmseg-swin-model] FCNHead, 0.4
+    assert "| auxiliary head |" in fidelity_section(text, "swin_upernet") and "0.4" in fidelity_section(text, "swin_upernet")
+    assert paper.train.recipe("vit_adapter", "denoise").patch != 896
+    assert "| relative-position table |" in fidelity_section(text, "vit_adapter")
+    assert "drop_path_rate: SwinConfig's default 0.1" in text  # the hub value the model no longer takes
