@@ -3,7 +3,9 @@ against the closed form of the published schedule."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from restorebench.config import ConfigError, load_config
 from restorebench.models import build_model
 from restorebench.train.finetune import loop_config
 from restorebench.train.loop import make_optimizer
+from restorebench.train.strategies import optimizer_groups
 
 MMSEG_SWIN = "open-mmlab/mmsegmentation configs/swin/upernet_swin_tiny_patch4_window7_512x512_160k_ade20k_pretrain_224x224_1K.py"
 MMSEG_160K = "open-mmlab/mmsegmentation configs/_base_/schedules/schedule_160k.py"
@@ -72,7 +75,8 @@ OFFICIAL = {
     ("nafnet", None, "optimizer"): ("adamw", NAF_SIDD),
     ("nafnet", None, "lr"): (1e-3, NAF_SIDD),
     ("nafnet", None, "betas"): ([0.9, 0.9], NAF_SIDD),
-    ("nafnet", None, "weight_decay"): (0.0, NAF_SIDD),
+    ("nafnet", "denoise", "weight_decay"): (0.0, NAF_SIDD),  # weight_decay: 0.
+    ("nafnet", "deblur", "weight_decay"): (1e-3, NAF_GOPRO),  # weight_decay: !!float 1e-3 (at 47ca917b)
     ("nafnet", None, "schedule"): ("cosine", NAF_SIDD),
     ("nafnet", None, "min_lr"): (1e-7, NAF_SIDD),
     ("nafnet", None, "warmup"): (0, NAF_SIDD),
@@ -89,6 +93,10 @@ OFFICIAL = {
     ("nafnet", "deblur", "lr"): (1e-3, NAF_GOPRO),
     ("nafnet", "deblur", "min_lr"): (1e-7, NAF_GOPRO),
     ("nafnet", "deblur", "steps"): (200000, NAF_GOPRO),
+    ("nafnet", "deblur", "betas"): ([0.9, 0.9], NAF_GOPRO),
+    ("nafnet", "deblur", "batch"): (32, NAF_GOPRO),  # batch_size_per_gpu 4 x num_gpu 8
+    ("nafnet", "deblur", "patch"): (256, NAF_GOPRO),
+    ("nafnet", "deblur", "loss"): ("psnr", NAF_GOPRO),
     ("restormer", None, "optimizer"): ("adamw", RST_DN),
     ("restormer", None, "lr"): (3e-4, RST_DN),
     ("restormer", None, "betas"): ([0.9, 0.999], RST_DN),
@@ -247,3 +255,251 @@ def test_strategy_lr_curve_is_the_published_schedule(paper, model, strategy):
             elif model == "vit_adapter" and any(k in name for k in VITAD_LAYER0):
                 want *= decay ** (layers - 1)  # [vitad-ld] get_num_layer_for_vit: decode_head embeddings at 0
             assert lr == pytest.approx(want, rel=1e-9, abs=1e-18), (model, strategy, t, name)
+
+
+# ------------------------------------------------------------------------------ layer decay, literal values
+
+
+def lr_scales(model: torch.nn.Module, strategy: str, **decay: float) -> dict[str, float]:
+    """Parameter name -> LR scale of the optimizer groups the strategy builds (base LR 1)."""
+    groups = optimizer_groups(model, strategy, lr=1.0, weight_decay=0.0, **decay)
+    return {n: g["lr"] for g in groups for n in g["names"]}
+
+
+# [vitad-ld] for BEiTv2-L: num_layers = paramwise num_layers 24 + 2 = 26, scale 0.9 ** (26 - layer_id - 1);
+# blocks.i at layer i + 1, so blocks.23 -> 0.9 ** 1 and blocks.0 -> 0.9 ** 24; layer 0 (cls_token, pos_embed,
+# patch_embed, decode_head.{query_embed, query_feat, level_embed, mask_embed, cls_embed}) -> 0.9 ** 25;
+# everything else (the adapter, the rest of the decode head) at layer 25 -> 1.0. Written out, not recomputed.
+VITAD_L_BLOCKS = {23: 0.9, 22: 0.81, 12: 0.2824295364810001, 1: 0.08862938119652501, 0: 0.07976644307687256}
+VITAD_L_LAYER0 = 0.07178979876918531  # 0.9 ** 25
+VITAD_L_LAYER0_NAMES = ("backbone.cls_token", "backbone.pos_embed", "backbone.patch_embed.",
+                        "query_decoder.transformer_module.queries_embedder.",  # decode_head.query_embed
+                        "query_decoder.transformer_module.queries_features.",  # decode_head.query_feat
+                        "query_decoder.transformer_module.level_embed.",  # decode_head.level_embed
+                        "query_decoder.transformer_module.decoder.mask_predictor.mask_embedder.",  # mask_embed
+                        "query_decoder.class_predictor.")  # decode_head.cls_embed  # fmt: skip
+
+
+def test_vit_adapter_layer_decay_is_the_official_numbering(paper):
+    """beitv2-l, built on the meta device (names only, no memory), under the paper recipe's layer decay."""
+    recipe = paper.train.recipe("vit_adapter", "denoise")
+    assert recipe.layer_decay == 0.9  # [vitad] layer_decay_rate=0.90
+    with torch.device("meta"):
+        model = build_model("vit_adapter", variant="beitv2-l")
+    scales = lr_scales(model, "full", layer_decay=recipe.layer_decay)
+    assert len(scales) == len(list(model.parameters()))
+    for i, want in VITAD_L_BLOCKS.items():
+        block = [n for n in scales if n.startswith(f"backbone.blocks.{i}.")]
+        assert block and all(scales[n] == pytest.approx(want, rel=1e-12) for n in block), i
+    layer0 = [n for n in scales if n.startswith(VITAD_L_LAYER0_NAMES)]
+    assert {"backbone.cls_token", "backbone.patch_embed.proj.weight",
+            "query_decoder.transformer_module.queries_embedder.weight",
+            "query_decoder.transformer_module.queries_features.weight",
+            "query_decoder.transformer_module.level_embed.weight", "query_decoder.class_predictor.weight",
+            "query_decoder.transformer_module.decoder.mask_predictor.mask_embedder.0.0.weight"} <= set(layer0)
+    assert all(scales[n] == pytest.approx(VITAD_L_LAYER0, rel=1e-12) for n in layer0)
+    rest = [n for n in scales if not n.startswith(("backbone.blocks.", *VITAD_L_LAYER0_NAMES))]
+    assert any(n.startswith("adapter.") for n in rest) and any(n.startswith("decoder.") for n in rest)
+    assert {n: scales[n] for n in rest if scales[n] != 1.0} == {}
+    # 24 blocks at 0.9 ** 1 .. 0.9 ** 24, the layer-0 group, the rest at 1: 26 distinct scales
+    assert len({round(s, 15) for s in scales.values()}) == 26
+
+
+# SimMIM's Swin numbering (microsoft/SimMIM optimizer.py at 0e717460, build_finetune_optimizer /
+# get_swin_layer) for Swin-T, depths (2, 2, 6, 2): num_layers = 12 + 2 = 14, scale 0.9 ** (13 - layer_id);
+# patch_embed layer 0; layers.s.blocks.b at 1 + sum(depths[:s]) + b; a stage's downsample (reduction, norm)
+# at sum(depths[:s + 1]), with that stage's last block; anything else (the per-stage output norms) at 13.
+SWIN_T_LLRD = {
+    "embeddings.": 0.2541865828329001,  # 0.9 ** 13
+    "layers.0.blocks.0.": 0.2824295364810001,  # 0.9 ** 12
+    "layers.0.blocks.1.": 0.31381059609000006,  # 0.9 ** 11
+    "layers.0.downsample.": 0.31381059609000006,
+    "layers.1.blocks.0.": 0.3486784401000001,  # 0.9 ** 10
+    "layers.1.blocks.1.": 0.3874204890000001,  # 0.9 ** 9
+    "layers.1.downsample.": 0.3874204890000001,
+    "layers.2.blocks.0.": 0.4304672100000001,  # 0.9 ** 8
+    "layers.2.blocks.1.": 0.4782969000000001,
+    "layers.2.blocks.2.": 0.531441,
+    "layers.2.blocks.3.": 0.5904900000000001,
+    "layers.2.blocks.4.": 0.6561000000000001,
+    "layers.2.blocks.5.": 0.7290000000000001,  # 0.9 ** 3
+    "layers.2.downsample.": 0.7290000000000001,
+    "layers.3.blocks.0.": 0.81,
+    "layers.3.blocks.1.": 0.9,
+    "hidden_states_norms.": 1.0,
+}
+
+
+@pytest.mark.parametrize("model_name", ["swin_upernet", "swin_mask2former"])
+def test_swin_llrd_is_simmims_numbering(paper, model_name):
+    """swin-t on the meta device under the llrd strategy at the grid's rate (train.llrd_decay 0.9); Mask2Former's
+    backbone multiplier 0.1 ([m2f-base]) multiplies on top; decoder and head at 1."""
+    assert paper.train.llrd_decay == 0.9
+    recipe = paper.train.recipe(model_name, "denoise")
+    with torch.device("meta"):
+        model = build_model(model_name, variant="swin-t")
+    scales = lr_scales(model, "llrd", llrd_decay=paper.train.llrd_decay, backbone_lr_mult=recipe.backbone_lr_mult)
+    mult = {"swin_upernet": 1.0, "swin_mask2former": 0.1}[model_name]
+    backbone = [n for n in scales if n.startswith("backbone.")]
+    for name in backbone:
+        keys = [k for k in SWIN_T_LLRD if f".{k}" in f".{name.split('.', 1)[1]}"]
+        assert len(keys) == 1, name
+        assert scales[name] == pytest.approx(SWIN_T_LLRD[keys[0]] * mult, rel=1e-12), name
+    for key in SWIN_T_LLRD:
+        assert any(f".{key}" in n for n in backbone), key
+    assert all(scales[n] == 1.0 for n in scales if not n.startswith("backbone."))
+
+
+# ------------------------------------------------------- architecture values against the official configs
+
+MMSEG_SWIN_BASE = "open-mmlab/mmsegmentation configs/_base_/models/upernet_swin.py"
+M2F_SWIN_T = "facebookresearch/Mask2Former configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"
+M2F_R50 = "facebookresearch/Mask2Former configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
+M2F_CONFIG = "facebookresearch/Mask2Former mask2former/config.py"
+M2F_MSDEFORM = "facebookresearch/Mask2Former mask2former/modeling/pixel_decoder/msdeformattn.py"
+VITAD_M2F = "czczup/ViT-Adapter segmentation/configs/_base_/models/mask2former_beit.py"
+
+
+def drop_path(module: torch.nn.Module) -> float:
+    """The deepest block's stochastic-depth rate: the configured drop_path_rate (rates rise linearly to it)."""
+    return max(float(m.drop_prob) for m in module.modules() if hasattr(m, "drop_prob"))
+
+
+def swin_fields(net: torch.nn.Module) -> dict:
+    c = net.backbone.config
+    return {"drop_path": drop_path(net.backbone), "drop_rate": c.hidden_dropout_prob,
+            "attn_drop_rate": c.attention_probs_dropout_prob, "mlp_ratio": c.mlp_ratio, "qkv_bias": c.qkv_bias,
+            "absolute_pos_embed": c.use_absolute_embeddings, "patch_size": c.patch_size,
+            "layer_norm_eps": c.layer_norm_eps, "act": c.hidden_act, "embed_dim": c.embed_dim,
+            "depths": list(c.depths), "num_heads": list(c.num_heads), "window_size": c.window_size}  # fmt: skip
+
+
+def m2f_fields(net: torch.nn.Module) -> dict:
+    tm, pixel = net.query_decoder.transformer_module, net.decoder
+    layer, enc = tm.decoder.layers[0], pixel.encoder.layers[0]
+    return {"hidden_dim": layer.fc1.in_features, "num_queries": tm.queries_features.num_embeddings,
+            "dec_layers": len(tm.decoder.layers) + 1, "dim_feedforward": layer.fc1.out_features,
+            "nheads": layer.cross_attn.num_heads, "dropout": layer.cross_attn.dropout,
+            "ffn_dropout": layer.dropout, "enc_layers": len(pixel.encoder.layers),
+            "enc_feedforward": enc.fc1.out_features, "enc_heads": enc.self_attn.n_heads, "enc_dropout": enc.dropout,
+            "convs_dim": enc.fc1.in_features, "mask_dim": pixel.mask_projection.out_channels,
+            "pre_norm": layer.pre_norm}  # fmt: skip
+
+
+def upernet_arch(net: torch.nn.Module) -> dict:
+    return {**swin_fields(net), "channels": net.decode_head.channels, "pool_scales": list(net.decode_head.pool_scales)}
+
+
+def vit_adapter_arch(net: torch.nn.Module) -> dict:
+    from restorebench.models.vit_adapter import ADAPTER_ARCH, VIT_ARCH
+
+    vit, block, inj = net.backbone, net.backbone.blocks[0], net.adapter.interactions[0].injector.attn
+    return {**m2f_fields(net), "vit_drop_path": drop_path(vit), "adapter_drop_path": drop_path(net.adapter),
+            "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "num_heads": block.attn.num_heads,
+            "rel_pos_grid": list(block.attn.window_size), "abs_pos_emb": vit.pos_embed is not None,
+            "qkv_bias": block.attn.q_bias is not None, "mlp_hidden": block.mlp.fc1.out_features,
+            # layer-scale init: parameters on the meta device hold no value, so the table build() passes
+            "vit_init_values": VIT_ARCH["beitv2-l"]["init_values"],
+            "adapter_init_values": ADAPTER_ARCH["beitv2-l"]["init_values"],
+            "conv_inplane": net.adapter.spm.stem[0].out_channels, "deform_num_heads": inj.n_heads,
+            "n_points": inj.n_points}  # fmt: skip
+
+
+# (model, field) -> (official value, file); every architecture value the model takes from a hub config or a
+# library default, checked on the built model
+ARCH_OFFICIAL = {
+    "swin_upernet": (upernet_arch, {
+        "drop_path": (0.3, MMSEG_SWIN), "drop_rate": (0.0, MMSEG_SWIN_BASE), "attn_drop_rate": (0.0, MMSEG_SWIN_BASE),
+        "mlp_ratio": (4.0, MMSEG_SWIN_BASE), "qkv_bias": (True, MMSEG_SWIN_BASE),
+        "absolute_pos_embed": (False, MMSEG_SWIN), "patch_size": (4, MMSEG_SWIN_BASE),
+        "layer_norm_eps": (1e-5, MMSEG_SWIN_BASE),  # LN, torch's default eps
+        "act": ("gelu", MMSEG_SWIN_BASE), "embed_dim": (96, MMSEG_SWIN), "depths": ([2, 2, 6, 2], MMSEG_SWIN),
+        "num_heads": ([3, 6, 12, 24], MMSEG_SWIN), "window_size": (7, MMSEG_SWIN),
+        "channels": (512, MMSEG_SWIN_BASE), "pool_scales": ([1, 2, 3, 6], MMSEG_SWIN_BASE)}),
+    "swin_mask2former": (lambda net: {**swin_fields(net), **m2f_fields(net)}, {
+        "drop_path": (0.3, M2F_SWIN_T), "drop_rate": (0.0, M2F_CONFIG), "attn_drop_rate": (0.0, M2F_CONFIG),
+        "mlp_ratio": (4.0, M2F_CONFIG), "qkv_bias": (True, M2F_CONFIG), "absolute_pos_embed": (False, M2F_SWIN_T),
+        "patch_size": (4, M2F_CONFIG), "layer_norm_eps": (1e-5, M2F_CONFIG), "act": ("gelu", M2F_CONFIG),
+        "embed_dim": (96, M2F_SWIN_T), "depths": ([2, 2, 6, 2], M2F_SWIN_T), "num_heads": ([3, 6, 12, 24], M2F_SWIN_T),
+        "window_size": (7, M2F_SWIN_T), "hidden_dim": (256, M2F_R50), "num_queries": (100, M2F_R50),
+        "dec_layers": (10, M2F_R50), "dim_feedforward": (2048, M2F_R50), "nheads": (8, M2F_R50),
+        "dropout": (0.0, M2F_R50), "ffn_dropout": (0.0, M2F_R50), "enc_layers": (6, M2F_R50),
+        "enc_feedforward": (1024, M2F_MSDEFORM), "enc_heads": (8, M2F_R50), "enc_dropout": (0.0, M2F_R50),
+        "convs_dim": (256, M2F_R50), "mask_dim": (256, M2F_R50), "pre_norm": (False, M2F_R50)}),
+    "vit_adapter": (vit_adapter_arch, {
+        "vit_drop_path": (0.3, VITAD), "adapter_drop_path": (0.3, VITAD), "embed_dim": (1024, VITAD),
+        "depth": (24, VITAD), "num_heads": (16, VITAD), "rel_pos_grid": ([56, 56], VITAD),  # img_size 896 / 16
+        "abs_pos_emb": (False, VITAD), "qkv_bias": (True, VITAD), "mlp_hidden": (4096, VITAD),
+        "vit_init_values": (1e-6, VITAD), "adapter_init_values": (1e-6, VITAD), "conv_inplane": (64, VITAD),
+        "deform_num_heads": (16, VITAD), "n_points": (4, VITAD), "hidden_dim": (1024, VITAD),
+        "num_queries": (200, VITAD), "dec_layers": (10, VITAD), "dim_feedforward": (4096, VITAD),
+        "nheads": (32, VITAD), "dropout": (0.0, VITAD), "ffn_dropout": (0.0, VITAD), "enc_layers": (6, VITAD),
+        "enc_feedforward": (4096, VITAD), "enc_heads": (32, VITAD), "enc_dropout": (0.0, VITAD),
+        "convs_dim": (1024, VITAD), "mask_dim": (1024, VITAD), "pre_norm": (False, VITAD_M2F)}),
+}  # fmt: skip
+PAPER_VARIANT = {"swin_upernet": "swin-t", "swin_mask2former": "swin-t", "vit_adapter": "beitv2-l"}
+
+
+@pytest.mark.parametrize("model_name", list(ARCH_OFFICIAL))
+def test_segmentation_architecture_is_the_official_config(paper, model_name):
+    """The paper variant, built on the meta device, field by field against its official training config."""
+    assert paper.variants[model_name] == {"denoise": PAPER_VARIANT[model_name], "deblur": PAPER_VARIANT[model_name]}
+    with torch.device("meta"):
+        net = build_model(model_name, variant=PAPER_VARIANT[model_name])
+    read, official = ARCH_OFFICIAL[model_name]
+    got = read(net)
+    for name, (value, source) in official.items():
+        ok = got[name] == pytest.approx(value) if isinstance(value, float) else got[name] == value
+        assert ok, f"{model_name}.{name} = {got[name]!r}, {source} has {value!r}"
+
+
+def test_a_hub_config_sets_shapes_not_the_drop_path(monkeypatch):
+    """openmmlab/upernet-swin-tiny's config.json as transformers' upernet/convert_swin_upernet_to_pytorch.py
+    writes it (a SwinConfig without drop_path_rate: SwinConfig's default 0.1) still trains at mmseg's 0.3; a timm
+    snapshot's model_args drop path (0.1) does not replace ViT-Adapter's 0.3 either. Shapes come from the file."""
+    from transformers import SwinConfig, UperNetConfig
+
+    from restorebench.models import swin_upernet, vit_adapter
+    from restorebench.models.weights import Pretrained
+
+    swin = SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])
+    hub = json.loads(json.dumps(UperNetConfig(backbone_config=swin, auxiliary_in_channels=384, num_labels=150).to_dict()))
+    assert hub["backbone_config"]["drop_path_rate"] == pytest.approx(0.1)
+    with torch.device("meta"):
+        reference = build_model("swin_upernet", variant="swin-t")
+        monkeypatch.setattr(swin_upernet, "read_pretrained",
+                            lambda ref: Pretrained(reference.state_dict(), hub, Path(ref)))
+        net = build_model("swin_upernet", pretrained="openmmlab/upernet-swin-tiny")
+    assert drop_path(net.backbone) == pytest.approx(0.3)  # [mmseg-swin] drop_path_rate=0.3
+    assert (net.backbone.config.embed_dim, list(net.backbone.config.depths)) == (96, [2, 2, 6, 2])
+
+    timm_cfg = {"architecture": "beitv2_base_patch16_224", "model_args": {"drop_path_rate": 0.1, "depth": 12}}
+    with torch.device("meta"):
+        vit = build_model("vit_adapter", variant="beitv2-b").backbone
+        monkeypatch.setattr(vit_adapter, "read_pretrained", lambda ref: Pretrained(vit.state_dict(), timm_cfg, Path(ref)))
+        net = build_model("vit_adapter", pretrained="timm/beitv2_base_patch16_224.in1k_ft_in22k_in1k")
+    assert drop_path(net.backbone) == pytest.approx(0.3) and len(net.backbone.blocks) == 12
+
+
+def fidelity_section(text: str, model: str) -> str:
+    start = text.index(f"(`{model}`)")
+    end = text.find("\n## ", start)
+    return text[start : end if end > 0 else None]
+
+
+def test_architecture_deviations_are_listed_in_fidelity(paper, project_root):
+    """What the official training runs had and the paper profile leaves out, each with its row: deep supervision
+    (Mask2Former and ViT-Adapter's Mask2FormerHead: every decoder layer's loss), UperNet's auxiliary FCN head
+    (loss_weight 0.4) and BEiT's relative-position table away from 896 px."""
+    text = (project_root / "FIDELITY.md").read_text()
+    for model in ("swin_mask2former", "vit_adapter"):
+        assert paper.train.recipe(model, "denoise").aux_loss is False  # official: deep supervision on
+        assert "| deep supervision |" in fidelity_section(text, model), model
+    with torch.device("meta"):
+        upernet = build_model("swin_upernet", variant="swin-t")
+    assert not any("auxiliary" in n for n, _ in upernet.named_modules())  # [mmseg-swin-model] FCNHead, 0.4
+    assert "| auxiliary head |" in fidelity_section(text, "swin_upernet") and "0.4" in fidelity_section(text, "swin_upernet")
+    assert paper.train.recipe("vit_adapter", "denoise").patch != 896
+    assert "| relative-position table |" in fidelity_section(text, "vit_adapter")
+    assert "drop_path_rate: SwinConfig's default 0.1" in text  # the hub value the model no longer takes

@@ -33,7 +33,7 @@ from restorebench.config import PRETRAIN_METHODS, cell_name
 # beside width32 cells, width64 rows beside width64 ones); rows of models outside the grid (model None)
 # are always shown, as references.
 _NAF = "megvii-research/NAFNet README.md results table (Chen et al., ECCV 2022)"
-_RST = "Restormer, Zamir et al., CVPR 2022, Table 2 (SIDD) / Table 4 (GoPro)"
+_RST = "Restormer, Zamir et al., CVPR 2022, Table 6 (SIDD, real image denoising) / Table 2 (GoPro, motion deblurring)"
 PUBLISHED: dict[tuple[str, str], tuple[str | None, str | None, float, float, str]] = {
     ("NAFNet width32", "denoise"): ("nafnet", "sidd-width32", 39.97, 0.960, _NAF),
     ("NAFNet width32", "deblur"): ("nafnet", "gopro-width32", 32.87, 0.961, _NAF),

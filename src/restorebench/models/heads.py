@@ -187,8 +187,8 @@ class SegmentationRestorer(Restorer):
     def layer_ids(self) -> dict[str, int]:
         """Backbone parameter name (qualified, "backbone....") -> layer index in [0, num_layers).
 
-        For layer-wise LR decay: scale = decay ** (num_layers - id); decoder and head are at num_layers
-        (scale 1).
+        For layer-wise LR decay (train/strategies.py layer_scale): scale = decay ** (num_layers - 1 - id);
+        decoder and head parameters that the map leaves out are at scale 1.
         """
         return {n: self.backbone_layer_id(n[len("backbone.") :]) for n, _ in self.named_parameters()
                 if n.startswith("backbone.")}
@@ -206,7 +206,7 @@ _SWIN_DOWNSAMPLE = re.compile(r"(?:^|\.)layers\.(\d+)\.downsample\.")
 
 def swin_layer_id(name: str, depths: Sequence[int]) -> int:
     """Layer index of a HF SwinBackbone parameter, as SimMIM's `get_swin_layer` counts them
-    (github.com/microsoft/SimMIM, utils/optimizer.py): patch embedding 0; block b of stage s
+    (microsoft/SimMIM optimizer.py at 0e717460, get_swin_layer): patch embedding 0; block b of stage s
     1 + sum(depths[:s]) + b; a stage's patch merging with that stage's last block; anything else (the
     per-stage output norms `hidden_states_norms`) sum(depths) + 1.
     """

@@ -85,9 +85,8 @@ from restorebench.models.swin_upernet import (
     SWIN_ARCH,
     SWIN_KEY_RULES,
     SWIN_KEYS,
-    check_variant_matches,
     make_swin_backbone,
-    swin_arch_from_config,
+    snapshot_arch,
     swin_config,
 )
 from restorebench.models.weights import adapt_keys, load_checked, read_pretrained
@@ -323,6 +322,11 @@ class SwinMask2Former(Mask2FormerRestorer):
     def backbone_layer_id(self, name: str) -> int:
         return swin_layer_id(name, self.depths)
 
+    @property
+    def num_layers(self) -> int:
+        """SimMIM's count for Swin (microsoft/SimMIM optimizer.py, build_finetune_optimizer): sum(depths) + 2."""
+        return sum(self.depths) + 2
+
     def checkpoint_parameters(self) -> list[str]:
         """Names of this model's parameters that a facebook/mask2former-swin-* snapshot of this architecture
         fills: M2F_KEY_RULES applied to the keys of transformers' Mask2FormerForUniversalSegmentation with the
@@ -341,8 +345,8 @@ class SwinMask2Former(Mask2FormerRestorer):
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> SwinMask2Former:
     """Build a Swin-Mask2Former restorer (backbone, pixel decoder, masked-attention transformer decoder).
 
-    variant: one of VARIANTS (default "swin-t"); with a snapshot, config.json gives the architecture and a
-        given variant must agree with it.
+    variant: one of VARIANTS (default "swin-t"); with a snapshot, config.json gives the tensor shapes (the
+        drop path stays the official config's, swin_upernet.snapshot_arch) and a given variant must agree.
     pretrained: hub id (e.g. "facebook/mask2former-swin-tiny-ade-semantic"), snapshot folder, or a
         .safetensors/.pth file (a Mask2Former checkpoint or a state dict saved from this model).
     kwargs: embed_dim, depths, num_heads, window_size, drop_path_rate (Swin); feature_size,
@@ -368,9 +372,7 @@ def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs
         bb = cfg["backbone_config"]
         if bb.get("model_type", "swin") != "swin":
             raise ValueError(f"{ckpt.path}: backbone is {bb.get('model_type')!r}, this model needs a Swin backbone")
-        snap_arch = swin_arch_from_config(bb)
-        check_variant_matches(variant, snap_arch, str(ckpt.path))
-        arch.update(snap_arch)
+        arch = snapshot_arch(bb, variant, str(ckpt.path))  # shapes from config.json, drop path from SWIN_ARCH
         # absent fields take Mask2FormerConfig's defaults (= the *_DEFAULT dicts), as transformers would
         dec = {**PIXEL_DECODER_DEFAULT, **TRANSFORMER_DEFAULT,
                **{k: cfg[k] for k in (*PIXEL_DECODER_KEYS, *TRANSFORMER_KEYS) if k in cfg}}

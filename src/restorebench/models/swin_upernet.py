@@ -9,7 +9,8 @@
 Module names follow UperNetForSemanticSegmentation (`backbone.*`, `decode_head.*`), so an
 openmmlab/upernet-swin-{tiny,small,base} snapshot (config.json + model.safetensors) loads into the backbone
 and the decoder; its classifier (`decode_head.classifier`) and `auxiliary_head` are dropped. With a
-snapshot, the architecture comes from its config.json. transformers' Swin pads each stage to its window
+snapshot, the tensor shapes come from its config.json and the training values (drop path) from mmseg's
+config (`snapshot_arch`). transformers' Swin pads each stage to its window
 size internally (SwinLayer.maybe_pad); the outer pad to 32 keeps the four strides exact.
 
 Variants (values from the openmmlab/upernet-swin-* configs and mmseg's upernet_swin_*_512x512 configs:
@@ -54,6 +55,13 @@ SWIN_ARCH: dict[str, dict[str, Any]] = {
     "swin-l": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12, drop_path_rate=0.3),
 }
 SWIN_KEYS = ("embed_dim", "depths", "num_heads", "window_size", "drop_path_rate")
+# The fields of a snapshot's config.json that fix the tensors' shapes, the only ones taken from it. The training
+# values (drop_path_rate) always come from the official training config's row above: transformers'
+# upernet/convert_swin_upernet_to_pytorch.py builds the hub's SwinConfig without a drop path, so the
+# openmmlab/upernet-swin-* config.json carries SwinConfig's default 0.1, where mmseg trains with 0.3. Every
+# other Swin field is SwinConfig's default, which is mmseg's (mlp_ratio 4, qkv_bias, drop_rate 0,
+# attn_drop_rate 0, no absolute position embedding, patch 4, LayerNorm eps 1e-5, GELU).
+SWIN_SHAPE_KEYS = ("embed_dim", "depths", "num_heads", "window_size")
 HEAD_KEYS = ("head_channels", "shallow_channels")
 DEMO_HEAD = dict(head_channels=(16, 16), shallow_channels=16)
 
@@ -95,13 +103,25 @@ def make_swin_backbone(config: SwinConfig) -> SwinBackbone:
 
 
 def swin_arch_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Swin architecture fields from a backbone_config dict as stored in a snapshot's config.json.
+    """The tensor-shape fields (SWIN_SHAPE_KEYS) of a backbone_config dict as stored in a snapshot's config.json.
 
     transformers may omit values equal to SwinConfig's defaults when it writes config.json (use_diff), so
-    absent fields take those defaults (embed_dim 96, depths 2,2,6,2, heads 3,6,12,24, window 7, ...).
+    absent fields take those defaults (embed_dim 96, depths 2,2,6,2, heads 3,6,12,24, window 7).
     """
     defaults = SwinConfig()
-    return {k: cfg.get(k, getattr(defaults, k)) for k in SWIN_KEYS}
+    return {k: cfg.get(k, getattr(defaults, k)) for k in SWIN_SHAPE_KEYS}
+
+
+def snapshot_arch(backbone_config: dict[str, Any], variant: str | None, source: str) -> dict[str, Any]:
+    """The Swin architecture a snapshot is built with: its shapes from `backbone_config` (swin_arch_from_config),
+    the rest (drop_path_rate) from the SWIN_ARCH row of `variant`, or, without one, of the variant with those
+    shapes (swin-t's row when none has them). A given variant must agree with the shapes."""
+    shapes = swin_arch_from_config(backbone_config)
+    check_variant_matches(variant, shapes, source)
+    same = [n for n, a in SWIN_ARCH.items() if all(list(a[k]) == list(shapes[k]) if isinstance(a[k], list)
+                                                    else a[k] == shapes[k] for k in SWIN_SHAPE_KEYS)]  # fmt: skip
+    row = variant or (same[0] if same else "swin-t")
+    return {**SWIN_ARCH[row], **shapes}
 
 
 def check_variant_matches(variant: str | None, arch: dict[str, Any], source: str) -> None:
@@ -109,7 +129,7 @@ def check_variant_matches(variant: str | None, arch: dict[str, Any], source: str
     if variant is None:
         return
     want = SWIN_ARCH[variant]
-    for k in ("embed_dim", "depths", "num_heads", "window_size"):
+    for k in SWIN_SHAPE_KEYS:
         if k not in arch:
             continue
         got = list(arch[k]) if isinstance(arch[k], list | tuple) else arch[k]
@@ -150,6 +170,11 @@ class SwinUperNet(SegmentationRestorer):
     def backbone_layer_id(self, name: str) -> int:
         return swin_layer_id(name, self.depths)
 
+    @property
+    def num_layers(self) -> int:
+        """SimMIM's count for Swin (microsoft/SimMIM optimizer.py, build_finetune_optimizer): sum(depths) + 2."""
+        return sum(self.depths) + 2
+
     def decoder_features(self) -> list[tuple[str, nn.Module]]:
         """UperNet's pyramid, coarse to fine: the PSP bottleneck (1/32), then the FPN convs at 1/16, 1/8, 1/4."""
         fpn = [(f"decode_head.fpn_convs.{i}", conv) for i, conv in enumerate(self.decode_head.fpn_convs)]
@@ -188,9 +213,7 @@ def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs
         bb = cfg["backbone_config"]
         if bb.get("model_type", "swin") != "swin":
             raise ValueError(f"{ckpt.path}: backbone is {bb.get('model_type')!r}, this model needs a Swin backbone")
-        snap_arch = swin_arch_from_config(bb)
-        check_variant_matches(variant, snap_arch, str(ckpt.path))
-        arch.update(snap_arch)
+        arch = snapshot_arch(bb, variant, str(ckpt.path))
         hidden_size = cfg.get("hidden_size", 512)  # UperNetConfig defaults where config.json omits them
         pool_scales = tuple(cfg.get("pool_scales", (1, 2, 3, 6)))
     arch.update({k: kwargs[k] for k in SWIN_KEYS if k in kwargs})

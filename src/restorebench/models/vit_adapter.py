@@ -93,9 +93,9 @@ VIT_ARCH: dict[str, dict[str, Any]] = {
                  drop_path_rate=0.0),
     "beitv2-b": dict(architecture="beitv2_base_patch16_224", img_size=224, drop_path_rate=0.3),
     # configs/ade20k/mask2former_beitv2_adapter_large_896_80k_ade20k_ss.py: img_size 896, embed 1024, depth 24,
-    # heads 16, mlp 4, qkv bias, relative position bias (no absolute), drop path 0.3 (timm's beitv2_large
-    # has these; its layer-scale init 1e-5 vs the config's 1e-6 only matters without a checkpoint)
-    "beitv2-l": dict(architecture="beitv2_large_patch16_224", img_size=896, drop_path_rate=0.3),
+    # heads 16, mlp 4, qkv bias, relative position bias (no absolute) as timm's beitv2_large has them; drop
+    # path 0.3 and layer-scale init init_values=1e-6 from the config (timm's beitv2_large default is 1e-5)
+    "beitv2-l": dict(architecture="beitv2_large_patch16_224", img_size=896, drop_path_rate=0.3, init_values=1e-6),
 }
 ADAPTER_ARCH: dict[str, dict[str, Any]] = {
     "demo": dict(conv_inplane=16, deform_num_heads=2, n_points=4, deform_ratio=0.5, cffn_ratio=0.25,
@@ -117,7 +117,10 @@ DECODER_ARCH: dict[str, dict[str, int]] = {
                      num_attention_heads=32, hidden_dim=1024, decoder_layers=10, num_queries=200,
                      dim_feedforward=4096),
 }
-VIT_KEYS = ("architecture", "img_size", "embed_dim", "depth", "num_heads", "drop_path_rate")
+VIT_KEYS = ("architecture", "img_size", "embed_dim", "depth", "num_heads", "drop_path_rate", "init_values")
+# what a timm snapshot's config.json (model_args) may set: the shapes; drop path and layer-scale init stay the
+# variant's (a training config's values, not a hub default)
+VIT_SHAPE_KEYS = ("img_size", "embed_dim", "depth", "num_heads")
 ADAPTER_KEYS = ("conv_inplane", "deform_num_heads", "n_points", "deform_ratio", "cffn_ratio", "init_values",
                 "interaction_indexes")
 HEAD_KEYS = ("head_channels", "shallow_channels")
@@ -436,9 +439,11 @@ DECODER_LAYER0 = ("query_decoder.transformer_module.queries_embedder.", "query_d
 
 
 def beit_layer_id(name: str, depth: int) -> int:
-    """BEiT's layer-decay numbering (github.com/microsoft/unilm beit/optim_factory.py get_num_layer_for_vit):
-    cls_token / pos_embed / patch_embed / rel_pos_bias 0, blocks.i -> i + 1, anything else depth + 1."""
-    if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed", "rel_pos_bias")):
+    """ViT-Adapter's layer-decay numbering of the ViT (czczup/ViT-Adapter
+    segmentation/mmcv_custom/layer_decay_optimizer_constructor.py at 5cf0b2d7, get_num_layer_for_vit):
+    cls_token / mask_token / pos_embed / patch_embed 0, blocks.i -> i + 1, anything else (a shared
+    rel_pos_bias included) depth + 1, the top of num_layers = depth + 2."""
+    if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
@@ -499,6 +504,13 @@ class BeitAdapterMask2Former(Mask2FormerRestorer):
         ids = super().layer_ids()
         ids.update({n: 0 for n, _ in self.named_parameters() if n.startswith(DECODER_LAYER0)})
         return ids
+
+    @property
+    def num_layers(self) -> int:
+        """The official count: paramwise_cfg num_layers (the depth, 24 for BEiTv2-L) + 2 (vitad-ld:
+        `num_layers = self.paramwise_cfg.get('num_layers') + 2`), so blocks.23 (layer 24) trains at
+        rate ** 1 and the layer-0 parameters at rate ** 25; layer depth + 1 (scale 1) is the top."""
+        return self.depth + 2
 
     def checkpoint_parameters(self) -> list[str]:
         """Names of this model's parameters that the published segmentation checkpoint fills (targets of
@@ -666,7 +678,7 @@ def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs
         model.safetensors), a timm-format file (keys "blocks.0...."); or a state dict saved from this model
         (restores everything).
     kwargs: architecture, img_size (the pretraining size: sets the bias table's grid), embed_dim, depth,
-        num_heads, drop_path_rate (ViT); conv_inplane, deform_num_heads, n_points, deform_ratio,
+        num_heads, drop_path_rate, init_values (ViT); conv_inplane, deform_num_heads, n_points, deform_ratio,
         cffn_ratio, init_values, interaction_indexes (adapter); feature_size, mask_feature_size,
         encoder_layers, encoder_feedforward_dim, num_attention_heads (pixel decoder and attention heads);
         hidden_dim, decoder_layers, num_queries, dim_feedforward (transformer decoder); head_channels,
@@ -695,8 +707,9 @@ def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs
         if "architecture" not in cfg or "beit" not in str(cfg["architecture"]):
             raise ValueError(f"{ckpt.path}: config.json is not a timm BEiT config (architecture="
                              f"{cfg.get('architecture')!r})")
-        vit_arch = {"architecture": cfg["architecture"], "drop_path_rate": vit_arch["drop_path_rate"],
-                    **{k: val for k, val in cfg.get("model_args", {}).items() if k in VIT_KEYS}}
+        vit_arch = {"architecture": cfg["architecture"],
+                    **{k: val for k, val in vit_arch.items() if k in ("drop_path_rate", "init_values")},
+                    **{k: val for k, val in cfg.get("model_args", {}).items() if k in VIT_SHAPE_KEYS}}
         if variant == "demo" and "embed_dim" not in vit_arch:
             raise ValueError(f"variant 'demo' given, but {ckpt.path} holds a full-size {cfg['architecture']}")
         pcfg = cfg.get("pretrained_cfg", {})

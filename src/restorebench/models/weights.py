@@ -4,7 +4,8 @@ Three entry points, used by every model file:
 
 - `resolve_pretrained(ref)`: a file, a hub-snapshot folder, or a hub id ("org/name") -> a local path.
 - `read_state_dict(path)`: a .safetensors / .pth / .bin file (or a snapshot folder) -> {name: Tensor}.
-  Pickled files are read with `torch.load(..., weights_only=True)` only: no arbitrary objects.
+  Pickled files are read with `torch.load(..., weights_only=True)` only: no arbitrary objects (numpy float
+  scalars aside, as mmcv writes them into a checkpoint's meta: models/safe_unpickle.py).
 - `load_checked(module, state_dict, required_prefixes=...)`: non-strict load that logs counts and
   raises `WeightsError` (naming the key) on a shape mismatch or when any tensor under a required
   prefix (the pretrained backbone) was not loaded. A silently random backbone would void the study.
@@ -18,16 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
 from restorebench.errors import RestorebenchError
+from restorebench.models.safe_unpickle import load_pickled
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +160,18 @@ def read_state_dict(path: str | Path, *, key: str | None = None) -> dict[str, Te
             raise WeightsError(f"could not read {path} as safetensors: {e}") from e
         return _strip_prefixes(_unwrap(raw, key) if key else raw)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_pickled(path)
     except Exception as e:
-        import pickle
-
         if not isinstance(e, pickle.UnpicklingError):  # a cut or corrupt file, not a refused object
             raise WeightsError(f"could not read {path} with torch.load: {type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''} (truncated or corrupt?)") from e
-        why = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "WeightsUnpickler" in ln]
+        why = [ln.strip() for ln in str(e).splitlines()
+               if any(w in ln for w in ("Unsupported global", "unsupported GLOBAL", "refused"))]
         raise WeightsError(
-            f"could not read {path} with torch.load(weights_only=True) (pickled objects other than tensors "
-            f"and plain containers are refused on purpose; convert the file to safetensors): "
-            f"{why[0] if why else str(e).splitlines()[0]}"
+            f"could not read {path} with torch.load(weights_only=True): it pickles an object other than "
+            f"tensors, plain containers and numpy float scalars, refused on purpose (code could run while "
+            f"loading): {why[0] if why else str(e).splitlines()[0]}",
+            hint="if the file is trusted, re-save its state dict with safetensors",
         ) from e
     return _strip_prefixes(_unwrap(obj, key))
 

@@ -8,7 +8,7 @@ and its exemptions, schedule, warmup, backbone multiplier, layer decay, clipping
               checkpoints.
 - frozen:     the recipe with the pretrained backbone frozen and its norm layers kept in eval mode.
 - llrd:       the recipe with layer-wise LR decay (the BEiT finetuning convention): a backbone parameter at
-              layer i of L gets lr * decay**(L - i); decoder and head get lr. decay: the recipe's own
+              layer i of L = model.num_layers gets lr * decay**(L - 1 - i); decoder and head get lr. decay: the recipe's own
               published rate (ViT-Adapter's 0.9) where it has one, train.llrd_decay (0.9) otherwise.
 """
 
@@ -98,7 +98,7 @@ def layer_scale(model: nn.Module, name: str, group: str, decay: float, layer_ids
     (ViT-Adapter's decoder embeddings sit at layer 0). This is ViT-Adapter's LayerDecayOptimizerConstructor
     (segmentation/mmcv_custom/layer_decay_optimizer_constructor.py: num_layers = depth + 2, scale = rate **
     (num_layers - layer_id - 1), blocks.i at id i + 1, the rest of the decode head at num_layers - 1) and
-    SimMIM's Swin numbering (utils/optimizer.py)."""
+    SimMIM's Swin numbering (microsoft/SimMIM optimizer.py: num_layers = sum(depths) + 2)."""
     if name in layer_ids:
         return decay ** (model.num_layers - 1 - layer_ids[name])
     if group == "backbone":
