@@ -194,7 +194,7 @@ def test_paper_profile_plans_the_whole_grid(project_root):
 
 
 def test_every_snakemake_config_entry_reaches_the_commands(project_root, tmp_path):
-    """`--config seed=5` (issue 18: it re-ran jobs that then ignored it) is `-S seed=5` in every command,
+    """`--config seed=5` (once re-ran jobs that then ignored it) is `-S seed=5` in every command,
     and a nested entry is flattened to its dotted key."""
     repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
     plan = snakemake_plan(repo, "-F", "--config", "seed=5", "profiles={demo: {train: {steps: 7}}}")
