@@ -1,16 +1,32 @@
 """The import graph of src/restorebench, read with `ast` (nothing is imported): no module reaches itself
 through its imports, counting imports inside functions (restorebench.codepath follows those too, so a cycle
-makes every stage that runs one module depend on all the others)."""
+makes every stage that runs one module depend on all the others), and imports go down the layers of
+docs/ARCHITECTURE.md, never up."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+
+# The layers of docs/ARCHITECTURE.md, bottom first, by top-level module or folder under restorebench/ ("" is
+# the package itself). A module may import its own layer and the layers below it, never one above.
+LAYERS = (
+    ("base", {"", "errors", "io", "logs", "lock", "codepath", "bounds", "images", "card", "metrics"}),
+    ("models and degradations", {"models", "degrade"}),
+    ("params", {"schema", "config"}),
+    ("data", {"data"}),
+    ("evaluation", {"infer", "evaluate"}),
+    ("training", {"train"}),
+    ("pretraining", {"pretrain"}),
+    ("results and tools", {"aggregate", "report", "restore", "doctor"}),
+    ("grid and entry points", {"pipeline", "plan", "cli", "__main__"}),
+)
 
 
 def module_name(path: Path) -> str:
@@ -82,6 +98,27 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert "restorebench.pretrain.runner" in graph["restorebench.pretrain.dcpt"]  # the graph sees real edges
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def layer(module: str) -> int:
+    unit = module.split(".")[1] if "." in module else ""
+    found = [i for i, (_, units) in enumerate(LAYERS) if unit in units]
+    assert found, f"{module}: in no layer of LAYERS; add its folder or module to one (and to docs/ARCHITECTURE.md)"
+    return found[0]
+
+
+def test_imports_go_down_the_layers():
+    upward = sorted(f"{a} ({LAYERS[layer(a)][0]}) imports {b} ({LAYERS[layer(b)][0]})"
+                    for a, deps in import_graph().items() for b in deps if layer(b) > layer(a))  # fmt: skip
+    assert not upward, "\n".join(upward)
+
+
+def test_the_params_and_grid_modules_load_without_torch():
+    """The Snakefile and `restorebench pipeline` read the grid and the params without paying for torch."""
+    code = ("import sys, restorebench.schema, restorebench.config, restorebench.pipeline; "
+            "print(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(("rule", "own", "other"), [
