@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU checks as one device command: about 5 minutes (H100/H200), 7.5 at most (the parts'
+# The GPU speed checks as one device command: about 5 minutes (H100/H200), 7.5 at most (the parts'
 # timeouts; run it with timeout_s 480), most important first:
 #   1. the GPU tests (pytest -m gpu): no host-device sync inside a training step, CUDA restore, metrics;
 #   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
@@ -14,7 +14,7 @@
 #                                    project's timm / transformers versions)
 # On the device (the `run` tool, carry [".whl"]):   bash benchmarks/gpu_check.sh
 # Results: $OUT (else results/gpu/): gpu_check.log, bench_{bf16,fp32,loop,eval,compiled}.json and
-# bench_gpu.json, their merge (run_all.py --merge), whose summary ends with the issue's targets judged.
+# bench_gpu.json, their merge (run_all.py --merge), whose summary ends with the speed targets judged.
 # A smoke run on a CPU (paper variants, tiny steps): EXTRA_ARGS=--quick PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu_check.sh
 set -u -o pipefail
 out=${OUT:-results/gpu}

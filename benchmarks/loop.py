@@ -10,7 +10,7 @@ sub-images, for each `sync_every` asked (1: the loss read every step, as before;
   and allocator growth, is left out);
 - data_wait: the share of that time the loop's host thread spent waiting for a batch;
 - GPU utilisation (CUDA): NVML's "a kernel was running" percentage, sampled every 50 ms over the same
-  windows (torch.cuda.utilization, which needs nvidia-ml-py); the issue's target is above 90%.
+  windows (torch.cuda.utilization, which needs nvidia-ml-py); the target is above 90%.
 
     python benchmarks/loop.py [--models nafnet] [--steps 40] [--sync 1,0]     # or: run_all.py --only loop
 """

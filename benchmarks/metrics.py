@@ -3,7 +3,7 @@
     python benchmarks/metrics.py [--repeats 5] [--out results/bench_metrics.json]
 
 CPU rows always; CUDA rows (torch, batch of images on the GPU, per-image time) when a device exists.
-Target (issue 5): both SSIM conventions together under 0.5 s per image on CPU. Prints a table and
+Target: both SSIM conventions together under 0.5 s per image on CPU. Prints a table and
 writes JSON with the machine description, the median and min seconds per image of every row.
 """
 

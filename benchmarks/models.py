@@ -261,7 +261,7 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     return {
         "model": name,
         "variant": variant,
-        "transformer": bool(getattr(model, "is_transformer", False)),  # issue 8's MFU target applies
+        "transformer": bool(getattr(model, "is_transformer", False)),  # the MFU target applies
         "dtype": dtype,
         "compiled": compiled,
         "batch": batch,

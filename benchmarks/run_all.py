@@ -1,4 +1,4 @@
-"""All speed checks of issue 8 in one run: training step per model, loader ceiling, evaluation, orchestration.
+"""All speed checks in one run: training step per model, loader ceiling, evaluation, orchestration.
 
     python benchmarks/run_all.py                 # CPU: demo variants, eager only; GPU: paper variants, + compiled
     python benchmarks/run_all.py --paper         # paper variants on a CPU too (slow); the H100 run is this
@@ -49,7 +49,7 @@ from restorebench.models import MODELS  # noqa: E402
 SECTIONS = ("models", "loader", "eval", "loop", "orchestration")
 PARAMS = ROOT / "params.yaml"
 TARGET_ORCHESTRATION_S = 5.0
-# issue 8's speed targets: the transformer models (a row's `transformer`: its model's `is_transformer`) at
+# The speed targets: the transformer models (a row's `transformer`: its model's `is_transformer`) at
 # >= 40% MFU in bf16; NAFNet >= 2x a plain fp32 eager loop of the same architecture; GPU utilisation > 90%
 # while finetuning (the loop section)
 TARGET_MFU, TARGET_NAFNET_OVER_PLAIN, TARGET_GPU_UTIL = 0.40, 2.0, 90.0
@@ -91,7 +91,7 @@ def section_models(args: argparse.Namespace, device: str) -> dict:
             + (f" (at most {budget:.0f} s of them, >= 2 steps)" if budget else ""))
     print(f"\n== models: {note}", flush=True)
     rows = []
-    # first (cheap, and a target's baseline): the issue's NAFNet target is against "a plain fp32 eager loop
+    # first (cheap, and a target's baseline): the NAFNet speed target is against "a plain fp32 eager loop
     # of the same architecture": fp32, eager, contiguous (NCHW) memory, torch's default AdamW, the loss read
     # every step
     plain = [m for m in args.plain if m in args.models] if "fp32" in args.dtypes and "eager" in args.modes else []
@@ -268,7 +268,7 @@ def section_eval(args: argparse.Namespace, device: str) -> dict:
     def levels(out: torch.Tensor) -> torch.Tensor:  # as the protocol rounds: uint8 levels
         return out.mul(255).round().double()
 
-    # batch 4: the paper profile's before issue 8 (two passes per 1280x720 image), for NOTES.md's 4 -> 6 row
+    # batch 4: the paper profile's before the speed work (two passes per 1280x720 image), for NOTES.md's 4 -> 6 row
     batches = [e.batch] if args.quick else sorted({1, 4, e.batch})
     by_batch, outputs = {}, {}
     for b in batches:
@@ -511,7 +511,7 @@ def summary_table(result: dict) -> list[str]:
                          f"{_x(r['loop_over_step']):>9}")
     targets = speed_targets(result)
     if targets:
-        lines.append("issue 8 targets:")
+        lines.append("speed targets:")
     for t in targets:
         value = "-" if t["value"] is None else (f"{100 * t['value']:.1f}%" if "MFU" in t["target"] else
                                                 f"{t['value']:.1f}%" if "utilisation" in t["target"] else
@@ -530,7 +530,7 @@ def summary_table(result: dict) -> list[str]:
 
 
 def speed_targets(result: dict) -> list[dict]:
-    """Each of issue 8's speed targets that this run measured something for: value, pass (None: not
+    """Each of the speed targets (TARGET_* above) that this run measured something for: value, pass (None: not
     measurable here, with why)."""
     out = []
     device = result["meta"]["device"]
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="models: which of eager / compiled rows to time (compiled also needs --compile on a CPU)")
     ap.add_argument("--plain", type=_csv(tuple(MODELS), "--plain"), default=["nafnet"],
                     help="models also timed as a plain fp32 eager loop (NCHW, default AdamW, loss read every "
-                         "step): the baseline of the issue's NAFNet >= 2x target")
+                         "step): the baseline of the NAFNet >= 2x speed target")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds after the start past which no new model or loop row starts (they are "
                          "recorded as skipped); bench.json is rewritten after every model row either way")

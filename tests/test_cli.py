@@ -9,6 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from restorebench.cli import app
+from tests.helpers.cells import finetuned_cell
 
 STAGES = [
     "fetch",
@@ -96,24 +97,6 @@ def test_out_of_memory_names_the_memory_asked_and_a_hint(project_root, monkeypat
     assert "Traceback" not in result.output
 
 
-def _finetuned_cell(project_root, root, monkeypatch) -> None:
-    """A demo NAFNet cell's weights under root/runs/ and a one-item evaluation set, as `evaluate` reads them."""
-    import numpy as np
-    from safetensors.torch import save_file
-
-    import restorebench.evaluate as ev
-    from restorebench.config import load_config
-    from restorebench.train.finetune import cell_model
-
-    weights = root / "runs/finetune/denoise/nafnet/full/model.safetensors"
-    weights.parent.mkdir(parents=True)
-    save_file(cell_model(load_config(project_root / "params.yaml"), "nafnet", "denoise").state_dict(), weights)
-    rng = np.random.default_rng(0)
-    item = ev.EvalItem("0000_00", *(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)))
-    monkeypatch.setattr(ev, "eval_items", lambda task, data_root: iter([item]))
-    monkeypatch.chdir(root)
-
-
 def test_evaluate_runs_the_configured_tiling_and_precision_and_records_it(project_root, monkeypatch, tmp_path):
     import json
     import warnings
@@ -122,7 +105,7 @@ def test_evaluate_runs_the_configured_tiling_and_precision_and_records_it(projec
 
     import restorebench.infer as infer
 
-    _finetuned_cell(project_root, tmp_path, monkeypatch)
+    finetuned_cell(project_root, tmp_path, monkeypatch)
     calls: list[dict] = []
     real = infer.restore
 

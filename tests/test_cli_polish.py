@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from restorebench import __version__
 from restorebench.cli import app
 from restorebench.config import MODEL_NAMES
-from tests.test_cli import _finetuned_cell
+from tests.helpers.cells import finetuned_cell
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def _one_error_line(output: str) -> str:
 def test_weights_of_another_profile_say_so_in_one_line(project_root, monkeypatch, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    _finetuned_cell(project_root, tmp_path, monkeypatch)
+    finetuned_cell(project_root, tmp_path, monkeypatch)
     run = tmp_path / "runs/finetune/denoise/nafnet/full"
     state = load_file(run / "model.safetensors")
     wide = sorted(k for k, v in state.items() if v.ndim == 4)[0]

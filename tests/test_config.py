@@ -31,7 +31,7 @@ def test_demo_uses_the_sample_and_paper_the_real_counts(project_root):
     demo = load_config(project_root / "params.yaml")
     paper = load_config(project_root / "params.yaml", ["profile=paper"])
     assert {demo.data.dataset(d).source for d in DATASETS} == {"sample"}
-    # DESIGN.md dataset facts
+    # dataset facts (docs/ARCHITECTURE.md)
     assert paper.data.sidd.expected_pairs == {"train": 320, "val": 1280}
     assert paper.data.sidd.expected_groups == {"train": 160}
     assert paper.data.gopro.expected_pairs == {"train": 2103, "test": 1111}
@@ -127,7 +127,7 @@ def test_each_model_trains_on_its_recipe_crop(project_root):
     assert (paper.train.crop("ipt"), paper.train.crop("nafnet")) == (48, 256)
 
 
-# Every value is checked at load with its full key path and the allowed range or choices (issue 18).
+# Every value is checked at load with its full key path and the allowed range or choices.
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

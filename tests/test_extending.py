@@ -101,7 +101,7 @@ def copy_with_toy(project_root: Path, dest: Path) -> tuple[Path, dict[str, str]]
     env = tool_env(PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1")
     help_text = run(["restorebench", "--help"], repo, env)
     if re.search(r"^\W*pipeline\b", help_text, re.M):
-        # dvc.yaml is generated from the pipeline module (issue 14): regenerate it, as the README says to
+        # dvc.yaml is generated from the pipeline module: regenerate it, as the README says to
         # after changing the grid, so that the copy's DVC plan has the toy's stages
         out = run(["restorebench", "pipeline", "dvc"], repo, env)
         if out.lstrip().startswith(("stages:", "#")) and "stages:" in out:

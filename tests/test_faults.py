@@ -1,4 +1,4 @@
-"""Fault injection through the CLI (issue 18): 24 kinds of fault, each run as a user would run it
+"""Fault injection through the CLI: 24 kinds of fault, each run as a user would run it
 (`restorebench ...` in a throwaway copy of the project), each checked for
 
 - the one-line message `error: <file or key>: <what> (<what to do>)` naming the file or params key,

@@ -330,7 +330,7 @@ def test_url_source_downloads_and_extracts(
     assert fetch.sha256_file(cache / "GOPRO_Large.zip") == sha(Path(archive).read_bytes())
 
 
-# ------------------------------------------------------------------------- link chains (issue 18)
+# ------------------------------------------------------------------------- link chains (d/l -> .., d/l/l2 -> ..)
 
 
 def _gopro_zip_with(tmp_path: Path, links: dict[str, str], files: dict[str, bytes]) -> Path:
@@ -349,7 +349,7 @@ def _gopro_zip_with(tmp_path: Path, links: dict[str, str], files: dict[str, byte
 
 
 CHAINS = {
-    # the issue's probe: each link alone stays inside (d/.. and d/l/..), the chain leaves
+    # a link chain: each link alone stays inside (d/.. and d/l/..), the chain leaves
     "chain": ({"d/l": "..", "d/l/l2": ".."}, {"d/l/l2/evil.txt": b"pwned"}),
     "deeper": (
         {"a/b/l": "..", "a/b/l/l2": "..", "a/b/l/l2/l3": "..", "a/b/l/l2/l3/l4": ".."},

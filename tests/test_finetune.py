@@ -13,34 +13,19 @@ from safetensors.torch import load_file
 
 from restorebench.config import load_config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import StoreWriter, holdout_split, open_store
+from restorebench.data.store import holdout_split, open_store
 from restorebench.metrics import psnr
 from restorebench.models import build_model
 from restorebench.train import finetune as finetune_module
 from restorebench.train.finetune import finetune
-
-IMAGES = [f"0{i}_pair" for i in range(5)]
-
-
-def write_sidd_store(root: Path, size: int = 24) -> Path:
-    """data/store/sidd/train: 5 source images x 2 sub-images each, noisy = clean + N(0, 20/255)."""
-    rng = np.random.default_rng(0)
-    path = root / "data" / "store" / "sidd" / "train"
-    path.parent.mkdir(parents=True)
-    with StoreWriter(path, {"lq": (size, size, 3), "gt": (size, size, 3)}) as w:
-        for image in IMAGES:
-            for k in range(2):
-                gt = rng.uniform(40, 215, (size, size, 3))
-                lq = np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255)
-                w.add(id=f"{image}_s{k}", image=image, y=0, x=k * size, lq=lq.astype(np.uint8), gt=gt.astype(np.uint8))
-    return path
+from tests.helpers.stores import SIDD_IMAGES, write_sidd_store
 
 
 def test_holdout_keeps_whole_images_out(tmp_path):
     store = open_store(write_sidd_store(tmp_path))
     train_idx, held_idx = holdout_split(store, 0.4)
     images = store.index["image"]
-    assert sorted({images[i] for i in held_idx}) == IMAGES[-2:]  # the last 2 of 5 source images, whole
+    assert sorted({images[i] for i in held_idx}) == SIDD_IMAGES[-2:]  # the last 2 of 5 source images, whole
     assert not {images[i] for i in train_idx} & {images[i] for i in held_idx}
     assert len(train_idx) + len(held_idx) == len(store)
     assert len(holdout_split(store, 0.0)[1]) == 0
@@ -76,7 +61,7 @@ def test_finetune_validates_on_held_out_images_only(cell, tmp_path, monkeypatch)
     images = store.index["image"]
     assert summary["holdout_images"] == 2
     assert 0.0 <= summary["data_wait"] < 1.0  # the share of wall time spent waiting for the loader
-    assert seen and {images[i] for i in seen} <= set(IMAGES[:3])  # no held-out image was ever trained on
+    assert seen and {images[i] for i in seen} <= set(SIDD_IMAGES[:3])  # no held-out image was ever trained on
     history = json.loads((run / "history.json").read_text())
     assert [row["step"] for row in history if "val/psnr" in row] == [3, 6]
     curve = (run / "dvclive/plots/metrics/val/psnr.tsv").read_text().split()

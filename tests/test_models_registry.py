@@ -40,7 +40,7 @@ def test_unknown_names_are_errors_with_the_choices():
 
 
 def test_summary_counts_match_published_sizes():
-    # DESIGN.md: NAFNet width32 SIDD 29.16M params, 16.1 GMACs at 256x256
+    # published (docs/ARCHITECTURE.md): NAFNet width32 SIDD 29.16M params, 16.1 GMACs at 256x256
     row = summarize("nafnet", "sidd-width32")
     assert row["params"] == pytest.approx(29.16e6, rel=5e-3)
     assert row["gmacs"] == pytest.approx(16.1, rel=1e-2)
@@ -48,7 +48,7 @@ def test_summary_counts_match_published_sizes():
     assert set(VARIANTS) == set(MODELS)
 
 
-# Where the attention runs (issue 8: "SDPA/flash attention where the model allows"). A model whose
+# Where the attention runs (SDPA, so flash attention runs where the model allows it). A model whose
 # `attention` is "token" must call scaled_dot_product_attention, so PyTorch picks a flash / memory-efficient
 # kernel on CUDA: Swin (transformers' "sdpa" implementation), BEiT (timm's fused_attn), IPT
 # (nn.MultiheadAttention without weights). NAFNet has none; Restormer's is across channels ("channel": a

@@ -299,10 +299,22 @@ def test_snapshot_folder_config_gives_the_architecture(tmp_path) -> None:
 
 
 def test_ipt_checkpoint_without_position_ids_buffer_loads(tmp_path) -> None:
+    """Official IPT checkpoints lack the position_ids buffer: it is rebuilt (0 .. seq-1), every other tensor
+    comes from the file, and the loaded model restores as the saved one does."""
     model = _demo("ipt")
-    sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    full = model.state_dict()
+    dropped = [k for k in full if k.endswith("position_ids")]
+    assert dropped == ["body.position_encoding.position_ids"]
+    sd = {k: v.contiguous() for k, v in full.items() if k not in dropped}
     save_file(sd, str(tmp_path / "m.safetensors"))
-    ipt.build(variant="demo", pretrained=str(tmp_path / "m.safetensors"))
+    loaded = ipt.build(variant="demo", pretrained=str(tmp_path / "m.safetensors")).eval()
+    state = loaded.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in sd.items())
+    seq = state["body.position_encoding.position_ids"]
+    assert torch.equal(seq, torch.arange(seq.shape[1]).unsqueeze(0)) and torch.equal(seq, full[dropped[0]])
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 def test_unknown_keyword_fails_with_allowed_list() -> None:

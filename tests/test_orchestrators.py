@@ -194,7 +194,7 @@ def test_paper_profile_plans_the_whole_grid(project_root):
 
 
 def test_every_snakemake_config_entry_reaches_the_commands(project_root, tmp_path):
-    """`--config seed=5` (issue 18: it re-ran jobs that then ignored it) is `-S seed=5` in every command,
+    """`--config seed=5` (once re-ran jobs that then ignored it) is `-S seed=5` in every command,
     and a nested entry is flattened to its dotted key."""
     repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
     plan = snakemake_plan(repo, "-F", "--config", "seed=5", "profiles={demo: {train: {steps: 7}}}")
@@ -230,8 +230,17 @@ def test_snakemake_lint_is_clean(project_root, tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_dvc_is_initialised_in_git(project_root):
-    assert (project_root / ".dvc" / "config").exists()
-    assert (project_root / ".dvcignore").exists()
+    """DVC's files are committed, its cache and machine-local config are not, it skips the venv and
+    Snakemake's state when hashing, and it opens the checkout with git as its SCM (as `dvc init` leaves it)."""
+    from dvc.repo import Repo
+
+    tracked = subprocess.run(["git", "ls-files", ".dvc", ".dvcignore"], cwd=project_root, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    assert {".dvc/config", ".dvc/.gitignore", ".dvcignore"} <= set(tracked)
+    assert {"/cache", "/tmp", "/config.local"} <= set((project_root / ".dvc" / ".gitignore").read_text().split())
+    assert {".venv/", ".snakemake/"} <= set((project_root / ".dvcignore").read_text().split())
+    with Repo(str(project_root)) as repo:
+        assert type(repo.scm).__name__ == "Git" and Path(repo.root_dir) == project_root.resolve()
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])

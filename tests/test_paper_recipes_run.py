@@ -20,7 +20,7 @@ from restorebench.config import load_config
 from restorebench.train import loop as loop_module
 from restorebench.train import strategies
 from restorebench.train.finetune import loop_config
-from tests.test_finetune import write_sidd_store
+from tests.helpers.stores import write_sidd_store
 
 runner = CliRunner()
 P = "profiles.paper"

@@ -15,7 +15,7 @@ from restorebench.evaluate import EvalItem, evaluate
 from restorebench.infer import ProtocolRestorer, restore
 from restorebench.train import finetune as finetune_module
 from restorebench.train.finetune import mixup_batch, training_data
-from tests.test_finetune import write_sidd_store
+from tests.helpers.stores import write_sidd_store
 
 
 class NeedsLittleMemory(nn.Module):

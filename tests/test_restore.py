@@ -22,7 +22,7 @@ from restorebench.errors import RestorebenchError
 from restorebench.images import read_image, read_png16, write_png
 from restorebench.models import build_model
 from restorebench.restore import plan
-from tests.test_finetune import write_sidd_store
+from tests.helpers.stores import write_sidd_store
 
 runner = CliRunner()
 

@@ -212,7 +212,7 @@ def _logged_steps(table) -> list[int]:
 
 
 def test_a_mistaken_run_deletes_nothing_and_the_original_resumes_from_its_own_checkpoint(tmp_path):
-    """Issue 18's probe: interrupt a cell, re-run it once with another LR, run the original command again:
+    """A mistaken re-run: interrupt a cell, re-run it once with another LR, run the original command again:
     the original resumes from its own checkpoint (step 8), which moved aside and back, never deleted."""
     from restorebench.train.session import train_and_save
 

@@ -9,7 +9,7 @@ allowed when a grid repeats cells over seeds):
 Outputs:
   results/table.csv     one row per (task, model, strategy, pretrain), seeds pooled (mean, sd over seeds), with
                         the mean per-image PSNR difference to the identity floor and to the task's best
-                        baseline cell, each with a paired bootstrap 95% interval; published rows (DESIGN.md)
+                        baseline cell, each with a paired bootstrap 95% interval; published rows (docs/ARCHITECTURE.md)
                         follow with source "published" and are never mixed into measured ones.
   metrics/summary.json  {task: {model: {cell: {"psnr_vs_identity": dB}}}}: only what the cell files do not
                         already hold, so `dvc metrics diff` shows each measured number once. The difference to
@@ -47,7 +47,7 @@ PUBLISHED: dict[tuple[str, str], tuple[str | None, str | None, float, float, str
     ("MPRNet", "deblur"): (None, None, 32.66, 0.959, "MPRNet, Zamir et al., CVPR 2021, GoPro table"),
 }
 
-# The restoration baselines of the study (DESIGN.md): a task's best baseline is its best cell of these models
+# The restoration baselines of the study (NAFNet, Restormer): a task's best baseline is its best cell of these models
 # trained from their usual init (pretrain "none"); every cell is compared with it.
 BASELINE_MODELS = ("nafnet", "restormer")
 METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")

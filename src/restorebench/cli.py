@@ -231,7 +231,6 @@ def pretrain(
 ) -> None:
     """Restoration pretraining on the degraded ImageNet store: IPT (multi-task + contrastive) or DCPT
     (degradation classification); resumes from its last good checkpoint."""
-    from restorebench.pretrain.runner import pretrain_stage
     from restorebench.train.finetune import pretrain_dir
 
     cfg = load()
@@ -245,7 +244,14 @@ def pretrain(
         _check(task=(task, TASKS))
     run_dir = pretrain_dir(method, model, task)
     _launch(cfg)
-    summary = pretrain_stage(cfg, method, model, task, run_dir)
+    if method == "ipt":  # each method's module alone, so a DCPT job loads (and depends on) no IPT code
+        from restorebench.pretrain.ipt import pretrain_stage
+
+        summary = pretrain_stage(cfg, run_dir)
+    else:
+        from restorebench.pretrain.dcpt import pretrain_stage
+
+        summary = pretrain_stage(cfg, model, task, run_dir)
     if summary:  # {} on DDP ranks other than 0
         what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
         typer.echo(_trained(what, summary, run_dir / "model.safetensors"))

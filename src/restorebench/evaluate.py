@@ -1,4 +1,4 @@
-"""Evaluation by the published protocols (DESIGN.md, "Facts the code must match").
+"""Evaluation by the published protocols (docs/ARCHITECTURE.md, "Protocol facts").
 
 denoise (SIDD): the validation blocks from ValidationNoisyBlocksSrgb.mat / ValidationGtBlocksSrgb.mat
   (N x B x h x w x 3 uint8); input uint8/255; output clamped to [0, 1], not quantised; data_range 1;

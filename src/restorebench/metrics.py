@@ -1,4 +1,4 @@
-"""PSNR and SSIM by the field's published protocols (see DESIGN.md, "Facts the code must match").
+"""PSNR and SSIM by the field's published protocols (docs/ARCHITECTURE.md, "Protocol facts").
 
 Two implementations that agree to 1e-4 dB / 1e-5 SSIM (tests/test_metrics.py checks it):
 

@@ -1,5 +1,7 @@
 # Helpers: every rule is a view of restorebench.pipeline's stages of the same name.
 
+import re
+
 
 def job(rule, wildcards):
     """The pipeline stage of this job (KeyError: not a job of the current grid)."""

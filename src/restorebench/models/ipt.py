@@ -87,7 +87,7 @@ _VARIANT_CFG: dict[str, dict] = {
 VARIANTS: tuple[str, ...] = tuple(_VARIANT_CFG)
 DEFAULT_VARIANT = "paper"
 PUBLISHED_PARAMS_ONE_TASK = 115.31e6
-PUBLISHED_GMACS_PER_PATCH = 33.0  # per 48x48 input patch (DESIGN.md)
+PUBLISHED_GMACS_PER_PATCH = 33.0  # per 48x48 input patch (docs/ARCHITECTURE.md)
 
 
 def variant_patch_size(variant: str) -> int:

@@ -45,7 +45,7 @@ _SIDD = dict(middle_blk_num=12, enc_blk_nums=(2, 2, 4, 8), dec_blk_nums=(2, 2, 2
 _GOPRO = dict(middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))
 
 # Paper configs: options/test/SIDD/NAFNet-width{32,64}.yml and options/test/GoPro/NAFNet-width{32,64}.yml
-# in the official repo. Published sizes (DESIGN.md): 29.16M / 115.98M (SIDD), 17.11M / 67.89M (GoPro).
+# in the official repo. Published sizes (docs/ARCHITECTURE.md): 29.16M / 115.98M (SIDD), 17.11M / 67.89M (GoPro).
 _VARIANT_CFG: dict[str, dict] = {
     "demo": dict(
         img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=(1, 1, 1, 1), dec_blk_nums=(1, 1, 1, 1)

@@ -11,7 +11,7 @@ train/strategies.py reads (`parameter_groups()`, `layer_ids()`, `num_layers`):
   finetunes (IPT keeps one task's head and tail; the others take it as it is);
 - `attention`: "token" (attention over spatial tokens, through torch's scaled_dot_product_attention),
   "channel" (Restormer's transposed attention) or None; `is_transformer` (attention of either kind) says
-  whether issue 8's transformer speed target (MFU) applies (benchmarks/run_all.py).
+  whether the transformer speed target (MFU >= 40%) applies (benchmarks/run_all.py).
 
 A model module may also define `finetune_kwargs(task, *, head) -> dict`: builder keywords for the
 architecture a cell of `task` finetunes (IPT: one same-size task); without it, the variant's own.
@@ -44,7 +44,7 @@ class Restorer(nn.Module):
 
     @property
     def is_transformer(self) -> bool:
-        """Built on attention (either kind): issue 8's MFU target applies, not to plain CNNs."""
+        """Built on attention (either kind): the MFU speed target (benchmarks/run_all.py) applies, not to plain CNNs."""
         return self.attention is not None
 
     def decoder_features(self) -> list[tuple[str, nn.Module]]:

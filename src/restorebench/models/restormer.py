@@ -55,7 +55,7 @@ _PAPER = dict(
     dual_pixel_task=False,
 )
 # Options/RealDenoising_Restormer.yml (BiasFree) and Options/Deraining / Deblurring (WithBias, the
-# official constructor default). Published size (DESIGN.md): 26.13M.
+# official constructor default). Published size (docs/ARCHITECTURE.md): 26.13M.
 _VARIANT_CFG: dict[str, dict] = {
     "demo": dict(
         _PAPER,

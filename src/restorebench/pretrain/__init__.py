@@ -1,1 +1,1 @@
-"""Restoration pretraining (issue 7): IPT multi-task pretraining and DCPT degradation classification."""
+"""Restoration pretraining: IPT multi-task pretraining and DCPT degradation classification."""

@@ -33,6 +33,7 @@ from restorebench.data.store import holdout_split, open_store
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
+    guarded_stage,
     run_pretraining,
     stack,
     store_path,
@@ -426,3 +427,10 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
         before=before,
         progress=progress,
     )
+
+
+def pretrain_stage(cfg: Config, model: str, task: str, run_dir: Path) -> dict:
+    """The `pretrain --method dcpt` stage: pretrain_dcpt, its out-of-memory end a one-line error."""
+    c = cfg.pretrain.dcpt
+    return guarded_stage(cfg, lambda: pretrain_dcpt(cfg, model, task, run_dir), method="dcpt", model=model,
+                         task=task, batch=c.batch, patch=c.patch)  # fmt: skip

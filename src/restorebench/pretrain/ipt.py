@@ -28,9 +28,11 @@ from restorebench.data.datasets import PairedPatchDataset
 from restorebench.data.store import holdout_split, open_store
 from restorebench.metrics import psnr_torch
 from restorebench.models import build_model
+from restorebench.models.ipt import variant_patch_size
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,
+    guarded_stage,
     run_pretraining,
     stack,
     store_path,
@@ -188,3 +190,11 @@ def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
                 "tokens_per_image": c.tokens_per_image},
         progress=progress,
     )
+
+
+def pretrain_stage(cfg: Config, run_dir: Path) -> dict:
+    """The `pretrain --method ipt` stage: pretrain_ipt, its out-of-memory end a one-line error. IPT trains on
+    inputs of its variant's tile size."""
+    c = cfg.pretrain.ipt
+    return guarded_stage(cfg, lambda: pretrain_ipt(cfg, run_dir), method="ipt", model="ipt", task=None,
+                         batch=c.batch, patch=variant_patch_size(c.variant))  # fmt: skip

@@ -5,6 +5,9 @@ runs/pretrain/{method}/{model}/ receives model.safetensors (the pretrained model
 pretrain.json (what was run, how fast, the final metrics), history.json and dvclive/ (curves);
 checkpoints/ sits beside them, as in finetuning, so a restarted job resumes. The final metrics are also
 written to `metrics_path` (metrics/pretrain/..., a DVC metric).
+
+Imports flow one way: ipt.py and dcpt.py import this module, never the reverse, and the CLI picks the
+method's module; so a DCPT stage's code closure (restorebench.codepath) holds no IPT file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from restorebench import io
 from restorebench.config import Config, PretrainRunConfig
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.train.loop import LoopConfig, Objective
-from restorebench.train.session import train_and_save
+from restorebench.train.session import guarded, train_and_save
 
 
 def store_path(cfg: Config) -> Path:
@@ -167,25 +170,12 @@ def stack(items: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.stack([item[k] for item in items]) for k in range(len(items[0])))
 
 
-def pretrain_stage(cfg: Config, method: str, model: str, task: str | None, run_dir: Path) -> dict:
-    """The `pretrain` stage: IPT (multi-task + contrastive) or DCPT (degradation classification) into
-    run_dir; the known ways it ends early (out of memory: with this run's batch and patch) are one-line
-    RestorebenchErrors. Returns the run's summary ({} on DDP ranks other than 0)."""
-    from restorebench.train.session import guarded
-
-    run = cfg.pretrain.ipt if method == "ipt" else cfg.pretrain.dcpt
-    if method == "ipt":
-        from restorebench.models.ipt import variant_patch_size
-        from restorebench.pretrain.ipt import pretrain_ipt
-
-        patch = variant_patch_size(cfg.pretrain.ipt.variant)  # IPT trains on inputs of its variant's tile size
-        fn = lambda: pretrain_ipt(cfg, run_dir)  # noqa: E731
-    else:
-        from restorebench.pretrain.dcpt import pretrain_dcpt
-
-        patch = cfg.pretrain.dcpt.patch
-        fn = lambda: pretrain_dcpt(cfg, model, task, run_dir)  # noqa: E731
+def guarded_stage(cfg: Config, run: Callable[[], dict], *, method: str, model: str, task: str | None, batch: int,
+                  patch: int) -> dict:
+    """run() (one method's `pretrain` stage), with the known ways it ends early (out of memory: with this
+    run's `batch` and `patch`, the input side in pixels) raised as one-line RestorebenchErrors that name the
+    profile's batch key. Returns run()'s summary ({} on DDP ranks other than 0)."""
     what = f"pretrain {method}/{model}" + (f" ({task})" if task else "")
     key = f"profiles.{cfg.profile}.pretrain.{method}"
-    return guarded(fn, what=what, batch=run.batch, patch=str(patch),
+    return guarded(run, what=what, batch=batch, patch=str(patch),
                    hint=f"lower {key}.batch (pretraining has no gradient accumulation)")  # fmt: skip

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from restorebench import logs
 from restorebench.config import COMPILE_MODES
 from restorebench.errors import RestorebenchError
+from restorebench.schema import LOSS_NAMES
 from restorebench.train import checkpoint, distributed, strategies
 from restorebench.train.ema import EMA
 from restorebench.train.schedule import lr_factor
@@ -62,6 +63,8 @@ def psnr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(mse + 1e-8).mean()
 
 
+# The names are schema.LOSS_NAMES (what a recipe's `loss` is checked against); tests/test_vocabularies.py holds
+# these keys equal to them.
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
     "charbonnier": charbonnier,
@@ -77,7 +80,7 @@ def pixel_objective(loss: str, *, channels_last: bool = False, amp: bool = True,
     model keeps them (deep supervision, a recipe's aux_loss): each adds `loss` against gt with weight 1, as
     Mask2Former sums its per-layer losses (the final layer's is the main loss); logged as `aux_loss`."""
     if loss not in LOSSES:
-        raise ValueError(f"train.loss: {loss!r} unknown; choose from {sorted(LOSSES)}")
+        raise ValueError(f"train.loss: {loss!r} unknown; choose from {list(LOSS_NAMES)}")
     loss_fn = LOSSES[loss]
 
     def objective(forward, batch, device):

@@ -17,8 +17,31 @@ so the first step runs at warmup_ratio x the scheduled LR and the ramp joins the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-SCHEDULES = ("cosine", "poly", "constant_then_cosine")
+from restorebench.schema import SCHEDULES
+
+
+def _cosine(t: int, total: int, floor: float, power: float, constant: int) -> float:
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t / max(total, 1)))
+
+
+def _poly(t: int, total: int, floor: float, power: float, constant: int) -> float:
+    return floor + (1.0 - floor) * (1.0 - t / max(total, 1)) ** power
+
+
+def _constant_then_cosine(t: int, total: int, floor: float, power: float, constant: int) -> float:
+    span = max(total - constant, 1)
+    return 1.0 if t < constant else floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (t - constant) / span))
+
+
+# The names are schema.SCHEDULES (what a recipe's `schedule` is checked against); tests/test_vocabularies.py
+# holds this table's keys equal to them. Each maps (t, T, floor, power, C) to the multiplier before warmup.
+SHAPES: dict[str, Callable[[int, int, float, float, int], float]] = {
+    "cosine": _cosine,
+    "poly": _poly,
+    "constant_then_cosine": _constant_then_cosine,
+}
 
 
 def lr_factor(
@@ -33,16 +56,10 @@ def lr_factor(
     warmup_ratio: float = 0.0,
 ) -> float:
     """Multiplier of the base LR at iteration `step` (0-based) of a `total`-iteration run (module docstring)."""
-    if schedule not in SCHEDULES:
+    if schedule not in SHAPES:
         raise ValueError(f"schedule {schedule!r} unknown; choose from {list(SCHEDULES)}")
     t = min(max(step, 0), total)
-    if schedule == "cosine":
-        value = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t / max(total, 1)))
-    elif schedule == "poly":
-        value = floor + (1.0 - floor) * (1.0 - t / max(total, 1)) ** power
-    else:
-        span = max(total - constant, 1)
-        value = 1.0 if t < constant else floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (t - constant) / span))
+    value = SHAPES[schedule](t, total, floor, power, constant)
     if warmup > 0 and t < warmup:
         value *= 1.0 - (1.0 - t / warmup) * (1.0 - warmup_ratio)
     return value

@@ -15,11 +15,38 @@ and its exemptions, schedule, warmup, backbone multiplier, layer decay, clipping
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch.nn as nn
 
-STRATEGY_NAMES = ("frozen", "full_lowlr", "full", "llrd")
+from restorebench.schema import STRATEGIES
+
 LOWLR_FACTOR = 0.1
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a strategy changes in the recipe."""
+
+    freeze_backbone: bool = False  # backbone parameters not trained, its norm layers kept in eval mode
+    lr_scale: float = 1.0  # every LR (and so the warmup start and the floor) times this
+    layer_decay: bool = False  # layer-wise LR decay at train.llrd_decay when the recipe has no rate of its own
+
+
+# The names are schema.STRATEGIES (what params.yaml and the CLI are checked against); this table says what each
+# does, and tests/test_vocabularies.py holds its keys equal to those names.
+BEHAVIOUR: dict[str, Strategy] = {
+    "frozen": Strategy(freeze_backbone=True),
+    "full_lowlr": Strategy(lr_scale=LOWLR_FACTOR),
+    "full": Strategy(),
+    "llrd": Strategy(layer_decay=True),
+}
+
+
+def behaviour(strategy: str) -> Strategy:
+    if strategy not in BEHAVIOUR:
+        raise ValueError(f"strategy {strategy!r} unknown; choose from {list(STRATEGIES)}")
+    return BEHAVIOUR[strategy]
 
 
 def _groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -57,9 +84,7 @@ def backbone_norms(model: nn.Module) -> list[nn.Module]:
 
 def prepare(model: nn.Module, strategy: str) -> None:
     """Set requires_grad for `strategy` (frozen: backbone off, everything else on)."""
-    if strategy not in STRATEGY_NAMES:
-        raise ValueError(f"strategy {strategy!r} unknown; choose from {list(STRATEGY_NAMES)}")
-    frozen = strategy == "frozen"
+    frozen = behaviour(strategy).freeze_backbone
     groups = _groups(model)
     for group, items in groups.items():
         for _, p in items:
@@ -69,7 +94,7 @@ def prepare(model: nn.Module, strategy: str) -> None:
 def train_mode(model: nn.Module, strategy: str) -> None:
     """model.train(), with a frozen backbone's norm layers back in eval mode (no running-stat drift)."""
     model.train()
-    if strategy == "frozen":
+    if behaviour(strategy).freeze_backbone:
         for module in backbone_norms(model):
             module.eval()
 
@@ -126,8 +151,9 @@ def optimizer_groups(
     """
     prepare(model, strategy)
     groups = _groups(model)
-    scale = LOWLR_FACTOR if strategy == "full_lowlr" else 1.0
-    decay = layer_decay if layer_decay > 0 else (llrd_decay if strategy == "llrd" else 0.0)
+    rule = behaviour(strategy)
+    scale = rule.lr_scale
+    decay = layer_decay if layer_decay > 0 else (llrd_decay if rule.layer_decay else 0.0)
     layer_ids = model.layer_ids() if decay > 0 else {}
     by_type = {"norm_layers": {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters(recurse=False)},
                "embedding_layers": {id(p) for m in model.modules() if isinstance(m, nn.Embedding)
