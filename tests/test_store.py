@@ -175,6 +175,14 @@ def test_degraded_inputs_are_synthesised_per_seed_item_task_and_draw(tmp_path, p
         # the same key gives the same input in any order and in a fresh reader (a worker, a resumed run)
         s.get(0, seed=11, draw=1)
         np.testing.assert_array_equal(open_store(tmp_path / "a", task=task).get(5, seed=11, draw=7)[0], lq)
+        # a drawn crop: the crop of the clean patch, its input on the task's grid; the whole patch as a crop
+        # is the full draw (the store's margin, 24, is all the context a crop sees)
+        lq_c, gt_c, _ = s.get(5, seed=11, draw=7, crop=(6, 12, 24))
+        np.testing.assert_array_equal(gt_c, window[30:54, 36:60])
+        assert lq_c.shape == (24 // scale, 24 // scale, 3)
+        np.testing.assert_array_equal(s.get(5, seed=11, draw=7, crop=(0, 0, 48))[0], lq)
+    with pytest.raises(ValueError, match=r"crop \(1, 0, 24\) is not inside the 48-pixel patch on the x3 grid"):
+        open_store(tmp_path / "a", task="sr3").get(0, crop=(1, 0, 24))
     s = open_store(tmp_path / "a", task="dn30")
     base = s.get(5, seed=11, draw=7)[0]
     assert not np.array_equal(s.get(5, seed=11, draw=8)[0], base)  # a new draw, a new noise

@@ -122,11 +122,11 @@ class PairedPatchDataset(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple:
         epoch, i = _key(index, self.epoch)
-        lq, gt, meta = self.store.get(i, seed=self.seed, draw=epoch)  # a synthesising store degrades per draw
         s, lp = self.scale, self.patch // self.scale
-        y, x, k = counter_ints(self.seed, epoch, i, (lq.shape[0] - lp + 1, lq.shape[1] - lp + 1, 8))
-        lq = lq[y : y + lp, x : x + lp]
-        gt = gt[y * s : (y + lp) * s, x * s : (x + lp) * s]
+        lh, lw, _ = self.store.shapes[self.store.lq_name]
+        y, x, k = counter_ints(self.seed, epoch, i, (lh - lp + 1, lw - lp + 1, 8))
+        # a synthesising store degrades this crop for this draw (epoch: a pretraining step)
+        lq, gt, meta = self.store.get(i, seed=self.seed, draw=epoch, crop=(y * s, x * s, self.patch))
         k = k if self.augment else 0
         out = (to_tensor(lq, k, uint8=self.uint8), to_tensor(gt, k, uint8=self.uint8))
         return (*out, int(meta.get("label", -1))) if self.with_label else out

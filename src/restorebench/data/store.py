@@ -211,16 +211,23 @@ class Store:
     def __len__(self) -> int:
         return self.n
 
-    def get(self, i: int, *, seed: int = 0, draw: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Item i: (lq, gt) uint8 views (no copy) and its index row (+ label). seed and draw change nothing
-        here (the pairs are stored); a synthesising store (restorebench.data.synth) degrades per draw."""
+    def get(self, i: int, *, seed: int = 0, draw: int = 0,
+            crop: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
+        """Item i: (lq, gt) uint8 views (no copy) and its index row (+ label). crop: (y, x, size) in gt
+        pixels, the lq view cut at y / scale. seed and draw change nothing here (the pairs are stored); a
+        synthesising store (restorebench.data.synth) degrades per draw."""
         if not -self.n <= i < self.n:
             raise IndexError(f"item {i} out of range for a store of {self.n}")
         i = i % self.n
         meta = {k: v[i] for k, v in self.index.items()}
         if self.label is not None:
             meta["label"] = self.label
-        return self.array(self.lq_name)[i], self.array(self.gt_name)[i], meta
+        lq, gt = self.array(self.lq_name)[i], self.array(self.gt_name)[i]
+        if crop is not None:
+            y, x, size = crop
+            s = gt.shape[0] // lq.shape[0]
+            lq, gt = lq[y // s : (y + size) // s, x // s : (x + size) // s], gt[y : y + size, x : x + size]
+        return lq, gt, meta
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
