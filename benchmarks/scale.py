@@ -151,8 +151,9 @@ def _du(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _child(stage: str, root: Path, archive: Path) -> dict:
-    """Run one stage here (a fresh process) and report its cost; imports come before the baseline."""
+def _child(stage: str, root: Path, archive: Path, profile: str = "paper") -> dict:
+    """Run one stage here (a fresh or forked process) with `profile`'s recipe and report its cost; imports
+    come before the baseline."""
     import great_expectations  # noqa: F401 - validation's import, outside the stage's own memory
     import pandas  # noqa: F401
 
@@ -163,7 +164,7 @@ def _child(stage: str, root: Path, archive: Path) -> dict:
     from restorebench.data.validate import validate_stage
 
     dataset = STAGES[stage][0]
-    cfg = load_config(ROOT / "params.yaml", ["profile=paper"])
+    cfg = load_config(ROOT / "params.yaml", [f"profile={profile}"])
     before, t0, c0 = _rss(), time.perf_counter(), os.times()
     if stage.startswith("fetch"):
         df = fetch_and_index(dataset, str(archive), root / "raw" / dataset, root / "manifests" / f"{dataset}.parquet",
@@ -197,6 +198,28 @@ def run_stage(stage: str, root: Path, archive: Path) -> dict:
     if out.returncode:
         raise RuntimeError(f"{stage} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_stage_forked(stage: str, root: Path, archive: Path, profile: str = "paper") -> dict:
+    """`stage` in a forked child (no fresh imports: quick, for tests); its peak counts only what it touched."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+
+    def target() -> None:
+        try:
+            queue.put(_child(stage, root, archive, profile))
+        except BaseException as err:  # noqa: BLE001 - reported to the parent
+            queue.put({"error": f"{type(err).__name__}: {err}"})
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    out = queue.get()
+    proc.join()
+    if "error" in out:
+        raise RuntimeError(f"{stage}: {out['error']}")
+    return out
 
 
 def manifest_row_bytes(manifest: Path) -> float:
