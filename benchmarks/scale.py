@@ -13,7 +13,7 @@ paper profile's recipe), in pipeline order:
     degrade_imagenet                 the pretraining store (clean 192x192 patches; synthesis is per draw)
 
 Per stage: CPU seconds per item (user + sys of the child, so a busy machine does not inflate it), wall
-seconds, bytes written per item, and peak host memory (the child's ru_maxrss). Extrapolation to the paper's
+seconds, bytes written per item, and peak host memory (the child's VmHWM). Extrapolation to the paper's
 counts (SIDD 320 pairs; GoPro 3214 frames fetched and validated, 2103 prepared; ImageNet 1,281,167 images):
 time and bytes scale with the count; peak memory is the measured peak (the stages stream their items, which
 tests/test_scale.py holds) plus the manifest's rows, which fetch and validate hold in memory whole
@@ -34,7 +34,6 @@ import io
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tarfile
@@ -146,6 +145,14 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory: VmHWM, the high-water mark of its own address space. Not
+    ru_maxrss: Linux carries that across exec from the forked parent, so a child started from a large
+    parent would report the parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmHWM:"))
+
+
 def _du(path: Path) -> int:
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -187,7 +194,7 @@ def _child(stage: str, root: Path, archive: Path, profile: str = "paper") -> dic
     rows = len(read_manifest(root / "manifests" / f"{dataset}.parquet", columns=["pair_id"]))
     return {"stage": stage, "items": items, "manifest_rows": rows, "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
             "wall_s": time.perf_counter() - t0, "bytes": written, "rss_before": before,
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
+            "peak_rss": _peak_rss()}  # fmt: skip
 
 
 def run_stage(stage: str, root: Path, archive: Path) -> dict:
