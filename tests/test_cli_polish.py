@@ -116,8 +116,8 @@ def test_summaries_are_sentences():
     assert describe_prepare("sidd", stats) == (
         "prepare sidd: 12 training pairs -> 480 sub-images of 64x64 (step 48), 11.8 MB in data/store/sidd/train"
     )
-    assert describe_degrade({"images": 20, "patches": 80, "tasks": 6, "path": "p"}) == (
-        "degrade: 20 ImageNet images -> 80 clean patches, each degraded 6 way(s), in p"
+    assert describe_degrade({"images": 20, "patches": 80, "tasks": 6, "path": "p", "bytes": 8_847_360}) == (
+        "degrade: 20 ImageNet images -> 80 clean patches (8.8 MB), 6 task(s) synthesised per draw, in p"
     )
 
 

@@ -129,3 +129,26 @@ def test_uint8_output_matches_float(store):
     u = PairedPatchDataset(store, 16, seed=2, uint8=True)[(1, 3)]
     assert u[0].dtype == torch.uint8
     torch.testing.assert_close(u[1].float() / 255, f[1])
+
+
+def test_synthesised_inputs_same_batches_for_any_worker_count_and_after_resume(tmp_path):
+    """A degrade store's inputs are synthesised per draw: the batches still depend only on (seed, step)."""
+    img = (np.random.default_rng(3).random((90, 100, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    degrade_store([("a", tmp_path / "a.png"), ("b", tmp_path / "a.png")], tmp_path / "deg",
+                  tasks={"dn": [{"name": "gaussian_noise", "sigma": 50}]}, patch=48, patches_per_image=3, seed=0,
+                  workers=1, progress=False)  # fmt: skip
+    ds = PairedPatchDataset(tmp_path / "deg", 32, task="dn", seed=5, uint8=True)
+    runs = {w: batches(step_loader(ds, 4, seed=7, workers=w), steps=4) for w in (0, 2)}
+    for b0, b2 in zip(runs[0], runs[2], strict=True):
+        for t0, t2 in zip(b0, b2, strict=True):
+            torch.testing.assert_close(t0, t2)
+    resumed = batches(step_loader(ds, 4, seed=7, start_step=2), steps=2)
+    for got, want in zip(resumed, runs[0][2:], strict=True):
+        torch.testing.assert_close(got[0], want[0])
+    # the same item and crop (the whole patch, no augmentation) drawn again: another noise, the same target
+    whole = PairedPatchDataset(tmp_path / "deg", 48, task="dn", seed=5, augment=False)
+    (lq0, gt0), (lq1, gt1) = whole[(0, 1)], whole[(1, 1)]
+    torch.testing.assert_close(gt0, gt1)
+    assert not torch.equal(lq0, lq1)
+    torch.testing.assert_close(whole[(0, 1)][0], lq0)

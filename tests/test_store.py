@@ -128,7 +128,10 @@ def test_degrade_store_deterministic_and_seed_dependent(tmp_path, pngs):
     )
     da, db, dc = (tree_digest(tmp_path / n) for n in "abc")
     assert da == db  # same seed: identical bytes in every file, whatever the worker count
-    assert da["gt.u8"] != dc["gt.u8"] and da["lq_dn30.u8"] != dc["lq_dn30.u8"]
+    assert da["clean.u8"] != dc["clean.u8"]  # positions follow the seed
+    # only the clean windows are stored (patch 48 + 2 x margin 24; margin rounded to the SR scales' lcm 6)
+    assert sorted(da) == ["clean.u8", "index.parquet", "meta.json"]
+    assert (tmp_path / "a" / "clean.u8").stat().st_size == 6 * 96 * 96 * 3
     assert a["patches"] == 6
     for task, label in zip(TASKS, range(len(TASKS)), strict=True):
         s = open_store(tmp_path / "a", task=task)
@@ -136,13 +139,54 @@ def test_degrade_store_deterministic_and_seed_dependent(tmp_path, pngs):
         scale = {"sr2": 2, "sr3": 3}.get(task, 1)
         assert lq.shape == (48 // scale, 48 // scale, 3) and gt.shape == (48, 48, 3)
         assert meta["label"] == label and meta["image"] == "im2"
-    # gt patches are the clean crops at the recorded positions
+    # gt patches are the clean crops at the recorded positions (im1 is 64x64: its margin mirrors the border)
     s = open_store(tmp_path / "a", task="dn30")
     src = np.asarray(Image.open(pngs[0][2]))
     _, gt, meta = s.get(1)
     np.testing.assert_array_equal(gt, src[meta["y"] : meta["y"] + 48, meta["x"] : meta["x"] + 48])
+    small = np.asarray(Image.open(pngs[1][2]))
+    _, gt, meta = s.get(2)
+    np.testing.assert_array_equal(gt, small[meta["y"] : meta["y"] + 48, meta["x"] : meta["x"] + 48])
+    # 64 - 48 leaves room for 6 pixels of real context a side; the other 18 of the margin mirror it
+    window = np.fromfile(tmp_path / "a" / "clean.u8", np.uint8).reshape(6, 96, 96, 3)[2]
+    real = small[meta["y"] - 6 : meta["y"] + 54, meta["x"] - 6 : meta["x"] + 54]
+    np.testing.assert_array_equal(window, np.pad(real, ((18, 18), (18, 18), (0, 0)), mode="symmetric"))
     with pytest.raises(ValueError, match=r"pass task=, one of \['blur', 'dn30', 'rain', 'sr2', 'sr3'\]"):
         open_store(tmp_path / "a")
+
+
+def test_degraded_inputs_are_synthesised_per_seed_item_task_and_draw(tmp_path, pngs):
+    from restorebench.degrade.pipeline import build_pipeline, derive_rng
+
+    images = [(i, gt) for i, _, gt in pngs]
+    degrade_store(images, tmp_path / "a", tasks=TASKS, patch=48, patches_per_image=2, seed=3, workers=1,
+                  progress=False)  # fmt: skip
+    window = np.fromfile(tmp_path / "a" / "clean.u8", np.uint8).reshape(6, 96, 96, 3)[5]
+    for task in ("dn30", "sr3", "blur"):
+        s = open_store(tmp_path / "a", task=task)
+        lq, _, meta = s.get(5, seed=11, draw=7)
+        # reference: the task's pipeline on the stored window with the (seed, item, task, draw) Generator,
+        # the margin (24) cut away at the task's scale
+        scale = {"sr3": 3}.get(task, 1)
+        out = build_pipeline(TASKS[task])(window.astype(np.float32) / 255, derive_rng(11, "degrade", "im2/1", task, 7))
+        want = np.floor(np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)[24 // scale : 72 // scale, 24 // scale : 72 // scale]
+        np.testing.assert_array_equal(lq, want)
+        assert meta["id"] == "im2/1"
+        # the same key gives the same input in any order and in a fresh reader (a worker, a resumed run)
+        s.get(0, seed=11, draw=1)
+        np.testing.assert_array_equal(open_store(tmp_path / "a", task=task).get(5, seed=11, draw=7)[0], lq)
+        # a drawn crop: the crop of the clean patch, its input on the task's grid; the whole patch as a crop
+        # is the full draw (the store's margin, 24, is all the context a crop sees)
+        lq_c, gt_c, _ = s.get(5, seed=11, draw=7, crop=(6, 12, 24))
+        np.testing.assert_array_equal(gt_c, window[30:54, 36:60])
+        assert lq_c.shape == (24 // scale, 24 // scale, 3)
+        np.testing.assert_array_equal(s.get(5, seed=11, draw=7, crop=(0, 0, 48))[0], lq)
+    with pytest.raises(ValueError, match=r"crop \(1, 0, 24\) is not inside the 48-pixel patch on the x3 grid"):
+        open_store(tmp_path / "a", task="sr3").get(0, crop=(1, 0, 24))
+    s = open_store(tmp_path / "a", task="dn30")
+    base = s.get(5, seed=11, draw=7)[0]
+    assert not np.array_equal(s.get(5, seed=11, draw=8)[0], base)  # a new draw, a new noise
+    assert not np.array_equal(s.get(5, seed=12, draw=7)[0], base)  # another seed
 
 
 def test_degrade_store_errors(tmp_path, pngs):

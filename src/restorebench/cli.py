@@ -173,12 +173,12 @@ def validate(dataset: Dataset) -> None:
 
 @app.command()
 def degrade() -> None:
-    """Synthesize the degraded ImageNet pretraining set into data/store/imagenet/train/."""
+    """ImageNet's pretraining set (clean patches; degradations synthesised per draw): data/store/imagenet/train/."""
     from restorebench.data.prepare import degrade_imagenet, describe_degrade
 
     cfg = load()
     d = cfg.degrade
-    stats = degrade_imagenet(root=Path(cfg.data.root), tasks=d.tasks, patch=d.patch,
+    stats = degrade_imagenet(root=Path(cfg.data.root), tasks=d.tasks, patch=d.patch, margin=d.margin,
                              patches_per_image=d.patches_per_image, max_images=d.max_images, seed=cfg.seed,
                              workers=cfg.data.workers, where=f"profiles.{cfg.profile}.degrade.tasks")  # fmt: skip
     typer.echo(describe_degrade(stats))

@@ -129,11 +129,15 @@ IPT_TASKS: dict[str, list[dict[str, Any]]] = {
 
 @dataclass
 class DegradeConfig:
-    """The degraded ImageNet pretraining set (restorebench.data.store.degrade_store)."""
+    """ImageNet's pretraining set (restorebench.data.prepare.degrade_store): clean patches stored, the tasks'
+    degraded inputs synthesised per draw."""
 
     patch: int = bounded(48, ge=8)  # IPT's patch size
     patches_per_image: int = bounded(1, ge=1)
     max_images: int = bounded(0, ge=0)  # 0: every image of the source
+    # pixels of real context stored around each clean patch, which the per-draw degradations see (blur and
+    # resizing at the patch border); 0 stores the patch alone (the degradations' own border handling)
+    margin: int = bounded(24, ge=0)
     # task -> degradation pipeline: a list of {name: <restorebench.degrade name>, <its params>}
     # (a mapping merges key by key, so the default is empty and params.yaml lists the tasks it wants;
     # IPT_TASKS below is the paper's set)

@@ -80,8 +80,9 @@ def _key(index: Any, epoch: int) -> tuple[int, int]:
 class PairedPatchDataset(Dataset):
     """Random patch x patch crops (gt size) from a store's sub-images with the 8 dihedral augmentations.
 
-    store: a Store or a store folder (with `task` for a degradation store). For SR stores the lq crop is
-    patch / scale at the matching position. Returns (lq, gt), or (lq, gt, label) with with_label=True.
+    store: a Store or a store folder (with `task` for a degradation store, whose lq is synthesised per
+    draw from (seed, item, task, epoch): restorebench.data.synth). For SR stores the lq crop is patch /
+    scale at the matching position. Returns (lq, gt), or (lq, gt, label) with with_label=True.
     uint8=True returns uint8 CHW tensors (0-255) instead: 4x less memory traffic through collation and
     pinning; convert on the device with `.float().div_(255)`.
     """
@@ -121,11 +122,11 @@ class PairedPatchDataset(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple:
         epoch, i = _key(index, self.epoch)
-        lq, gt, meta = self.store.get(i)
         s, lp = self.scale, self.patch // self.scale
-        y, x, k = counter_ints(self.seed, epoch, i, (lq.shape[0] - lp + 1, lq.shape[1] - lp + 1, 8))
-        lq = lq[y : y + lp, x : x + lp]
-        gt = gt[y * s : (y + lp) * s, x * s : (x + lp) * s]
+        lh, lw, _ = self.store.shapes[self.store.lq_name]
+        y, x, k = counter_ints(self.seed, epoch, i, (lh - lp + 1, lw - lp + 1, 8))
+        # a synthesising store degrades this crop for this draw (epoch: a pretraining step)
+        lq, gt, meta = self.store.get(i, seed=self.seed, draw=epoch, crop=(y * s, x * s, self.patch))
         k = k if self.augment else 0
         out = (to_tensor(lq, k, uint8=self.uint8), to_tensor(gt, k, uint8=self.uint8))
         return (*out, int(meta.get("label", -1))) if self.with_label else out

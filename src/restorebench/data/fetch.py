@@ -206,8 +206,27 @@ def check_layout(src: DatasetSource, folder: Path, label: str | Path) -> None:
             raise LayoutError(
                 f"{label}: {src.layout_root}/ has no {sub}/ folder (expected {src.layout_root}/{sub}/)"
             )
-    if src.name == "imagenet" and not any(p.is_dir() and p.name.startswith("n") for p in root.iterdir()):
-        raise LayoutError(f"{label}: {src.layout_root}/ holds no class folders nXXXXXXXX/")
+    if src.name == "imagenet" and not any(_imagenet_class(p) for p in root.iterdir()):
+        raise LayoutError(
+            f"{label}: {src.layout_root}/ holds no class tars nXXXXXXXX.tar or class folders nXXXXXXXX/"
+        )
+
+
+def _imagenet_class(path: Path) -> bool:
+    """An ImageNet class: its tar nXXXXXXXX.tar (as ILSVRC2012_img_train.tar holds them) or its folder."""
+    return bool(re.fullmatch(r"n\d{8}", path.name) and path.is_dir()
+                or re.fullmatch(r"n\d{8}\.tar", path.name) and path.is_file())  # fmt: skip
+
+
+def _keep_class_tars(folder: Path, layout_root: str) -> None:
+    """ILSVRC2012_img_train.tar unpacks to one nXXXXXXXX.tar per class: move them under `layout_root`/ as
+    they are (about a thousand files, read in place through the manifest's offsets) instead of unpacking
+    1.28M JPEGs."""
+    tars = [p for p in folder.iterdir() if _imagenet_class(p) and p.is_file()]
+    if tars:
+        (folder / layout_root).mkdir(exist_ok=True)
+        for t in tars:
+            os.replace(t, folder / layout_root / t.name)
 
 
 def _normalise_layout(src: DatasetSource, folder: Path) -> None:
@@ -226,9 +245,9 @@ def _find_root(src: DatasetSource, path: Path) -> Path:
         return path / src.layout_root
     if src.required and all((path / sub).is_dir() for sub in src.required):
         return path
-    if src.name == "imagenet" and any(p.is_dir() and re.fullmatch(r"n\d{8}", p.name) for p in path.iterdir()):
+    if src.name == "imagenet" and any(_imagenet_class(p) for p in path.iterdir()):
         return path
-    want = ", ".join(f"{src.layout_root}/{s}/" for s in src.required) or f"{src.layout_root}/nXXXXXXXX/"
+    want = ", ".join(f"{src.layout_root}/{s}/" for s in src.required) or f"{src.layout_root}/nXXXXXXXX.tar"
     raise LayoutError(
         f"{path}: not a {src.name} copy: expected {want} inside it (or to be that folder itself)"
     )
@@ -296,8 +315,9 @@ def fetch_dataset(dataset: str, source: str, dest: Path, *, cache_dir: Path, sam
             f"data.{dataset}.source", f"{path} is neither a folder nor a .zip/.tar/.tar.gz archive"
         )
     with atomic_dir(dest) as tmp:
-        extract_into(path, tmp, min_free_bytes=min_free_bytes,
-                     class_tars_into=src.layout_root if dataset == "imagenet" else None)  # fmt: skip
+        extract_into(path, tmp, min_free_bytes=min_free_bytes)
+        if dataset == "imagenet":
+            _keep_class_tars(tmp, src.layout_root)
         for name in src.extra_files:  # e.g. SIDD's validation .mat files kept next to the archive
             if (path.parent / name).is_file() and not (tmp / name).exists():
                 os.symlink(path.parent.resolve() / name, tmp / name)

@@ -9,6 +9,13 @@ Columns (paths relative to raw_dir, POSIX separators):
     height, width, channels, dtype   of the gt image (from the file header), -1 / "" when missing
     bytes, sha256                    gt file size and sha256 ("" when the file is missing)
     lq_height, lq_width, lq_channels, lq_dtype, lq_bytes, lq_sha256   the same for lq
+    offset                           where gt's bytes start inside the tar that gt_path names, else -1
+
+ImageNet kept as its class tars (train/nXXXXXXXX.tar, as ILSVRC2012_img_train.tar holds them): one row per
+JPEG member, gt_path "train/n01440764.tar!n01440764_10026.JPEG" (tar!member, as data.archives names
+members), offset and bytes locate its data, so `read_image_bytes` reads one image with a seek and no
+extraction; validation and the degrade stage both read through it. The raw copy stays about a thousand
+files (what DVC tracks) instead of 1.28M.
 
 Decisions:
 - Pairs are enumerated from the union of lq and gt files, so a pair missing one side still gets a row
@@ -39,8 +46,10 @@ from .sources import SIDD_VAL_GT, SIDD_VAL_NOISY
 COLUMNS = [
     "split", "group", "pair_id", "lq_path", "gt_path", "alt_path", "mat_image", "mat_block",
     "height", "width", "channels", "dtype", "bytes", "sha256",
-    "lq_height", "lq_width", "lq_channels", "lq_dtype", "lq_bytes", "lq_sha256",
+    "lq_height", "lq_width", "lq_channels", "lq_dtype", "lq_bytes", "lq_sha256", "offset",
 ]  # fmt: skip
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+MEMBER = "!"  # tar!member in gt_path
 NO_LQ = {"height": None, "width": None, "channels": None, "dtype": "", "bytes": None, "sha256": ""}
 MISSING = {"height": -1, "width": -1, "channels": -1, "dtype": "", "bytes": -1, "sha256": ""}
 # PNG colour type -> channels; Pillow mode -> (channels, dtype)
@@ -69,12 +78,23 @@ def header_info(data: bytes) -> tuple[int, int, int, str]:
         return im.height, im.width, channels, dtype
 
 
-def file_info(path: str | Path) -> dict[str, Any]:
-    """Header facts, size and sha256 of one image file; MISSING values when it does not exist."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return dict(MISSING)
+def read_image_bytes(raw_dir: str | Path, rel: str, offset: int = -1, size: int = -1) -> bytes:
+    """The encoded bytes of one manifest image: the file raw_dir/rel, or, with offset >= 0, `size` bytes at
+    `offset` of the tar that rel ("train/n01440764.tar!n01440764_10026.JPEG") names. FileNotFoundError for
+    a missing file; OSError when the tar ends before the member does."""
+    if offset is None or offset < 0:
+        return (Path(raw_dir) / rel).read_bytes()
+    tar = Path(raw_dir) / rel.split(MEMBER, 1)[0]
+    with open(tar, "rb") as f:
+        f.seek(int(offset))
+        data = f.read(int(size))
+    if len(data) != size:
+        raise OSError(f"cut short: {tar} ends {size - len(data)} bytes into this member")
+    return data
+
+
+def bytes_info(data: bytes) -> dict[str, Any]:
+    """Header facts, size and sha256 of one encoded image."""
     try:
         height, width, channels, dtype = header_info(data)
     except Exception:  # undecodable header: validation reports it, the manifest still lists the file
@@ -85,9 +105,31 @@ def file_info(path: str | Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def file_info(path: str | Path) -> dict[str, Any]:
+    """Header facts, size and sha256 of one image file; MISSING values when it does not exist."""
+    try:
+        return bytes_info(Path(path).read_bytes())
+    except FileNotFoundError:
+        return dict(MISSING)
+
+
+def tar_infos(path: str | Path) -> list[tuple[str, int, dict[str, Any]]]:
+    """(member name, data offset, bytes_info) of every image member of an uncompressed tar, in tar order:
+    the headers are walked and each member's bytes read once, nothing is written to disk."""
+    import tarfile
+
+    out = []
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES):
+                with tf.extractfile(m) as f:
+                    out.append((m.name, m.offset_data, bytes_info(f.read())))
+    return out
+
+
 def _row(split: str, group: str, pair_id: str, lq: str, gt: str, alt: str = "") -> dict[str, Any]:
     return {"split": split, "group": group, "pair_id": pair_id, "lq_path": lq, "gt_path": gt, "alt_path": alt,
-            "mat_image": -1, "mat_block": -1}  # fmt: skip
+            "mat_image": -1, "mat_block": -1, "offset": -1}  # fmt: skip
 
 
 def _sidd_pairs(folder: Path) -> list[tuple[str, str]]:
@@ -178,15 +220,24 @@ def _gopro_rows(raw_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _imagenet_rows(raw_dir: Path) -> list[dict[str, Any]]:
+def _imagenet_rows(raw_dir: Path, workers: int = 0) -> list[dict[str, Any]]:
+    """Rows of train/nXXXXXXXX/*.JPEG files and of the JPEG members of train/nXXXXXXXX.tar class tars
+    (these with their offset and bytes_info, read here, one tar per worker task)."""
     root = raw_dir / "train"
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: ImageNet folder not found (expected train/nXXXXXXXX/*.JPEG)")
+        raise FileNotFoundError(f"{root}: ImageNet folder not found (expected train/nXXXXXXXX.tar or "
+                                "train/nXXXXXXXX/*.JPEG)")  # fmt: skip
     rows = []
     for cls in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(cls.iterdir()):
-            if f.suffix.lower() in (".jpeg", ".jpg", ".png"):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 rows.append(_row("train", cls.name, f.stem, "", f"train/{cls.name}/{f.name}"))
+    tars = sorted(p for p in root.iterdir() if p.is_file() and p.suffix == ".tar")
+    members = parallel_list(tar_infos, [str(t) for t in tars], workers, desc="manifest imagenet", unit="tars")
+    for tar, found in zip(tars, members, strict=True):
+        for name, offset, info in found:
+            row = _row("train", tar.stem, Path(name).stem, "", f"train/{tar.name}{MEMBER}{name}")
+            rows.append({**row, **info, "offset": offset})
     return rows
 
 
@@ -201,13 +252,14 @@ def build_manifest(dataset: str, raw_dir: Path, *, workers: int = 0) -> pd.DataF
     if dataset not in ROWS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(ROWS)}")
     raw_dir = Path(raw_dir)
-    rows = ROWS[dataset](raw_dir)
+    rows = _imagenet_rows(raw_dir, workers) if dataset == "imagenet" else ROWS[dataset](raw_dir)
     mat_rows = _sidd_val_rows(raw_dir) if dataset == "sidd" else []
-    paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k]})
+    paths = sorted({r[k] for r in rows for k in ("lq_path", "gt_path") if r[k] and r["offset"] < 0})
     infos = dict(zip(paths, parallel_list(file_info, [str(raw_dir / p) for p in paths], workers,
                                                    desc=f"manifest {dataset}", unit="files"), strict=True))
     for r in rows:
-        r.update(infos[r["gt_path"]])
+        if r["offset"] < 0:
+            r.update(infos[r["gt_path"]])
         lq = infos[r["lq_path"]] if r["lq_path"] else NO_LQ
         r.update({"lq_" + k: v for k, v in lq.items()})
     df = pd.DataFrame(rows + mat_rows, columns=COLUMNS)

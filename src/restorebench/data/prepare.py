@@ -1,8 +1,9 @@
 """The `prepare` and `degrade` stages: pick the training rows of a manifest and pack them into a store.
 
 prepare: a paired dataset's training pairs (SIDD noisy/GT; GoPro blur or blur_gamma/sharp) cropped into
-overlapping sub-images, data/store/{dataset}/train/. degrade: ImageNet's training images cut into
-patches with one synthesized degradation per task, data/store/imagenet/train/ (IPT's pretraining set).
+overlapping sub-images, data/store/{dataset}/train/. degrade: clean windows of ImageNet's training
+images, data/store/imagenet/train/ (IPT's and DCPT's pretraining set); each task's degraded input is
+synthesised when a sample is drawn (restorebench.data.synth).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from restorebench import logs
-from restorebench.data.manifest import read_manifest
+from restorebench.data.manifest import read_image_bytes, read_manifest
 from restorebench.data.parallel import parallel_map
-from restorebench.data.store import StoreWriter, crop_subimages, read_rgb
+from restorebench.data.store import StoreWriter, crop_subimages, decode_rgb, read_rgb
+from restorebench.data.synth import CLEAN
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
-from restorebench.images import to_uint8
 
 PAIRED = ("sidd", "gopro")
 
@@ -82,38 +83,34 @@ def prepare_store(
 # -------------------------------------------------------------------------------------- degrade stage
 
 
-def _degrade_image(job: tuple) -> tuple[str, list[tuple[int, int]], np.ndarray, dict[str, np.ndarray]]:
-    image_id, path, pipelines, scales, patch, count, seed, margin = job
-    img = read_rgb(path)
+def _clean_windows(job: tuple) -> tuple[str, list[tuple[int, int]], np.ndarray]:
+    image_id, source, patch, margin, align, count, seed = job
+    if isinstance(source, tuple):  # (raw folder, manifest path, offset, size): a JPEG inside a class tar
+        img = decode_rgb(read_image_bytes(*source), f"{source[0]}/{source[1]}")
+    else:
+        img = read_rgb(source)
     h, w = img.shape[:2]
     if h < patch or w < patch:
-        raise ValueError(f"{image_id} ({path}): {h}x{w} is smaller than patch={patch}")
-    # Degrade a window with `m` pixels of context around the patch, then crop the patch back out, so blur
-    # and resizing see real neighbours instead of padding; m is a multiple of every SR scale so the LR crop
-    # lands on whole LR pixels.
-    align = math.lcm(*scales.values())
+        raise ValueError(f"{image_id} ({source if not isinstance(source, tuple) else source[1]}): {h}x{w} is "
+                         f"smaller than patch={patch}")  # fmt: skip
+    # as much real context as the image has (a multiple of every SR scale, so the LR crop lands on whole LR
+    # pixels); the rest of the margin mirrors the border, as MATLAB's imresize and scipy's filters pad
     m = min(margin, (min(h, w) - patch) // 2) // align * align
     side = patch + 2 * m
     pos_rng = derive_rng(seed, "position", image_id)
-    pos, gts, lqs = [], [], {t: [] for t in pipelines}
-    for k in range(count):
+    pos, windows = [], []
+    for _ in range(count):
         y0, x0 = int(pos_rng.integers(0, h - side + 1)), int(pos_rng.integers(0, w - side + 1))
-        window = img[y0 : y0 + side, x0 : x0 + side].astype(np.float32) / 255.0
+        window = img[y0 : y0 + side, x0 : x0 + side]
+        if m < margin:
+            window = np.pad(window, ((margin - m,) * 2, (margin - m,) * 2, (0, 0)), mode="symmetric")
+        windows.append(window)
         pos.append((y0 + m, x0 + m))
-        gts.append(img[y0 + m : y0 + m + patch, x0 + m : x0 + m + patch])
-        for task, pipe in pipelines.items():
-            s = scales[task]
-            out = pipe(window, derive_rng(seed, "degrade", image_id, task, k))
-            if out.shape != (side // s, side // s, 3):
-                raise ValueError(
-                    f"task {task!r}: a {side}x{side} window gave {out.shape}, expected 1/{s} size"
-                )
-            lqs[task].append(to_uint8(out[m // s : (m + patch) // s, m // s : (m + patch) // s], half_up=True))
-    return image_id, pos, np.stack(gts), {t: np.stack(v) for t, v in lqs.items()}
+    return image_id, pos, np.stack(windows)
 
 
 def degrade_store(
-    images: Iterable[tuple[str, str | Path]],
+    images: Iterable[tuple[str, str | Path | tuple]],
     out_dir: str | Path,
     *,
     tasks: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -127,16 +124,20 @@ def degrade_store(
     total: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The pretraining set: for each clean (id, path) image, `patches_per_image` patch x patch crops at
-    seeded random positions and, per task, the degraded patch, packed into one store at out_dir.
+    """The pretraining set: for each clean (id, source) image, `patches_per_image` clean windows of
+    (patch + 2 margin)^2 pixels at seeded random positions, packed into one store at out_dir (`clean.u8`),
+    with each task's degradation recorded in meta.json and synthesised when a sample is drawn
+    (restorebench.data.synth: derive_rng(seed, "degrade", item id, task, draw)), not stored.
 
-    tasks: task name -> pipeline spec (as in params.yaml), e.g. {"denoise_30": [{"name":
-    "gaussian_noise", "sigma": 30}], "sr_x2": [{"name": "bicubic_down", "scale": 2}]}. Arrays: `gt`
-    (patch x patch x 3) and `lq_<task>` (patch / scale for SR tasks). Task labels: `labels` or the
-    order of `tasks` (0, 1, ...); meta.json records task -> array, label, scale, spec.
-    Randomness comes from derive_rng(seed, "position", image id) and derive_rng(seed, "degrade", image id,
-    task, k) only, so a rebuild gives identical bytes for any worker count. `images` is consumed as a
-    stream (ImageNet-scale works in bounded memory); `total` sizes the progress bar when it has no len().
+    source: an image file's path, or (raw folder, manifest path, byte offset, size) of an image inside a
+    tar (restorebench.data.manifest.read_image_bytes). tasks: task name -> pipeline spec (as in
+    params.yaml), e.g. {"denoise_30": [{"name": "gaussian_noise", "sigma": 30}], "sr_x2": [{"name":
+    "bicubic_down", "scale": 2}]}. Task labels: `labels` or the order of `tasks` (0, 1, ...); meta.json
+    records task -> label, scale, spec. margin: pixels of real context the degradations see around the
+    patch (rounded down to a multiple of every SR scale; 0: the degradations' own border handling).
+    Positions come from derive_rng(seed, "position", image id) only, so a rebuild gives identical bytes
+    for any worker count. `images` is consumed as a stream (ImageNet-scale works in bounded memory);
+    `total` sizes the progress bar when it has no len().
     """
     from restorebench.degrade.pipeline import build_pipeline
 
@@ -150,7 +151,7 @@ def degrade_store(
     labels = dict(labels) if labels is not None else {t: i for i, t in enumerate(tasks)}
     if set(labels) != set(tasks):
         raise ValueError(f"labels: keys {sorted(labels)} must equal the tasks {sorted(tasks)}")
-    scales, arrays = {}, {"gt": (patch, patch, 3)}
+    scales = {}
     for task, pipe in pipelines.items():  # output size per task from a dry run on a blank patch
         out = pipe(np.zeros((patch, patch, 3), np.float32), np.random.default_rng(0))
         s = patch // out.shape[0] if out.shape[0] else 0
@@ -161,43 +162,34 @@ def degrade_store(
         if not task.isidentifier():
             raise ValueError(f"tasks: task name {task!r} must be an identifier (letters, digits, _)")
         scales[task] = s
-        arrays[f"lq_{task}"] = out.shape
+    align = math.lcm(*scales.values())
+    margin = margin // align * align
+    side = patch + 2 * margin
     recipe = {
         **dict(meta or {}),
         "stage": "degrade",
+        "synthesis": "per draw: derive_rng(seed, 'degrade', item id, task, draw) (restorebench.data.synth)",
         "patch": patch,
         "patches_per_image": patches_per_image,
         "seed": seed,
         "margin": margin,
         "tasks": {
-            t: {
-                "array": f"lq_{t}",
-                "label": int(labels[t]),
-                "scale": scales[t],
-                "spec": pipelines[t].to_spec(),
-            }
-            for t in tasks
+            t: {"label": int(labels[t]), "scale": scales[t], "spec": pipelines[t].to_spec()} for t in tasks
         },
     }
-    jobs = ((str(i), str(p), pipelines, scales, patch, patches_per_image, seed, margin) for i, p in images)
+    jobs = ((str(i), src, patch, margin, align, patches_per_image, seed) for i, src in images)
     total = total if total is not None else (len(images) if hasattr(images, "__len__") else None)
     n_images = 0
-    with StoreWriter(out_dir, arrays, meta=recipe) as writer:
-        done = parallel_map(_degrade_image, jobs, workers)
+    with StoreWriter(out_dir, {CLEAN: (side, side, 3)}, meta=recipe) as writer:
+        done = parallel_map(_clean_windows, jobs, workers)
         if progress:
             done = logs.progress(done, total=total, desc="degrade", unit="images")
-        for image_id, pos, gts, lqs in done:
-            for k, (y, x) in enumerate(pos):
-                writer.add(
-                    id=f"{image_id}/{k}",
-                    image=image_id,
-                    y=y,
-                    x=x,
-                    gt=gts[k],
-                    **{f"lq_{t}": lqs[t][k] for t in tasks},
-                )
+        for image_id, pos, windows in done:
+            for k, ((y, x), window) in enumerate(zip(pos, windows, strict=True)):
+                writer.add(id=f"{image_id}/{k}", image=image_id, y=y, x=x, **{CLEAN: window})
             n_images += 1
-    return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir)}
+    return {"images": n_images, "patches": writer.n, "tasks": len(tasks), "path": str(out_dir),
+            "bytes": writer.n * side * side * 3}  # fmt: skip
 
 
 def prepare_dataset(
@@ -227,24 +219,27 @@ def degrade_imagenet(
     patch: int,
     patches_per_image: int,
     max_images: int = 0,
+    margin: int = 24,
     seed: int = 0,
     workers: int = 0,
     where: str = "degrade.tasks",
 ) -> dict:
-    """Write ImageNet's degraded pretraining store, root/store/imagenet/train/, from the first
-    `max_images` (0: all) training images of its manifest. tasks: degrade task name -> spec; patch: side
-    in pixels. Returns the store's stats (images, patches, tasks, path)."""
+    """Write ImageNet's pretraining store, root/store/imagenet/train/ (clean windows; the degraded inputs
+    are synthesised per draw), from the first `max_images` (0: all) training images of its manifest, read
+    in place (a class tar's member by its offset, data.manifest.read_image_bytes). tasks: degrade task name
+    -> spec; patch, margin: pixels. Returns the store's stats (images, patches, tasks, path, bytes)."""
     if not tasks:
         raise RestorebenchError(where, "empty", "list at least one task -> degradation pipeline")
     rows = read_manifest(root / "manifests" / "imagenet.parquet", dataset="imagenet",
-                         columns=["pair_id", "gt_path"], split="train")  # fmt: skip
+                         columns=["pair_id", "gt_path", "offset", "bytes"], split="train")  # fmt: skip
     if max_images:
         rows = rows.head(max_images)
     raw = root / "raw" / "imagenet"
-    images = ((r.pair_id, raw / r.gt_path) for r in rows.itertuples())  # a stream, not a list
+    # a stream, not a list; each source is what read_image_bytes takes (the same index validation reads)
+    images = ((r.pair_id, (str(raw), r.gt_path, int(r.offset), int(r.bytes))) for r in rows.itertuples())
     try:
         return degrade_store(images, root / "store" / "imagenet" / "train", tasks=tasks, patch=patch,
-                             patches_per_image=patches_per_image, seed=seed, workers=workers,
+                             patches_per_image=patches_per_image, seed=seed, workers=workers, margin=margin,
                              total=len(rows))  # fmt: skip
     except (ValueError, OSError) as err:
         raise RestorebenchError(raw, str(err), "run `restorebench validate --dataset imagenet`") from err
@@ -258,6 +253,6 @@ def describe_prepare(dataset: str, stats: dict) -> str:
 
 
 def describe_degrade(stats: dict) -> str:
-    """One sentence: `degrade: 20 ImageNet images -> 80 patches, each degraded 6 ways, in ...`."""
-    return (f"degrade: {stats['images']} ImageNet images -> {stats['patches']} clean patches, each degraded "
-            f"{stats['tasks']} way(s), in {stats['path']}")
+    """One sentence: `degrade: 20 ImageNet images -> 40 clean patches (9.2 MB), 10 task(s) synthesised ...`."""
+    return (f"degrade: {stats['images']} ImageNet images -> {stats['patches']} clean patches "
+            f"({stats['bytes'] / 1e6:.1f} MB), {stats['tasks']} task(s) synthesised per draw, in {stats['path']}")

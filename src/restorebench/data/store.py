@@ -8,10 +8,10 @@ thousands of small PNGs) and which a loader reads without decoding:
     <name>.u8       raw uint8, C order, N x h x w x c, one file per array (e.g. lq.u8, gt.u8)
 
 Every item has one fixed shape per array. Paired stores (`prepare`) hold `lq` and `gt`. Degradation
-stores (`degrade`) hold one clean `gt` patch per row and, per task, `lq_<task>` (SR tasks are smaller,
-patch / scale); `meta.json` maps each task to its array, label and scale, and `open_store(path, task=...)`
-reads one task's pairs. Keeping all tasks as arrays of one store shares the clean patches (no copy per
-task) while each array keeps a single fixed shape.
+stores (`degrade`) hold one clean window per row (`clean`) and, in meta.json, each task's degradation
+spec, label and scale; `open_store(path, task=...)` returns that task's view, which synthesises the
+degraded input when an item is drawn (restorebench.data.synth). A store from before that change, with one
+stored `lq_<task>` array per task, still opens as pairs.
 
 Stores are written under a temporary name next to the target and renamed into place when complete
 (`restorebench.io.atomic_dir`): an exception or a failing image never leaves a partial store in place.
@@ -211,45 +211,66 @@ class Store:
     def __len__(self) -> int:
         return self.n
 
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Item i: (lq, gt) uint8 views (no copy) and its index row (+ label)."""
+    def get(self, i: int, *, seed: int = 0, draw: int = 0,
+            crop: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
+        """Item i: (lq, gt) uint8 views (no copy) and its index row (+ label). crop: (y, x, size) in gt
+        pixels, the lq view cut at y / scale. seed and draw change nothing here (the pairs are stored); a
+        synthesising store (restorebench.data.synth) degrades per draw."""
         if not -self.n <= i < self.n:
             raise IndexError(f"item {i} out of range for a store of {self.n}")
         i = i % self.n
         meta = {k: v[i] for k, v in self.index.items()}
         if self.label is not None:
             meta["label"] = self.label
-        return self.array(self.lq_name)[i], self.array(self.gt_name)[i], meta
+        lq, gt = self.array(self.lq_name)[i], self.array(self.gt_name)[i]
+        if crop is not None:
+            y, x, size = crop
+            s = gt.shape[0] // lq.shape[0]
+            lq, gt = lq[y // s : (y + size) // s, x // s : (x + size) // s], gt[y : y + size, x : x + size]
+        return lq, gt, meta
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
 
 
 def open_store(path: str | Path, *, task: str | None = None) -> Store:
-    """Open a store. For a degradation store (several tasks) name the `task`; its `lq_<task>` array is
-    returned as lq and the task's label is added to each item's meta."""
+    """Open a store. For a degradation store (several tasks) name the `task`: its degraded inputs are
+    synthesised per draw (restorebench.data.synth.SynthStore) or, in a store with one array per task, read
+    from `lq_<task>`; the task's label is added to each item's meta."""
     meta_path = Path(path) / "meta.json"
-    tasks = json.loads(meta_path.read_text()).get("tasks") if meta_path.is_file() else None
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    tasks = meta.get("tasks")
     if task is None:
         if tasks:
             raise ValueError(f"{path}: a degradation store; pass task=, one of {sorted(tasks)}")
         return Store(path)
     if not tasks or task not in tasks:
         raise ValueError(f"{path}: no task {task!r}; tasks here: {sorted(tasks or {})}")
+    if meta.get("synthesis"):
+        from restorebench.data.synth import SynthStore
+
+        return SynthStore(path, task=task)
     return Store(path, lq=tasks[task]["array"], gt="gt", label=int(tasks[task]["label"]))
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB; errors name the file."""
+def decode_rgb(data: bytes, name: str | Path) -> np.ndarray:
+    """Decode encoded image bytes to HxWx3 uint8 RGB; errors name `name` (the file or tar member)."""
+    import io
+
+    return read_rgb(io.BytesIO(data), name=name)
+
+
+def read_rgb(path: str | Path | Any, *, name: str | Path | None = None) -> np.ndarray:
+    """Decode an image file (or a binary file object) to HxWx3 uint8 RGB; errors name the file (`name`)."""
     try:
         with Image.open(path) as im:
             im.load()
             return np.asarray(im.convert("RGB"))
     except Exception as err:  # PIL raises several types for corrupt data
-        raise ValueError(f"cannot decode image {str(path)!r}: {type(err).__name__}: {err}") from None
+        raise ValueError(f"cannot decode image {str(name or path)!r}: {type(err).__name__}: {err}") from None
 
 
 def crop_subimages(

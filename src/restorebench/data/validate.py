@@ -36,7 +36,7 @@ import pandas as pd
 from restorebench.errors import RestorebenchError
 from restorebench.io import write_json
 
-from .manifest import load_mat_blocks
+from .manifest import load_mat_blocks, read_image_bytes
 from .parallel import parallel_list
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -100,13 +100,14 @@ def png_problem(data: bytes) -> str | None:
     return None
 
 
-def _decode(root: str, rel: str, sha: str, rgb_required: bool) -> tuple[np.ndarray | None, list, list]:
-    """Read, hash-check and fully decode one image; returns (HxWxC array or None, failures, warnings)."""
+def _decode(root: str, rel: str, sha: str, rgb_required: bool, offset: int = -1,
+            size: int = -1) -> tuple[np.ndarray | None, list, list]:  # fmt: skip
+    """Read (a file, or a tar member at offset: manifest.read_image_bytes), hash-check and fully decode one
+    image; returns (HxWxC array or None, failures, warnings)."""
     from PIL import Image
 
-    path = Path(root) / rel
     try:
-        data = path.read_bytes()
+        data = read_image_bytes(root, rel, offset, size)
     except FileNotFoundError:
         return None, [(rel, "missing file")], []
     except OSError as err:
@@ -145,12 +146,13 @@ def _sha256(data: bytes) -> str:
 def check_pair(task: tuple) -> tuple[list, list, int]:
     """Worker: (root, [(role, rel, sha)], rgb_required) -> (failures, warnings, files decoded).
 
-    Roles: "lq", "gt", "alt". Shapes must agree; lq and alt must differ from gt.
+    Roles: "lq", "gt", "alt"; an entry may add (offset, size) of a tar member. Shapes must agree; lq and alt
+    must differ from gt.
     """
     root, files, rgb_required = task
     failures, warnings, arrays = [], [], {}
-    for role, rel, sha in files:
-        arr, fail, warn = _decode(root, rel, sha, rgb_required)
+    for role, rel, sha, *where in files:
+        arr, fail, warn = _decode(root, rel, sha, rgb_required, *where)
         failures += fail
         warnings += warn
         if arr is not None:
@@ -307,7 +309,8 @@ def validate_dataset(dataset: str, manifest: pd.DataFrame, raw_dir: Path, *, exp
     rgb_required = dataset != "imagenet"
     tasks = []
     for row in files.itertuples():
-        entries = [("gt", row.gt_path, row.sha256)]
+        member = getattr(row, "offset", -1) >= 0  # an ImageNet JPEG inside its class tar
+        entries = [("gt", row.gt_path, row.sha256, *((row.offset, row.bytes) if member else ()))]
         if row.lq_path:
             entries.append(("lq", row.lq_path, row.lq_sha256 or ""))
         if row.alt_path:

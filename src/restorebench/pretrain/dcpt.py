@@ -4,7 +4,8 @@ ICLR 2025), for any model in MODELS.
 Forward hooks collect the model's multi-scale decoder features (`decoder_features()`: the modules whose outputs
 are the decoder's feature maps, coarse to fine). DCPT's released classifier (`DegradationClassifier`) fuses
 them in sequence, finest first, and predicts which degradation an input carries, among
-`pretrain.dcpt.degradations` (tasks of the degrade store). Each step
+`pretrain.dcpt.degradations` (tasks of the degrade store, each degraded input synthesised for its draw from
+(seed, item, task, step): restorebench.data.synth; the k-NN and validation sets use draw 0). Each step
 adds, as the official DCPT model does, the pixel loss of reconstructing the clean image (the model fed the
 clean image) and the cross-entropy of classifying the degraded one from the hooked features.
 

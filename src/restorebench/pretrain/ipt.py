@@ -1,7 +1,8 @@
 """IPT pretraining (Chen et al., "Pre-Trained Image Processing Transformer", CVPR 2021, Sec. 3.2).
 
-The degrade stage's store holds, per clean ImageNet patch, one degraded version per task. Each training
-step is one task, drawn from (seed, step): its batch goes through that task's head, the shared body with
+The degrade stage's store holds the clean ImageNet patches; each task's degraded input is synthesised when
+an item is drawn, from (seed, item, task, step) (restorebench.data.synth). Each training step is one task,
+drawn from (seed, step): its batch goes through that task's head, the shared body with
 that task's decoder query, and that task's tail, so only those get gradients. The loss is
 
     L = L1(output, clean) + lambda * L_contrastive,
