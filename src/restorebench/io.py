@@ -91,6 +91,28 @@ def write_json(dest: str | Path, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def sort_safetensors_metadata(path: str | Path) -> None:
+    """Rewrite a .safetensors file's header in place with its `__metadata__` keys sorted.
+
+    The format (github.com/huggingface/safetensors, docs/source/index.mdx at v0.4.5): 8 bytes little-endian
+    header length N, N bytes of JSON, then the tensor data. The safetensors writer emits the metadata in
+    hash-map order, which differs from run to run, so the same weights would hash differently; sorting
+    changes only the order, so the header keeps its length and the data its offsets."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw, object_pairs_hook=dict)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict):
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(new) > size:  # the writer's own JSON was compact too: cannot happen; leave the file as it is
+            return
+        f.seek(8)
+        f.write(new + b" " * (size - len(new)))  # the format pads its header with spaces
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
