@@ -218,7 +218,7 @@ def save(directory: Path, step: int, state: dict[str, Any], keep: int = 2) -> Pa
             digest = io.sha256_file(tmp)
         io.write_text(path.with_suffix(".sha256"), digest + "\n")
     except (OSError, RuntimeError) as err:
-        known = write_failure(directory, err, needed=_state_bytes(state), what=f"checkpoint {path.name}")
+        known = io.write_failure(directory, err, needed=_state_bytes(state), what=f"checkpoint {path.name}")
         if known is None:
             raise
         raise known from err
@@ -238,33 +238,6 @@ def _state_bytes(state: Any) -> int:
     if isinstance(state, list | tuple):
         return sum(_state_bytes(v) for v in state)
     return 0
-
-
-def write_failure(folder: Path, err: BaseException, *, needed: int | None, what: str) -> RestorebenchError | None:
-    """The one-line error for a write refused by the filesystem (disk full, read-only, no permission), or
-    None when `err` is something else. Names the folder, what was written and, for a full disk, the bytes
-    needed and free. torch.save reports a full disk as a RuntimeError ("file write failed")."""
-    import errno
-    import shutil
-
-    code = getattr(err, "errno", None)
-    text = str(err)
-    full = code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or (
-        isinstance(err, RuntimeError) and "write failed" in text)
-    if full:
-        try:
-            free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
-        except OSError:
-            free = None
-        need = f"needed about {needed:,} bytes" if needed else "needed more space"
-        have = f", {free:,} free" if free is not None else ""
-        return RestorebenchError(folder, f"disk full while writing {what} ({need}{have})",
-                                 "free space there (or point the run elsewhere) and rerun: it resumes from the last "
-                                 "good checkpoint")  # fmt: skip
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return RestorebenchError(folder, f"cannot write {what}: {os.strerror(code)}",
-                                 "make the folder writable (or run where it is) and rerun")  # fmt: skip
-    return None
 
 
 def step_of(path: Path) -> int:

@@ -75,9 +75,13 @@ def train_and_save(
     Returns (result, device name) on rank 0 and None on the other ranks (which write nothing). A second run of the same run_dir while this
     one trains fails at once (RestorebenchError)."""
     info = distributed.setup()
-    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
+        # a read-only or full runs folder is one line naming it (io.write_failure), not a traceback
+        top = run_dir.parent if run_dir.is_absolute() else Path(run_dir.parts[0])  # runs/ for runs/finetune/...
+        with io.refused_writes(run_dir, "the run folder", scope=top):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        writes = io.refused_writes(run_dir, "the run's files")
+        with writes, checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
             return _session(
                 net,
                 batches,
@@ -137,8 +141,8 @@ def _session(net: nn.Module, batches: Batches, cfg: LoopConfig, info: distribute
             io.sort_safetensors_metadata(tmp)  # safetensors writes its metadata in hash-map order
         io.write_json(run_dir / "history.json", result.history)
     except OSError as err:
-        known = checkpoint.write_failure(run_dir, err, what=dest.name,
-                                         needed=sum(t.numel() * t.element_size() for t in tensors.values()))
+        known = io.write_failure(run_dir, err, what=dest.name,
+                                 needed=sum(t.numel() * t.element_size() for t in tensors.values()))
         if known is None:
             raise
         raise known from err
