@@ -78,8 +78,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# the pipeline's stage commands: each takes the project lock (restorebench.lock.take_project_lock)
+STAGES = ("fetch", "validate", "degrade", "prepare", "pretrain", "finetune", "evaluate", "aggregate", "report")
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     params: Annotated[Path, typer.Option(help="params file (both orchestrators read the same one)")] = Path(
         "params.yaml"
     ),
@@ -104,6 +109,10 @@ def main(
     from restorebench.data.parallel import set_torch_threads
 
     set_torch_threads(threads)
+    if ctx.invoked_subcommand in STAGES:  # Snakemake and dvc repro on one tree: the second fails here
+        from restorebench.lock import take_project_lock
+
+        take_project_lock(ctx.invoked_subcommand)
 
 
 def load() -> Config:
