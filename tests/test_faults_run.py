@@ -7,6 +7,7 @@ Kinds covered here: 1 killed training resumes (20 random SIGKILLs, hash files re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -14,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from restorebench.errors import RestorebenchError
 from restorebench.train import checkpoint
 
 
@@ -95,3 +98,231 @@ def test_training_killed_20_times_resumes_each_time_from_the_newest_intact_check
 
     want, got = load_file(tmp_path / "ref" / "model.safetensors"), load_file(run / "model.safetensors")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _tiny_run(run: Path, steps: int, *, batches=None, metadata: dict | None = None, every: int = 1):
+    from restorebench.train.loop import LoopConfig
+    from restorebench.train.session import train_and_save
+    from tests.helpers.tiny import TinyRestorer, make_batches
+
+    torch.manual_seed(0)
+    cfg = LoopConfig(steps=steps, lr=2e-3, checkpoint_every=every, log_every=1)
+    return train_and_save(TinyRestorer(width=4), batches or make_batches(size=8, batch=2), cfg, run_dir=run,
+                          params={"test": "faults"}, progress=False, metadata=metadata)  # fmt: skip
+
+
+def _crash_at(step_to_fail: int):
+    from tests.helpers.tiny import make_batches
+
+    def batches(start):
+        for step, batch in enumerate(make_batches(size=8, batch=2)(start), start):
+            if step == step_to_fail:
+                raise KeyboardInterrupt
+            yield batch
+
+    return batches
+
+
+def test_hashless_checkpoints_resume_when_they_verify_and_are_set_aside_when_not(tmp_path):
+    """The reported case: hash files deleted, the run started again. Checkpoints that load and record this run's
+    step and fingerprint are resumed from (their hash written again); one that does not check out is moved to
+    checkpoints/set_aside/, not deleted; a killed write's temporary file is removed."""
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(run, 12, batches=_crash_at(6))
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step_*.pt")) == ["step_00000005.pt", "step_00000006.pt"]
+    for sidecar in ckpts.glob("*.sha256"):
+        sidecar.unlink()
+    foreign = ckpts / "step_00000009.pt"  # a higher step whose content says step 6: not this file's checkpoint
+    six = (ckpts / "step_00000006.pt").read_bytes()
+    foreign.write_bytes(six)
+    (ckpts / ".step_00000007.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(run, 12, batches=_crash_at(8))
+    assert (ckpts / "set_aside" / "step_00000009.pt").read_bytes() == six
+    assert not list(ckpts.glob(".step_*.tmp"))
+    assert sorted(p.name for p in ckpts.glob("step_*.pt")) == ["step_00000007.pt", "step_00000008.pt"]
+    result, _ = _tiny_run(run, 12)
+    assert result.resumed_from == 8  # not 0: the resumed-from-6 session's checkpoints were kept
+
+
+def test_cleanup_counts_by_step_and_never_deletes_the_checkpoint_it_wrote(tmp_path):
+    """Old higher-step checkpoints (another run's, set there by hand) never push out the one just written."""
+    state = {"step": 3, "model": {"w": torch.zeros(2)}}
+    for step in (59, 60):
+        checkpoint.save(tmp_path, step, {**state, "step": step})
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, {**state, "step": step})
+    names = sorted(p.name for p in tmp_path.glob("step_*.pt"))
+    assert names == ["step_00000002.pt", "step_00000003.pt", "step_00000059.pt", "step_00000060.pt"]
+    # ordered by number, so a step past 10**8 still sorts after the others
+    checkpoint.save(tmp_path, 123_456_789, {**state, "step": 123_456_789})
+    assert checkpoint.list_checkpoints(tmp_path)[-1].name == "step_123456789.pt"
+
+
+def test_disk_full_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import contextlib
+
+    from restorebench import io as rio
+
+    checkpoint.save(tmp_path, 2, {"step": 2, "w": torch.zeros(1000)})
+
+    @contextlib.contextmanager
+    def full_disk(dest, suffix=""):  # the temporary file lands on /dev/full: every write fails with ENOSPC
+        yield Path("/dev/full")
+
+    monkeypatch.setattr(rio, "atomic_path", full_disk)
+    with pytest.raises(RestorebenchError) as err:
+        checkpoint.save(tmp_path, 4, {"step": 4, "w": torch.zeros(1000)})
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{tmp_path}: disk full while writing checkpoint step_00000004.pt")
+    assert "needed about 4,000 bytes" in text and "bytes free there" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002.pt", "step_00000002.sha256"]
+
+
+def test_a_read_only_runs_folder_is_one_line_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    run = tmp_path / "runs" / "cell"
+    real = Path.mkdir
+
+    def read_only(self, *a, **kw):
+        if str(self).startswith(str(tmp_path / "runs")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(RestorebenchError, match=r"cannot write the run folder: Read-only file system \(make .* "
+                                                r"writable"):  # fmt: skip
+        _tiny_run(run, 2)
+
+
+def test_corrupt_dvclive_rows_at_resume_name_the_file_and_line_and_a_cut_last_line_is_dropped(tmp_path):
+    table = tmp_path / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
+    table.parent.mkdir(parents=True)
+    table.write_text("timestamp\tstep\tloss\n1\t1\t0.5\n2\t2\t0.4\n3\t3")  # the last line cut by a kill
+    (tmp_path / "dvclive" / "metrics.json").write_text('{"step": 3, "tra')  # cut too: dvclive rewrites it
+    checkpoint.trim_curves(tmp_path / "dvclive", 1)
+    assert table.read_text() == "timestamp\tstep\tloss\n1\t1\t0.5\n"
+    assert not (tmp_path / "dvclive" / "metrics.json").exists()
+    table.write_text("timestamp\tstep\tloss\n1\t1\t0.5\n\x00\x13garbage\tx\t?\n2\t2\t0.4\n")
+    with pytest.raises(RestorebenchError, match=rf"^{table}:3: corrupt dvclive row"):
+        checkpoint.trim_curves(tmp_path / "dvclive", 2)
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def _sidd_val(root: Path, shift: int = 0) -> None:
+    """A two-block SIDD validation set (the two .mat files evaluate reads)."""
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (1, 2, 16, 16, 3), dtype=np.uint8)
+    noisy = np.clip(gt.astype(int) + rng.integers(-20, 21, gt.shape) + shift, 0, 255).astype(np.uint8)
+    raw = root / "data" / "raw" / "sidd"
+    raw.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(raw / "ValidationNoisyBlocksSrgb.mat", {"ValidationNoisyBlocksSrgb": noisy})
+    scipy.io.savemat(raw / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": gt})
+
+
+def _evaluate_identity(root: Path):
+    from restorebench.evaluate import evaluate_cell
+
+    return evaluate_cell(task="denoise", model="identity", strategy="none", pretrain="none", cell="none",
+                         profile="demo", params_hash="0" * 64, data_root=root / "data", build=None, variant=None,
+                         rerun="-", crops=1, crop_size=8)  # fmt: skip
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_a_kill_between_evaluate_writes_leaves_a_set_aggregate_refuses(tmp_path, monkeypatch):
+    """The cell's folder is published in one rename, then its metrics file: a kill between the two leaves a new
+    folder beside the old metrics, and aggregate names the file that does not belong; the next evaluate removes
+    a killed run's staging folder and writes a whole set again."""
+    from restorebench import io as rio
+    from restorebench.aggregate import read_cell
+
+    monkeypatch.chdir(tmp_path)
+    _sidd_val(tmp_path)
+    _evaluate_identity(tmp_path)
+    metrics = Path("metrics/finetune/denoise/identity/none.json")
+    before = metrics.read_bytes()
+    read_cell(Path("metrics"), Path("results/eval"), "denoise", "identity", "none")  # a whole set reads
+    _sidd_val(tmp_path, shift=9)  # another evaluation set: other scores
+    real = rio.write_bytes
+
+    def killed(dest, data):
+        if Path(dest).parts[0] == "metrics":
+            raise KeyboardInterrupt  # the process dies here: the folder is published, the metrics file is not
+        real(dest, data)
+
+    monkeypatch.setattr(rio, "write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate_identity(tmp_path)
+    assert metrics.read_bytes() == before
+    with pytest.raises(RestorebenchError) as err:
+        read_cell(Path("metrics"), Path("results/eval"), "denoise", "identity", "none")
+    assert str(err.value).startswith(f"{metrics}: not from the evaluate run that wrote "
+                                     "results/eval/denoise/identity/none/provenance.json")  # fmt: skip
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(rio, "write_bytes", real)
+    stale = Path("results/eval/denoise/identity/.none.x1y2.tmp")  # a staging folder a SIGKILL left
+    (stale / "crops").mkdir(parents=True)
+    _evaluate_identity(tmp_path)
+    assert not stale.exists()
+    read_cell(Path("metrics"), Path("results/eval"), "denoise", "identity", "none")
+
+
+def test_a_read_only_metrics_folder_at_evaluate_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from restorebench import io as rio
+
+    monkeypatch.chdir(tmp_path)
+    _sidd_val(tmp_path)
+    real = rio.atomic_path
+
+    def read_only(dest, suffix=""):
+        if Path(dest).parts[0] == "metrics":
+            raise PermissionError(errno.EACCES, "Permission denied", str(dest))
+        return real(dest, suffix)
+
+    monkeypatch.setattr(rio, "atomic_path", read_only)
+    with pytest.raises(RestorebenchError, match=r"^metrics/finetune/denoise/identity/none.json: cannot write the "
+                                                r"metrics file none.json: Permission denied"):  # fmt: skip
+        _evaluate_identity(tmp_path)
+
+
+def test_the_same_run_writes_the_same_bytes(tmp_path, monkeypatch):
+    """A cell trained twice and evaluated twice: every output a orchestrator hashes is byte-identical (the
+    weights' header metadata sorted; timings only in train.json's summary, dvclive's curves and timing.json,
+    which hold measured seconds and are named here)."""
+    from restorebench.card import run_config, safetensors_metadata
+
+    config = run_config(model="nafnet", variant="demo", kwargs={"width": 8}, task="denoise", cell="full",
+                        strategy="full", pretrain="none", seed=0, init="random(seed=0)", loss="l1", profile="demo",
+                        params_hash="0" * 64, git_revision="abc")  # fmt: skip
+    timed = ("history.json", "dvclive", "timing.json", "checkpoints")  # measured seconds (loop totals, rates)
+    digests = []
+    for attempt in ("a", "b"):
+        root = tmp_path / attempt
+        _tiny_run(root / "run", 3, metadata=safetensors_metadata(config))
+        monkeypatch.chdir(root)
+        _sidd_val(root)
+        _evaluate_identity(root)
+        files = _files(root)
+        outputs = {k: v for k, v in files.items() if not k.startswith("data/")}  # the inputs (.mat: dated headers)
+        digests.append({k: v for k, v in outputs.items() if not any(part in timed for part in Path(k).parts)})
+    assert "run/model.safetensors" in digests[0] and "results/eval/denoise/identity/none/provenance.json" in digests[0]
+    assert digests[0] == digests[1]
+    with open(tmp_path / "a/run/model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])

@@ -44,7 +44,7 @@ from restorebench import io
 from restorebench.errors import RestorebenchError
 
 log = logging.getLogger(__name__)
-PATTERN = re.compile(r"step_(\d{8})\.pt$")
+PATTERN = re.compile(r"step_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
 RUN_FILE = "run.json"
 # loop settings that may change between a run's sessions without changing what it computes
 OPERATIONAL = ("checkpoint_every", "validate_every", "log_every", "compile", "compile_mode", "fused", "sync_every")
@@ -214,7 +214,8 @@ def save(directory: Path, step: int, state: dict[str, Any], keep: int = 2) -> Pa
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with io.atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:  # a Python file: a full disk is OSError(ENOSPC), not torch's iostream error
+                torch.save(state, f)
             digest = io.sha256_file(tmp)
         io.write_text(path.with_suffix(".sha256"), digest + "\n")
     except (OSError, RuntimeError) as err:
