@@ -326,3 +326,207 @@ def test_the_same_run_writes_the_same_bytes(tmp_path, monkeypatch):
     with open(tmp_path / "a/run/model.safetensors", "rb") as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    from tests.helpers.project import BIN, tool_env
+
+    return subprocess.run([str(BIN / "restorebench"), *args], cwd=cwd, env={**tool_env(), **_env(ROOT)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def _one_line(done: subprocess.CompletedProcess, start: str) -> str:
+    err = done.stderr.strip()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert err.count("\n") == 0 and err.startswith(f"error: {start}"), err
+    return err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["duplicate", "folder", "latin1", "inf", "nan"])
+def test_bad_params_files_and_values_are_one_line(tmp_path, kind):
+    text = (ROOT / "params.yaml").read_text()
+    params, extra = tmp_path / "params.yaml", []
+    if kind == "duplicate":
+        params.write_text(text.replace("\nseed:", "\nseed: 7\nseed:", 1))
+        line = text[: text.index("\nseed:")].count("\n") + 2
+        start, words = f"{params}:{line + 1}: duplicate key 'seed' (first at line {line})", ""
+    elif kind == "folder":
+        params, start, words = tmp_path, f"{tmp_path}: not a file", "pass --params"
+    elif kind == "latin1":
+        params.write_bytes(text.encode() + "# café\n".encode("latin-1"))
+        start, words = f"{params}: not UTF-8 text", "save the params file as UTF-8"
+    else:
+        params.write_text(text)
+        extra = ["-S", f"profiles.demo.train.models.nafnet.lr=.{kind}"]
+        start, words = f"profiles.demo.train.models.nafnet.lr: must be a finite number > 0, got {kind}", ""
+    done = _cli(tmp_path, "--params", str(params), *extra, "config", "show")
+    assert words in _one_line(done, start)
+
+
+def test_report_on_a_table_cut_to_its_header_fails_in_one_line(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "results").mkdir()
+    table = tmp_path / "results" / "table.csv"
+    from restorebench.aggregate import COLUMNS
+
+    table.write_text(",".join(COLUMNS) + "\n")
+    _one_line(_cli(tmp_path, "report"), "results/table.csv: has no rows (only its header)")
+    table.write_text("")
+    _one_line(_cli(tmp_path, "report"), "results/table.csv: not a readable results table")
+    assert not (tmp_path / "results" / "report.html").exists()
+
+
+def _weights(tmp_path: Path, meta: dict[str, str] | None = None, **kwargs) -> Path:
+    """A copied nafnet (demo) model.safetensors whose header metadata is `meta` (default: its run config)."""
+    from safetensors.torch import save_file
+
+    from restorebench.card import run_config, safetensors_metadata
+    from restorebench.models import build_model
+
+    net = build_model("nafnet", variant="demo")
+    config = run_config(model="nafnet", variant="demo", kwargs=kwargs, task="denoise", cell="full", strategy="full",
+                        pretrain="none", seed=0, init="random(seed=0)", loss="l1", profile="demo",
+                        params_hash="0" * 64, git_revision="abc")  # fmt: skip
+    path = tmp_path / "copied" / "model.safetensors"
+    path.parent.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata=meta if meta is not None else safetensors_metadata(config))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("case", ["bad_json", "no_model", "unknown_kwarg", "absurd_size"])
+def test_weights_metadata_is_checked_before_the_model_is_built(tmp_path, case):
+    from restorebench.card import safetensors_metadata
+    from restorebench.models import build_model
+
+    good = safetensors_metadata({"format": "restorebench-finetuned/1", "model": "nafnet", "variant": "demo",
+                                 "kwargs": {}, "task": "denoise", "cell": "full"})  # fmt: skip
+    if case == "bad_json":
+        path, expected = _weights(tmp_path, {**good, "kwargs": "{width: 8"}), "header metadata 'kwargs' is not valid JSON"
+    elif case == "no_model":
+        path, expected = _weights(tmp_path, {k: v for k, v in good.items() if k != "model"}), "run config has no 'model' key"
+    elif case == "unknown_kwarg":
+        path, expected = _weights(tmp_path, depth_of_field=3), "architecture keywords ['depth_of_field'] do not fit nafnet"
+    else:  # a width that would allocate about 80 GB of parameters: counted on the meta device, refused
+        path = _weights(tmp_path, width=20000)
+        expected = "its metadata describes a nafnet of "
+    with pytest.raises(RestorebenchError) as err:
+        build_model(pretrained=str(path))
+    assert str(err.value).startswith(f"{path}: {expected}") and "\n" not in str(err.value)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header says width x height (8-bit grey) and whose data is empty: PIL reads the size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_restore_replaces_nothing_unasked_writes_the_named_file_and_refuses_a_bomb(tmp_path):
+    from PIL import Image
+
+    weights = _weights(tmp_path)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(tmp_path / "in" / "a.jpg")
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "in" / "a.png")
+    before = (tmp_path / "in" / "a.png").read_bytes()
+    # the reported case: dir/a.jpg into dir/ would replace the existing dir/a.png
+    done = _cli(tmp_path, "restore", "in/a.jpg", "in", "--weights", str(weights))
+    _one_line(done, "in/a.png: exists already; restore replaces nothing unasked (pass --overwrite")
+    assert (tmp_path / "in" / "a.png").read_bytes() == before
+    done = _cli(tmp_path, "restore", "in/a.jpg", "out/a.jpg", "--weights", str(weights))
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out" / "a.jpg") as im:
+        assert im.format == "JPEG" and im.size == (24, 20)  # a file named a.jpg, not a folder
+    _one_line(_cli(tmp_path, "restore", "in/a.jpg", "out/a.jpg", "--weights", str(weights)), "out/a.jpg: exists")
+    done = _cli(tmp_path, "restore", "in/a.jpg", "in", "--weights", str(weights), "--overwrite")
+    assert done.returncode == 0 and np.asarray(Image.open(tmp_path / "in" / "a.png")).shape == (20, 24, 3)
+    _png_header_only(tmp_path / "in" / "big.png", 15000, 15000)
+    done = _cli(tmp_path, "restore", "in/big.png", "out", "--weights", str(weights))
+    _one_line(done, "in/big.png: 15000x15000 pixels, over the 178,956,970-pixel limit against decompression bombs")
+    assert not (tmp_path / "out" / "big.png").exists()
+
+
+def test_restore_of_a_large_image_goes_tile_by_tile_without_a_whole_float_copy(tmp_path):
+    """Tiles give the whole image's result for a model whose receptive field is within the overlap, and the
+    host memory numpy allocates stays under one float32 copy of the image (the stated bound: input and output
+    at the image's bit depth plus one tile)."""
+    import tracemalloc
+
+    from restorebench.restore import restore_array
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Sigmoid()).eval()
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (600, 500, 4), dtype=np.uint8)  # RGBA: alpha passes through
+    whole = restore_array(net, arr, tile=None, overlap=8, device="cpu")
+    tracemalloc.start()
+    tiled = restore_array(net, arr, tile=64, overlap=8, device="cpu")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(tiled, whole)
+    np.testing.assert_array_equal(tiled[..., 3], arr[..., 3])
+    tile_floats = 64 * 64 * 3 * 8 * 4  # a tile's float copies, generously
+    assert peak < arr.nbytes + tile_floats < arr.size // 4 * 3 * 4  # under one float32 copy of the colour
+
+
+# ---------------------------------------------------------------------------------------------- the project lock
+
+
+@pytest.mark.slow
+def test_a_second_orchestrator_fails_at_its_first_stage_naming_the_holder(tmp_path):
+    """A stage of a dvc repro (found as the dvc process above it) records the session; a stage of a Snakemake
+    run (RESTOREBENCH_ORCHESTRATOR) on the same tree fails at once naming it; once that holder has exited,
+    the lock is stale and the next session takes it. A command run by hand while a session runs fails too."""
+    import shutil
+    import socket
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_dvc = bin_dir / "dvc"  # stands in for `dvc repro`: runs the stage command as its child, then waits
+    fake_dvc.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\n"
+                        "p = subprocess.Popen(sys.argv[1:])\np.wait()\nprint('stage done', flush=True)\n"
+                        "time.sleep(120)\n")  # fmt: skip
+    fake_dvc.chmod(0o755)
+    from tests.helpers.project import BIN, tool_env
+
+    env = {**tool_env(), **_env(ROOT)}
+    env.pop("RESTOREBENCH_ORCHESTRATOR", None)
+    holder = subprocess.Popen([str(fake_dvc), str(BIN / "restorebench"), "aggregate"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "stage done"
+        record = json.loads((tmp_path / ".restorebench" / "orchestrator.json").read_text())
+        assert record["name"] == f"dvc (pid {holder.pid})" and record["host"] == socket.gethostname()
+        snake = {**env, "RESTOREBENCH_ORCHESTRATOR": f"snakemake:{socket.gethostname()}:{os.getpid()}"}
+        done = subprocess.run([str(BIN / "restorebench"), "aggregate"], cwd=tmp_path, env=snake, capture_output=True,
+                              text=True)  # fmt: skip
+        err = _one_line(done, f".restorebench/orchestrator.json: dvc (pid {holder.pid}) is running this project's "
+                              "stages")  # fmt: skip
+        assert "wait for it to finish or stop it" in err
+        _one_line(_cli(tmp_path, "report"), f".restorebench/orchestrator.json: dvc (pid {holder.pid})")
+        _cli(tmp_path, "config", "show")  # not a stage: no lock
+    finally:
+        holder.kill()
+        holder.wait()
+    done = subprocess.run([str(BIN / "restorebench"), "aggregate"], cwd=tmp_path, env=snake, capture_output=True,
+                          text=True)  # fmt: skip
+    assert "orchestrator.json" not in done.stderr  # the holder exited: its lock holds nothing
+    assert json.loads((tmp_path / ".restorebench" / "orchestrator.json").read_text())["name"].startswith("snakemake:")

@@ -118,7 +118,7 @@ def plan(source: Path, dest: Path, *, overwrite: bool = False) -> list[Job]:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
         raise RestorebenchError(taken[0], f"exists already{more}; restore replaces nothing unasked",
                                 "pass --overwrite to replace it, or choose another OUTPUT")  # fmt: skip
-    folders = [j.dest for j in taken if j.dest.is_dir()]
+    folders = [p for p in taken if p.is_dir()]
     if folders:
         raise RestorebenchError(folders[0], "is a folder; an output image cannot replace it", "choose another OUTPUT")
     return jobs
