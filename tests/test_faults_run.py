@@ -1,7 +1,14 @@
 """Faults of training, results and the CLI's run-side commands: each checked for the one-line error naming
 the file or key, nothing built replaced, and no half-written or leftover output.
 
-Kinds covered here: 1 killed training resumes (20 random SIGKILLs, hash files removed in some rounds).
+24 kinds of fault: training (SIGKILL at 20 random steps in a row with hash files removed in some rounds;
+hashless checkpoints, verified or set aside, and a killed write's .step_*.tmp; old higher-step checkpoints
+beside new ones at cleanup; disk full while saving a checkpoint; a read-only runs folder; corrupt dvclive rows
+at resume), results (a kill between evaluate's writes; a read-only metrics folder; the same run writing other
+bytes), params (a duplicate key, --params naming a folder, a non-UTF-8 file, lr .inf, lr .nan), report on a
+table cut to its header, weights metadata (bad JSON, no model key, unknown architecture keywords, an absurd
+size), restore (an existing output without --overwrite, OUTPUT naming a .jpg file, a 15000x15000 image, a large
+image within the memory bound) and a second orchestrator on the same tree.
 """
 
 from __future__ import annotations
