@@ -109,7 +109,7 @@ def main(
     from restorebench.data.parallel import set_torch_threads
 
     set_torch_threads(threads)
-    if ctx.invoked_subcommand in STAGES:  # Snakemake and dvc repro on one tree: the second fails here
+    if ctx.invoked_subcommand in STAGES and "--help" not in sys.argv:  # two orchestrators on one tree: fail here
         from restorebench.lock import take_project_lock
 
         take_project_lock(ctx.invoked_subcommand)
