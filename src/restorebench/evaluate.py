@@ -337,7 +337,8 @@ def evaluate_cell(
     if checkpoint is not None and official is None:
         from restorebench.card import write_model_card
 
-        write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
+        with io.refused_writes(checkpoint.parent, "the model card README.md", scope="runs"):
+            write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
     return summary, prov, dest
 
 
