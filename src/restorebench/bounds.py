@@ -74,7 +74,7 @@ class Bounds:
             check_choice(path, value, self.choices)
             return
         if isinstance(value, float) and not math.isfinite(value):  # inf passes a one-sided bound
-            raise ConfigError(f"{path}: must be a finite number {self.describe()}, got {value!r}")
+            raise ConfigError(f"{path}: must be {self.describe()}, got {value!r} (not a finite number)")
         ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
               and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))  # fmt: skip
         if not ok or value != value:  # NaN fails every comparison
