@@ -9,7 +9,9 @@
 # {steps: 5}}}' is -S profiles.demo.train.steps=5). Rules take cells, paths, params and source files from
 # restorebench.pipeline.
 
+import os
 import shlex
+import socket
 import sys
 
 from snakemake.utils import min_version
@@ -25,6 +27,9 @@ try:
 except ConfigError as err:  # one line with the key and a did-you-mean, as the CLI prints it
     sys.exit(f"error: {err}")
 ROOT = PIPE.root
+# this run's name for the project lock (restorebench.lock.take_project_lock): all its jobs, cluster ones too,
+# inherit it, so they share the lock and a `dvc repro` on the same tree fails at its first stage
+os.environ.setdefault("RESTOREBENCH_ORCHESTRATOR", f"snakemake:{socket.gethostname()}:{os.getpid()}")
 # the command every rule runs, with the overrides; `restorebench --threads` gets the rule's threads
 RESTOREBENCH = " ".join(["restorebench", *(f"-S {shlex.quote(o)}" for o in OVERRIDES)])
 ENV = "../envs/restorebench.yaml"

@@ -211,8 +211,8 @@ def test_restore_a_mixed_folder_keeps_sizes_and_bit_depth(in_cell, tmp_path):
     result = runner.invoke(app, ["restore", str(tmp_path / "mine/png16.png"), str(one), "--weights", str(finetuned)])
     assert result.exit_code == 0, result.output
     assert read_image(one).dtype == np.uint16
-    result = runner.invoke(app, ["restore", str(tmp_path / "mine/png8.png"), str(one), "--weights", str(finetuned),
-                                 "--task", "deblur"])  # fmt: skip
+    result = runner.invoke(app, ["restore", str(tmp_path / "mine/png8.png"), str(tmp_path / "two.png"), "--weights",
+                                 str(finetuned), "--task", "deblur"])  # fmt: skip
     assert result.exit_code == 1 and "a nafnet run for denoise, not task 'deblur'" in result.output
     result = runner.invoke(app, ["restore", str(tmp_path / "mine"), str(tmp_path / "mine"), "--weights", str(finetuned)])
     assert result.exit_code == 1 and "the output folder is the input folder" in result.output

@@ -4,7 +4,10 @@ Inputs per cell (cell = a strategy, or {pretrain}-{strategy}, restorebench.confi
 allowed when a grid repeats cells over seeds):
   metrics/finetune/{task}/{model}/{cell}.json        PSNR / SSIM only (the DVC metric)
   results/eval/{task}/{model}/{cell}/per_image.csv   per-image scores (the bootstrap resamples these)
-  results/eval/{task}/{model}/{cell}/provenance.json what ran: strategy, pretrain, seed, params, timing, ...
+  results/eval/{task}/{model}/{cell}/provenance.json what ran: strategy, pretrain, seed, params, ..., and the
+                                                     sha256 of the per_image.csv and metrics file written
+                                                     with it (a set from two runs is refused)
+  results/eval/{task}/{model}/{cell}/timing.json     images/s and training seconds (not hashed by DVC)
 
 Outputs:
   results/table.csv     one row per (task, model, strategy, pretrain), seeds pooled (mean, sd over seeds), with
@@ -27,6 +30,10 @@ import pandas as pd
 
 from restorebench import io
 from restorebench.config import PRETRAIN_METHODS, cell_name
+from restorebench.errors import RestorebenchError
+
+# evaluate.TIMING_FILE, named here too so this stage does not import torch (a test holds the two equal)
+TIMING_FILE = "timing.json"
 
 # Published (PSNR, SSIM) rows: (label, task) -> (model, variant it matches, PSNR, SSIM, source). A row whose
 # model is in the grid is shown when the profile trains that variant for that task (NAFNet width32 rows
@@ -93,6 +100,22 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
+def check_one_run(metrics_path: Path, folder: Path, prov: dict) -> None:
+    """Refuse a cell whose files come from different evaluate runs (one killed between its writes): the
+    provenance.json of a run records the sha256 of the per_image.csv and metrics file it wrote with it
+    (evaluate.stage_results). A provenance without that record (an older layout) is taken as it is."""
+    outputs = prov.get("outputs")
+    if not isinstance(outputs, dict):
+        return
+    per_image = folder / "per_image.csv"
+    expected = {per_image: outputs.get("per_image.csv"), metrics_path: (outputs.get("metrics") or {}).get("sha256")}
+    stale = [str(p) for p, digest in expected.items() if digest and (not p.exists() or io.sha256_file(p) != digest)]
+    if stale:
+        raise RestorebenchError(
+            ", ".join(stale), f"not from the evaluate run that wrote {folder / 'provenance.json'} (a run stopped "
+            "between its writes)", f"rerun `restorebench evaluate` for {'/'.join(folder.parts[-3:])}")
+
+
 def _split_cell(cell: str) -> tuple[str, str]:
     """(strategy, pretrain) from a cell name without provenance: 'dcpt-full' -> ('full', 'dcpt')."""
     prefix, _, rest = cell.partition("-")
@@ -122,8 +145,9 @@ def read_cell(metrics_dir: Path, evals_dir: Path, task: str, model: str, cell: s
         raise ValueError(f"{folder / 'provenance.json'}: says strategy {strategy!r}, pretrain {pretrain!r}; "
                          f"the file name says {cell!r}")
     per_image = folder / "per_image.csv"
+    check_one_run(path, folder, prov)
     scores = pd.read_csv(per_image, dtype={"id": str}).set_index("id")["psnr"] if per_image.exists() else None
-    timing = prov.get("timing", {})
+    timing = prov.get("timing") or (_read_json(folder / TIMING_FILE) if (folder / TIMING_FILE).exists() else {})
     return {
         "task": task, "model": model, "file_cell": cell, "strategy": strategy, "pretrain": pretrain, "seed": seed,
         **{k: float(data[k]) for k in METRIC_KEYS},

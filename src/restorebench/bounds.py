@@ -5,6 +5,7 @@ restorebench.schema declares the fields with them; restorebench.config runs them
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -72,6 +73,8 @@ class Bounds:
         if self.choices is not None:
             check_choice(path, value, self.choices)
             return
+        if isinstance(value, float) and not math.isfinite(value):  # inf passes a one-sided bound
+            raise ConfigError(f"{path}: must be {self.describe()}, got {value!r} (not a finite number)")
         ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
               and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))  # fmt: skip
         if not ok or value != value:  # NaN fails every comparison

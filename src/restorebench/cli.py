@@ -78,8 +78,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# the pipeline's stage commands: each takes the project lock (restorebench.lock.take_project_lock)
+STAGES = ("fetch", "validate", "degrade", "prepare", "pretrain", "finetune", "evaluate", "aggregate", "report")
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     params: Annotated[Path, typer.Option(help="params file (both orchestrators read the same one)")] = Path(
         "params.yaml"
     ),
@@ -104,6 +109,10 @@ def main(
     from restorebench.data.parallel import set_torch_threads
 
     set_torch_threads(threads)
+    if ctx.invoked_subcommand in STAGES and "--help" not in sys.argv:  # two orchestrators on one tree: fail here
+        from restorebench.lock import take_project_lock
+
+        take_project_lock(ctx.invoked_subcommand)
 
 
 def load() -> Config:
@@ -368,7 +377,8 @@ def report() -> None:
 @app.command()
 def restore(
     input: Annotated[Path, typer.Argument(help="an image (PNG, JPEG, TIFF; 8- or 16-bit) or a folder of them")],
-    output: Annotated[Path, typer.Argument(help="a .png file (one input) or a folder (never an input)")],
+    output: Annotated[Path, typer.Argument(help="a file with an image suffix (one input: out/a.jpg writes a.jpg) "
+                                               "or a folder (never an input)")],
     task: Annotated[str | None, typer.Option("--task", "-t", metavar=_choices(TASKS),
                                              help="the cell's task (with --weights: checked)")] = None,  # fmt: skip
     model: Annotated[str | None, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES),
@@ -379,8 +389,13 @@ def restore(
                                                       "(instead of --cell)")] = None,
     tile: Annotated[int, typer.Option(help="restore images larger than this in overlapping tiles (0: never)")] = 512,
     overlap: Annotated[int, typer.Option(help="tile overlap in pixels")] = 32,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace outputs that exist already")] = False,
+    max_pixels: Annotated[int | None, typer.Option(help="refuse larger inputs (default PIL's decompression-bomb "
+                                                        "limit, 178956970; 0: no limit)")] = None,
 ) -> None:
-    """Restore your own images with a finetuned cell; writes PNGs of each input's bit depth."""
+    """Restore your own images with a finetuned cell; writes images of each input's bit depth. Replaces no
+    existing file without --overwrite. Memory: an image over --tile pixels on a side is restored tile by tile,
+    never held as float: about twice the image's own bytes plus one tile (restorebench.restore)."""
     from restorebench.restore import describe, restore_images
 
     if cell is not None and weights is not None:
@@ -389,7 +404,7 @@ def restore(
         raise RestorebenchError("--task / --model", "missing", "name the cell's --task and --model (and --cell), "
                                                                "or pass --weights")  # fmt: skip
     jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
-                          tile=tile or None, overlap=overlap,
+                          tile=tile or None, overlap=overlap, overwrite=overwrite, max_pixels=max_pixels,
                           on_start=lambda w, c: typer.echo(f"weights: {w} ({describe(c)})"))  # fmt: skip
     where = jobs[0].dest if len(jobs) == 1 else output
     typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")

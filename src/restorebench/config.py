@@ -138,12 +138,39 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently; DVC,
+    reading the same file, refuses it)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{self.name}:{line}", f"duplicate key {key!r} (first at line {seen[key]})",
+                                  "keep one of them")  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    if not path.is_file():
+        raise ConfigError(path, "not a file", "pass --params the params YAML file, e.g. params.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, f"not UTF-8 text (byte {err.start})", "save the params file as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -11,8 +11,10 @@ deblur (GoPro): the test pairs, each 1280x720 image whole (the model pads to its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -173,24 +175,54 @@ def save_crop(path: Path, item: EvalItem, output: np.ndarray, size: int) -> None
 
 
 # What metrics/finetune/{task}/{model}/{cell}.json holds, and nothing else: the numbers `dvc metrics diff`
-# compares. Strings, counts, timings and hashes go to provenance.json beside per_image.csv (not a metric).
+# compares. Strings, counts and hashes go to provenance.json beside per_image.csv (not a metric); timings,
+# which differ from run to run, go to timing.json there (no orchestrator declares or hashes it), so the same
+# evaluation writes the same bytes to every declared output.
 METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")
 TIMING_KEYS = ("images_per_s", "train_seconds")
+TIMING_FILE = "timing.json"
+
+
+def stage_results(table: pd.DataFrame, summary: dict, *, folder: Path, metrics_path: Path,
+                  record: dict) -> tuple[dict, bytes]:  # fmt: skip
+    """Write per_image.csv, provenance.json and timing.json into `folder` (a staging folder: nothing here is
+    atomic) and return (provenance, the metrics file's bytes). provenance["outputs"] records the sha256 of
+    per_image.csv and of those metrics bytes: the set's run id, which aggregate checks, so files of two
+    evaluate runs are never read as one."""
+    (folder / "crops").mkdir(parents=True, exist_ok=True)  # declared by both orchestrators, even with no crops
+    scores = table.drop(columns=["seconds"], errors="ignore")
+    scores.to_csv(folder / "per_image.csv", index=False, float_format="%.6f")
+    metrics = (json.dumps({k: round(float(summary[k]), 6) for k in METRIC_KEYS}, indent=2, sort_keys=True)
+               + "\n").encode()  # fmt: skip
+    rest = {**{k: v for k, v in summary.items() if k not in METRIC_KEYS and k != "ssim"}, **record}
+    prov = {k: v for k, v in rest.items() if k not in TIMING_KEYS}
+    prov["outputs"] = {"per_image.csv": io.sha256_file(folder / "per_image.csv"),
+                       "metrics": {"path": metrics_path.as_posix(), "sha256": hashlib.sha256(metrics).hexdigest()}}
+    timing = {k: rest[k] for k in TIMING_KEYS if rest.get(k) is not None}
+    if "seconds" in table:
+        timing["seconds_per_image"] = dict(zip(table["id"].astype(str), table["seconds"].astype(float), strict=True))
+    (folder / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True, default=str) + "\n")
+    (folder / TIMING_FILE).write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
+    return prov, metrics
 
 
 def write_results(table: pd.DataFrame, summary: dict, *, metrics_path: Path, out_dir: Path, record: dict) -> dict:
-    """Write one evaluated cell: out_dir/per_image.csv, metrics_path (PSNR/SSIM only, 6 decimals) and
-    out_dir/provenance.json (the summary's other fields, `record`, and timing under "timing").
+    """Write one evaluated cell: out_dir/ (per_image.csv, provenance.json, timing.json, crops/) staged and
+    published in one rename (io.atomic_dir), then metrics_path (PSNR/SSIM only, 6 decimals). A kill between
+    the two leaves a metrics file whose hash provenance.json does not record: aggregate refuses that set.
     Returns the provenance written."""
-    (out_dir / "crops").mkdir(parents=True, exist_ok=True)  # declared by both orchestrators, even with no crops
-    with io.atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    io.write_json(metrics_path, {k: round(float(summary[k]), 6) for k in METRIC_KEYS})
-    rest = {**{k: v for k, v in summary.items() if k not in METRIC_KEYS and k != "ssim"}, **record}
-    prov = {k: v for k, v in rest.items() if k not in TIMING_KEYS}
-    prov["timing"] = {k: rest[k] for k in TIMING_KEYS if rest.get(k) is not None}
-    io.write_json(out_dir / "provenance.json", prov)
+    with io.atomic_dir(out_dir) as stage:
+        prov, metrics = stage_results(table, summary, folder=stage, metrics_path=metrics_path, record=record)
+    io.write_bytes(metrics_path, metrics)
     return prov
+
+
+def remove_stale_staging(out_dir: Path) -> None:
+    """Remove the staging folders of killed evaluate runs of this cell (.{cell}.*.tmp beside it). Run before
+    evaluating: the cell's own staging, and only the evaluate of this cell writes there."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp") if out_dir.parent.is_dir() else []:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def git_revision(root: Path = Path(".")) -> str:
@@ -281,23 +313,32 @@ def evaluate_cell(
         extra = {"params": sum(p.numel() for p in net.parameters()), "precision": prec}
         extra.update({k: meta[k] for k in ("init", "pretrain", "train_seconds", "seed") if k in meta})
     out_dir = Path("results/eval") / task / model / cell
-    try:
-        table, summary = evaluate(restorer, task, eval_items(task, data_root), max_images=max_images,
-                                  crops_dir=out_dir / "crops", crops=crops, crop_size=crop_size)  # fmt: skip
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        if isinstance(err, RestorebenchError):
-            raise
-        raise RestorebenchError(f"evaluate {task}/{model}/{cell}", str(err).strip("'\""),
-                                f"run `restorebench validate --dataset {TASK_DATASET[task]}`") from err
-    record = {**extra, "model": model, "strategy": strategy, "pretrain": pretrain, "cell": cell, "profile": profile}
-    record.update(provenance(params_hash=params_hash, data_files=[data_root / "manifests" / f"{TASK_DATASET[task]}.parquet"],
-                             checkpoint=checkpoint))  # fmt: skip
     dest = Path("metrics/finetune") / task / model / f"{cell}.json"
-    prov = write_results(table, summary, metrics_path=dest, out_dir=out_dir, record=record)
+    remove_stale_staging(out_dir)
+    # every file of the cell's folder is staged and published in one rename, then the metrics file; a
+    # read-only or full results/metrics folder is one line naming it (io.write_failure)
+    with io.refused_writes(out_dir.parent, "the evaluation results", scope="results"), io.atomic_dir(out_dir) as stage:
+        try:
+            table, summary = evaluate(restorer, task, eval_items(task, data_root), max_images=max_images,
+                                      crops_dir=stage / "crops", crops=crops, crop_size=crop_size)  # fmt: skip
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            if isinstance(err, RestorebenchError):
+                raise
+            raise RestorebenchError(f"evaluate {task}/{model}/{cell}", str(err).strip("'\""),
+                                    f"run `restorebench validate --dataset {TASK_DATASET[task]}`") from err
+        record = {**extra, "model": model, "strategy": strategy, "pretrain": pretrain, "cell": cell,
+                  "profile": profile}  # fmt: skip
+        record.update(provenance(params_hash=params_hash,
+                                 data_files=[data_root / "manifests" / f"{TASK_DATASET[task]}.parquet"],
+                                 checkpoint=checkpoint))  # fmt: skip
+        prov, metrics = stage_results(table, summary, folder=stage, metrics_path=dest, record=record)
+    with io.refused_writes(dest.parent, f"the metrics file {dest.name}", scope="metrics"):
+        io.write_bytes(dest, metrics)
     if checkpoint is not None and official is None:
         from restorebench.card import write_model_card
 
-        write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
+        with io.refused_writes(checkpoint.parent, "the model card README.md", scope="runs"):
+            write_model_card(checkpoint.parent, {k: summary[k] for k in METRIC_KEYS}, prov)
     return summary, prov, dest
 
 

@@ -7,6 +7,7 @@ dependency); everything else through Pillow.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from pathlib import Path
@@ -35,8 +36,33 @@ def to_uint8(img: np.ndarray, *, half_up: bool = False) -> np.ndarray:
     return (np.floor(scaled + img.dtype.type(0.5)) if half_up else np.round(scaled)).astype(np.uint8)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """HxW (grey) or HxWxC (C = 2, 3 or 4) uint8 or uint16 array of `path`, at its own bit depth."""
+@contextlib.contextmanager
+def _pixel_limit(limit: int):
+    """PIL's decompression-bomb limit set to `limit` pixels (0: none) for the block; PIL refuses above twice
+    MAX_IMAGE_PIXELS, so it is set to half."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit // 2 if limit else None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def read_image(path: Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """HxW (grey) or HxWxC (C = 2, 3 or 4) uint8 or uint16 array of `path`, at its own bit depth. An image of
+    more than `max_pixels` (default: PIL's decompression-bomb limit, Image.MAX_IMAGE_PIXELS x 2; 0: none)
+    is refused in one line before it is decoded."""
+    suffix = path.suffix.lower()
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else max_pixels
+    if limit and suffix not in (".tif", ".tiff"):
+        try:
+            with _pixel_limit(0), Image.open(path) as im:  # the header only: its size, nothing decoded
+                size = im.size
+        except (OSError, ValueError, SyntaxError):
+            size = (0, 0)  # unreadable: the decoding below says why
+        if size[0] * size[1] > limit:
+            raise RestorebenchError(path, f"{size[0]}x{size[1]} pixels, over the {limit:,}-pixel limit against decompression bombs",
+                                    "if you trust the file, raise the limit (restore --max-pixels N, or 0 for none)")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise RestorebenchError(path, f"not an image this tool reads ({suffix})", f"use one of {list(SUFFIXES)}")
@@ -48,7 +74,7 @@ def read_image(path: Path) -> np.ndarray:
         elif suffix == ".png" and _png_header(path)[0] == 16 and _png_header(path)[1] in (2, 4, 6):
             arr = read_png16(path)
         else:
-            with Image.open(path) as im:
+            with _pixel_limit(limit), Image.open(path) as im:
                 if im.mode in ("I;16", "I;16B", "I;16L"):
                     arr = np.asarray(im, dtype=np.uint16)
                 elif im.mode in ("L", "RGB", "RGBA", "LA"):

@@ -9,6 +9,7 @@ sharing a cluster can read the results.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -89,6 +90,80 @@ def write_text(dest: str | Path, text: str) -> None:
 
 def write_json(dest: str | Path, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_failure(folder: str | Path, err: BaseException, *, what: str, needed: int | None = None,
+                  scope: str | Path | None = None):
+    """The one-line RestorebenchError for a write the filesystem refused under `folder` (disk full, read-only,
+    no permission), or None when `err` is something else or concerns a file outside `folder` (a read of the
+    inputs; `scope`: the folder the failing file must be in, default `folder`). For a full disk it names the
+    bytes needed (`needed`, when known) and free. torch.save reports a full disk as a RuntimeError ("file
+    write failed")."""
+    from restorebench.errors import RestorebenchError
+
+    folder = Path(folder)
+    code, text = getattr(err, "errno", None), str(err)
+    name = getattr(err, "filename", None)
+    if name is not None and not _inside(Path(name), Path(scope) if scope is not None else folder):
+        return None
+    full = code in (errno.ENOSPC, errno.EDQUOT) or (code is None and "No space left" in text) or (
+        isinstance(err, RuntimeError) and "write failed" in text)
+    if full:
+        try:
+            free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+        except (OSError, StopIteration):
+            free = None
+        need = f"needed about {needed:,} bytes" if needed else "needed more space"
+        have = f", {free:,} bytes free there" if free is not None else ""
+        return RestorebenchError(folder, f"disk full while writing {what} ({need}{have})",
+                                 "free space there and rerun the same command")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return RestorebenchError(name or folder, f"cannot write {what}: {os.strerror(code)}",
+                                 f"make {folder} writable (or run from a writable copy) and rerun")
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def refused_writes(folder: str | Path, what: str, needed: int | None = None,
+                   scope: str | Path | None = None) -> Iterator[None]:
+    """Run the block; a write the filesystem refuses under `folder` (write_failure) becomes one line."""
+    try:
+        yield
+    except OSError as err:
+        known = write_failure(folder, err, what=what, needed=needed, scope=scope)
+        if known is None:
+            raise
+        raise known from err
+
+
+def sort_safetensors_metadata(path: str | Path) -> None:
+    """Rewrite a .safetensors file's header in place with its `__metadata__` keys sorted.
+
+    The format (github.com/huggingface/safetensors, docs/source/index.mdx at v0.4.5): 8 bytes little-endian
+    header length N, N bytes of JSON, then the tensor data. The safetensors writer emits the metadata in
+    hash-map order, which differs from run to run, so the same weights would hash differently; sorting
+    changes only the order, so the header keeps its length and the data its offsets."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw, object_pairs_hook=dict)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict):
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(new) > size:  # the writer's own JSON was compact too: cannot happen; leave the file as it is
+            return
+        f.seek(8)
+        f.write(new + b" " * (size - len(new)))  # the format pads its header with spaces
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,4 +1,5 @@
-"""The pinned environment: requirements.lock (exact versions of every dependency and the dev extras).
+"""The pinned environment: requirements.lock (exact versions of every dependency and the dev extras), and the
+project lock that keeps two orchestrators off one tree (take_project_lock, below).
 
 `make install` installs from it; `make lock` re-resolves it (uv pip compile, universal, from
 pyproject.toml). Here: find it, hash it (metrics provenance records which environment a number came
@@ -80,3 +81,126 @@ def drift(path: Path, installed: dict[str, str] | None = None) -> list[Drift]:
         if got is None or got.split("+", 1)[0] != version.split("+", 1)[0]:
             out.append(Drift(name, version, got))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- the project lock
+#
+# Snakemake and `dvc repro` on one tree would build the same outputs at once, each unaware of the other. Every
+# stage command records which orchestrator session runs it in .restorebench/orchestrator.json; a stage of another
+# live session on this host fails at once, naming the holder. Jobs of one session share it (Snakemake's own
+# parallel jobs, torchrun's ranks): the session is the RESTOREBENCH_ORCHESTRATOR variable when set (the
+# Snakefile sets it for all its jobs, cluster ones too), else the nearest `snakemake` or `dvc` process above the
+# command. A command run by hand belongs to no session: it only checks that none is running. A holder that has
+# exited (its pid gone, or reused by another process) holds nothing; a holder on another host cannot be checked
+# from here and is not waited for.
+
+ORCHESTRATOR_ENV = "RESTOREBENCH_ORCHESTRATOR"
+PROJECT_LOCK = Path(".restorebench") / "orchestrator.json"
+ORCHESTRATORS = ("snakemake", "dvc")
+
+
+@dataclass(frozen=True)
+class Holder:
+    name: str  # "snakemake (pid 123)", or the RESTOREBENCH_ORCHESTRATOR value
+    pid: int
+    host: str
+    started: int | None  # the process's start time in clock ticks since boot (Linux), against pid reuse
+
+
+def _proc(pid: int) -> tuple[int, int, list[str]] | None:
+    """(parent pid, start time in ticks, argv) of a process, from /proc; None where unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...; starttime is 22nd
+    return int(fields[1]), int(fields[19]), [a for a in argv if a]
+
+
+def _tool(argv: list[str]) -> str | None:
+    """'snakemake' or 'dvc' when argv runs one (its script, or `python -m snakemake`)."""
+    names = [Path(a).name for a in argv[:2]]
+    if len(argv) > 2 and argv[1] == "-m":
+        names.append(argv[2])
+    return next((n for n in names if n in ORCHESTRATORS), None)
+
+
+def current_orchestrator() -> Holder | None:
+    """The orchestrator session this process runs under (see above), or None for a command run by hand."""
+    import os
+    import socket
+
+    host = socket.gethostname()
+    named = os.environ.get(ORCHESTRATOR_ENV, "").strip()
+    if named:
+        pid = int(named.rsplit(":", 1)[-1]) if named.rsplit(":", 1)[-1].isdigit() else 0
+        info = _proc(pid) if pid else None
+        return Holder(named, pid, named.split(":")[1] if named.count(":") >= 2 else host, info[1] if info else None)
+    pid = os.getppid()
+    for _ in range(32):  # up the process tree to the first orchestrator
+        info = _proc(pid)
+        if info is None or pid <= 1:
+            return None
+        tool = _tool(info[2])
+        if tool is not None:
+            return Holder(f"{tool} (pid {pid})", pid, host, info[1])
+        pid = info[0]
+    return None
+
+
+def _alive(holder: dict) -> bool:
+    import os
+    import socket
+
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname():
+        return False  # cannot be checked from here
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    info = _proc(pid)
+    if info is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return holder.get("started") in (None, info[1])
+
+
+def take_project_lock(stage: str, root: Path = Path(".")) -> Holder | None:
+    """Record this command's orchestrator session as the project's, or fail (RestorebenchError, naming the
+    holder) when another live session holds it. A command run by hand only checks. Returns the session."""
+    import fcntl
+    import json
+    import os
+    from dataclasses import asdict
+
+    from restorebench.errors import RestorebenchError
+
+    me = current_orchestrator()
+    path = root / PROJECT_LOCK
+    if me is None and not path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # a short mutex around read-and-write; released on close
+        f.seek(0)
+        try:
+            held = json.loads(f.read() or "{}")
+        except json.JSONDecodeError:
+            held = {}
+        if held.get("name") and (me is None or held["name"] != me.name) and _alive(held):
+            raise RestorebenchError(
+                path, f"{held['name']} is running this project's stages on {held['host']}; `{stage}` "
+                f"{'of ' + me.name if me else 'run by hand'} would build beside it",
+                "wait for it to finish or stop it: one orchestrator per tree, Snakemake or dvc repro")
+        if me is not None and held.get("name") != me.name:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(asdict(me), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return me

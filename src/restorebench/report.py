@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from restorebench import io  # noqa: E402
+from restorebench import io
+from restorebench.errors import RestorebenchError
 
 CROP_SCALE = 2  # crops are drawn at twice their pixel size (nearest neighbour), so noise and blur stay visible
 MAX_CROP_CELLS = 40
@@ -331,7 +332,16 @@ def crops_section(evals: Path, task: str) -> str:
 def build_report(table_path: Path, out: Path, *, runs: Path = Path("runs"), evals: Path = Path("results/eval"),
                  meta: dict | None = None, now: dt.datetime | None = None) -> Path:  # fmt: skip
     """Write the report for results/table.csv; `meta`: profile, git_revision, params_hash (shown on top)."""
-    table = pd.read_csv(table_path, dtype={"seeds": "Int64", "images": "Int64", "params": "Int64"})
+    try:
+        table = pd.read_csv(table_path, dtype={"seeds": "Int64", "images": "Int64", "params": "Int64"})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise RestorebenchError(table_path, f"not a readable results table ({str(err).splitlines()[0]})",
+                                "run `restorebench aggregate` again") from None
+    missing = [c for c in ("source", "task", "model", "psnr") if c not in table.columns]
+    if missing or table.empty:
+        what = f"has no column(s) {missing}" if missing else "has no rows (only its header)"
+        raise RestorebenchError(table_path, f"{what}; a report of it would be empty",
+                                "run `restorebench aggregate` again (after the evaluate stages)")
     meta = dict(meta or {})
     when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M UTC")
     facts = " · ".join(f"{k.replace('_', ' ')} <code>{html.escape(str(meta[k]))}</code>"

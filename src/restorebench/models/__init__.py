@@ -99,9 +99,12 @@ def build_model(name: str | None = None, *, variant: str | None = None, pretrain
         return MODELS[name](variant=variant, pretrained=pretrained, **kwargs)
     from restorebench.models.weights import WeightsError, find_weight_file, read_state_dict
 
-    net = MODELS[name](variant=variant, pretrained=None, **kwargs)
     path = Path(pretrained)
     weights = find_weight_file(path) if path.is_dir() else path
+    from restorebench.card import check_architecture
+
+    check_architecture({"model": name, "variant": variant, "kwargs": kwargs}, weights)  # before any allocation
+    net = MODELS[name](variant=variant, pretrained=None, **kwargs)
     try:
         net.load_state_dict(read_state_dict(weights), strict=True)
     except RuntimeError as err:

@@ -1,8 +1,14 @@
 """Atomic training checkpoints with integrity checks, and resume from the newest good one.
 
 A checkpoint is `step_{N:08d}.pt` plus `step_{N:08d}.sha256`, each written to a temporary name and renamed,
-the hash last: a checkpoint without a matching hash (killed mid-write, disk full, bit rot) is skipped and
-the previous one used. Only tensors, numbers and strings are stored, so loading uses weights_only=True.
+the hash last: a checkpoint with a hash that does not match (killed mid-write, disk full, bit rot) is skipped
+and the previous one used. One whose hash file is gone (deleted by hand, lost in a copy) is verified another
+way: it loads with weights_only, and the step and run fingerprint it records are its name's and the run's
+(`verified_without_hash`); `tidy`, run before each session resumes, rewrites the hash of such a file, moves
+one that fails to checkpoints/set_aside/ (nothing is deleted) and removes the temporary files of killed
+writes. Checkpoints are ordered by step number; cleanup after a save keeps the newest ones at or below the
+step just written, so it can never delete the new checkpoint. Only tensors, numbers and strings are stored,
+so loading uses weights_only=True.
 
 `claim_run` keeps a run from resuming another run's checkpoints: checkpoints/run.json holds the fingerprint
 of what the run trains (its parameters, the loop's settings, the model's tensor names and shapes); when a
@@ -38,7 +44,7 @@ from restorebench import io
 from restorebench.errors import RestorebenchError
 
 log = logging.getLogger(__name__)
-PATTERN = re.compile(r"step_(\d{8})\.pt$")
+PATTERN = re.compile(r"step_(\d{8,})\.pt$")  # 8 digits, more past step 99,999,999
 RUN_FILE = "run.json"
 # loop settings that may change between a run's sessions without changing what it computes
 OPERATIONAL = ("checkpoint_every", "validate_every", "log_every", "compile", "compile_mode", "fused", "sync_every")
@@ -145,47 +151,106 @@ def lock_run(run_dir: Path) -> Iterator[None]:
 
 
 def resume_step(directory: Path) -> int:
-    """The step of the newest checkpoint whose hash matches (the one `load_latest` resumes from), else 0."""
+    """The step of the newest checkpoint `load_latest` resumes from (hash matches, or verified without one),
+    else 0."""
     for path in reversed(list_checkpoints(directory)):
-        if is_valid(path):
-            return int(PATTERN.search(path.name).group(1))
+        hashless = not path.with_suffix(".sha256").exists()
+        if is_valid(path) or (hashless and verified_without_hash(path) is not None):
+            return step_of(path)
     return 0
 
 
 def trim_curves(live_dir: Path, step: int) -> None:
     """Drop the rows after `step` from every dvclive metrics table (.tsv) under `live_dir`: a run resuming
-    from the checkpoint at `step` logs them again, and each step must appear once."""
+    from the checkpoint at `step` logs them again, and each step must appear once. A last line cut short by
+    a kill is dropped too; a bad row elsewhere (no step number, wrong column count, not text) is a
+    RestorebenchError naming the file and the line. A dvclive summary (metrics.json) that does not parse,
+    cut by a kill, is removed: dvclive writes it again at the next logged step."""
+    summary = live_dir / "metrics.json"
+    if summary.is_file():
+        try:
+            json.loads(summary.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: cut or corrupt summary removed; the next logged step writes it again", summary)
+            summary.unlink()
     for table in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")) if live_dir.exists() else []:
-        with open(table, newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t"))
+        try:
+            text = table.read_text()
+            rows = list(csv.reader(_io.StringIO(text), delimiter="\t"))
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise RestorebenchError(table, f"not a readable dvclive table ({err})",
+                                    "remove the file; its curve is logged again from the resumed step") from None
         if not rows or "step" not in rows[0]:
             continue
-        col = rows[0].index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col].isdigit() and int(r[col]) <= step]
-        if len(kept) < len(rows):
+        col, width = rows[0].index("step"), len(rows[0])
+        if len(rows) > 1 and not text.endswith("\n") and not _row_ok(rows[-1], col, width):
+            rows.pop()  # the last line, cut short by a kill mid-write
+        for n, r in enumerate(rows[1:], start=2):
+            if not _row_ok(r, col, width):
+                raise RestorebenchError(f"{table}:{n}", f"corrupt dvclive row {chr(9).join(r)[:80]!r}",
+                                        "fix or remove that line (or the file); rows are logged again on resume")  # fmt: skip
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= step]
+        if len(kept) < len(rows) or not text.endswith("\n"):
             out = _io.StringIO()
             csv.writer(out, delimiter="\t", lineterminator=os.linesep).writerows(kept)
             io.write_text(table, out.getvalue())
 
 
+def _row_ok(row: list[str], col: int, width: int) -> bool:
+    return len(row) == width and row[col].isdigit()
+
+
 def save(directory: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write the checkpoint for `step` atomically; keep the newest `keep` checkpoints."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint for `step` atomically (with the run's fingerprint from run.json in it, so a copy
+    that lost its hash can still be verified); keep the newest `keep` checkpoints at or below `step`.
+
+    Cleanup counts by step number and never removes the checkpoint just written, nor one of a later step (a
+    stale one from an earlier session is set aside by `tidy`, not deleted here). A full disk or a read-only
+    folder is a RestorebenchError naming the folder, the bytes needed and the bytes free."""
+    recorded = _recorded(directory)
+    if recorded is not None and "fingerprint" not in state:
+        state = {**state, "fingerprint": recorded}
     path = directory / f"step_{step:08d}.pt"
-    with io.atomic_path(path) as tmp:
-        torch.save(state, tmp)
-        digest = io.sha256_file(tmp)
-    io.write_text(path.with_suffix(".sha256"), digest + "\n")
-    for old in list_checkpoints(directory)[:-keep]:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with io.atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:  # a Python file: a full disk is OSError(ENOSPC), not torch's iostream error
+                torch.save(state, f)
+            digest = io.sha256_file(tmp)
+        io.write_text(path.with_suffix(".sha256"), digest + "\n")
+    except (OSError, RuntimeError) as err:
+        known = io.write_failure(directory, err, needed=_state_bytes(state), what=f"checkpoint {path.name}")
+        if known is None:
+            raise
+        raise known from err
+    older = [p for p in list_checkpoints(directory) if step_of(p) < step]
+    for old in older[: max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
         old.with_suffix(".sha256").unlink(missing_ok=True)
     return path
 
 
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what a checkpoint of it needs on disk, near enough."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def step_of(path: Path) -> int:
+    """The step number in a checkpoint's name (step_00000042.pt -> 42)."""
+    return int(PATTERN.search(path.name).group(1))
+
+
 def list_checkpoints(directory: Path) -> list[Path]:
-    if not directory.exists():
+    """The checkpoints in `directory`, oldest step first (by number, not by name)."""
+    if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if PATTERN.search(p.name))
+    return sorted((p for p in directory.iterdir() if PATTERN.search(p.name)), key=step_of)
 
 
 def is_valid(path: Path) -> bool:
@@ -195,14 +260,66 @@ def is_valid(path: Path) -> bool:
     return sidecar.read_text().strip() == io.sha256_file(path)
 
 
+def _load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def verified_without_hash(path: Path) -> dict[str, Any] | None:
+    """A checkpoint whose hash file is gone, loaded and checked another way: it loads with weights_only, its
+    recorded step is the one in its name, and its recorded fingerprint is the run's (checkpoints/run.json).
+    The state when all hold, else None (an older format without a fingerprint cannot be vouched for)."""
+    expected = _recorded(path.parent)
+    try:
+        state = _load(path)
+    except Exception as err:  # a cut or foreign file
+        log.warning("%s: no hash file and does not load (%s)", path, str(err).splitlines()[0] if str(err) else err)
+        return None
+    ok = (isinstance(state, dict) and state.get("step") == step_of(path)
+          and expected is not None and state.get("fingerprint") == expected)  # fmt: skip
+    return state if ok else None
+
+
+def tidy(directory: Path) -> list[Path]:
+    """Before a session resumes (its run lock held): remove the temporary files of checkpoint writes that
+    were killed (.step_*.tmp), give a hashless checkpoint that verifies (`verified_without_hash`) its hash
+    file again, and move every checkpoint that neither hashes nor verifies to checkpoints/set_aside/ (never
+    deleted: a person may still want it). Returns the paths set aside."""
+    if not directory.is_dir():
+        return []
+    for tmp in directory.glob(".step_*.tmp"):
+        tmp.unlink(missing_ok=True)
+    aside: list[Path] = []
+    for path in list_checkpoints(directory):
+        if is_valid(path):
+            continue
+        if not path.with_suffix(".sha256").exists() and verified_without_hash(path) is not None:
+            io.write_text(path.with_suffix(".sha256"), io.sha256_file(path) + "\n")
+            log.warning("%s: hash file was missing; the checkpoint loads and matches this run, hash rewritten", path)
+            continue
+        folder = directory / "set_aside"
+        folder.mkdir(exist_ok=True)
+        dest = _free_name(folder, path.name)
+        os.replace(path, dest)
+        sidecar = path.with_suffix(".sha256")
+        if sidecar.exists():
+            os.replace(sidecar, _free_name(folder, sidecar.name))
+        log.warning("%s: neither its hash nor its recorded step and fingerprint check out; moved to %s", path, dest)
+        aside.append(dest)
+    return aside
+
+
 def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint whose hash matches, loaded on the CPU; None when there is none."""
+    """The newest checkpoint whose hash matches (or, without a hash file, that `verified_without_hash`
+    vouches for), loaded on the CPU; None when there is none."""
     for path in reversed(list_checkpoints(directory)):
         if not is_valid(path):
+            state = None if path.with_suffix(".sha256").exists() else verified_without_hash(path)
+            if state is not None:
+                return path, state
             log.warning("%s: incomplete or corrupt checkpoint, trying the previous one", path)
             continue
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=True)
+            return path, _load(path)
         except Exception as err:  # a file that hashes right but does not unpickle: skip it too
             log.warning("%s: unreadable (%s), trying the previous one", path, err)
     return None

@@ -3,8 +3,10 @@
 `train_and_save` starts the process group under torchrun (train.gpus > 1), trains through the loop with
 dvclive curves on rank 0, and writes run_dir/model.safetensors and history.json atomically (rank 0 only).
 Rank 0 holds run_dir/.lock for the whole session (a second run of the same cell fails at once), claims the
-checkpoints for this run's fingerprint (checkpoint.claim_run: nothing is deleted) and trims the dvclive curves
-to the checkpoint it resumes from, so every step is logged once.
+checkpoints for this run's fingerprint (checkpoint.claim_run: nothing is deleted), tidies them
+(checkpoint.tidy: killed writes' temporary files removed, hashless checkpoints verified or set aside) and
+trims the dvclive curves to the checkpoint it resumes from, so every step is logged once. The same run writes
+the same bytes: model.safetensors's header metadata is sorted (io.sort_safetensors_metadata).
 """
 
 from __future__ import annotations
@@ -73,9 +75,13 @@ def train_and_save(
     Returns (result, device name) on rank 0 and None on the other ranks (which write nothing). A second run of the same run_dir while this
     one trains fails at once (RestorebenchError)."""
     info = distributed.setup()
-    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
+        # a read-only or full runs folder is one line naming it (io.write_failure), not a traceback
+        top = run_dir.parent if run_dir.is_absolute() else Path(run_dir.parts[0])  # runs/ for runs/finetune/...
+        with io.refused_writes(run_dir, "the run folder", scope=top):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        writes = io.refused_writes(run_dir, "the run's files")
+        with writes, checkpoint.lock_run(run_dir) if info.is_main else nullcontext():
             return _session(
                 net,
                 batches,
@@ -101,6 +107,7 @@ def _session(net: nn.Module, batches: Batches, cfg: LoopConfig, info: distribute
 
     if info.is_main:  # before any rank looks for checkpoints to resume from
         checkpoint.claim_run(run_dir, checkpoint.fingerprint(net, cfg, params), params)
+        checkpoint.tidy(run_dir / "checkpoints")  # killed writes' temporary files; hashless checkpoints
         # rows after the checkpoint the loop resumes from are logged again: keep each step once
         checkpoint.trim_curves(run_dir / "dvclive", checkpoint.resume_step(run_dir / "checkpoints"))
     if info.world_size > 1:
@@ -127,7 +134,16 @@ def _session(net: nn.Module, batches: Batches, cfg: LoopConfig, info: distribute
     if not info.is_main:
         return None
     tensors = {k: v.detach().cpu().contiguous() for k, v in keep(final).state_dict().items()}
-    with io.atomic_path(run_dir / "model.safetensors", suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    io.write_json(run_dir / "history.json", result.history)
+    dest = run_dir / "model.safetensors"
+    try:
+        with io.atomic_path(dest, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+            io.sort_safetensors_metadata(tmp)  # safetensors writes its metadata in hash-map order
+        io.write_json(run_dir / "history.json", result.history)
+    except OSError as err:
+        known = io.write_failure(run_dir, err, what=dest.name,
+                                 needed=sum(t.numel() * t.element_size() for t in tensors.values()))
+        if known is None:
+            raise
+        raise known from err
     return result, device_name(info.device)
