@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from restorebench.config import load_config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import holdout_split, open_store
+from restorebench.data.store import holdout_split
+from restorebench.data.synth import open_store
 from restorebench.metrics import psnr
 from restorebench.models import build_model
 from restorebench.train import finetune as finetune_module

@@ -16,7 +16,7 @@ from restorebench.config import SampleConfig
 from restorebench.data.fetch import fetch_dataset
 from restorebench.data.manifest import build_manifest, read_image_bytes, write_manifest
 from restorebench.data.prepare import degrade_imagenet
-from restorebench.data.store import open_store
+from restorebench.data.synth import open_store
 from restorebench.data.validate import validate_dataset
 from restorebench.errors import RestorebenchError
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from restorebench.data.manifest import ROWS
 from restorebench.data.prepare import degrade_store, prepare_store
-from restorebench.data.store import StoreWriter, crop_subimages, holdout_split, open_store, source_group
+from restorebench.data.store import StoreWriter, crop_subimages, holdout_split, source_group
+from restorebench.data.synth import open_store
 
 TASKS = {
     "dn30": [{"name": "gaussian_noise", "sigma": 30}],

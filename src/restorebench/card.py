@@ -82,48 +82,6 @@ def _checked(path: Path, meta: dict, *, decode: bool) -> dict:
     return config
 
 
-def check_architecture(config: dict, weights: Path) -> None:
-    """Before a model is built from a run config: its `kwargs` must be keywords the model takes, and the
-    architecture they describe must hold exactly the parameters the weights file holds. Both are measured
-    without allocating: the model is built on the meta device, the file's tensor shapes read from its
-    header. So a file whose metadata asks for an absurd size (a width of 10**6) is refused in one line
-    instead of allocating gigabytes. Raises RestorebenchError naming the file."""
-    import torch
-
-    from restorebench.errors import RestorebenchError
-    from restorebench.models import MODELS, VARIANTS
-
-    model, variant, kwargs = config["model"], config.get("variant"), config.get("kwargs", {})
-    if model not in MODELS:
-        raise RestorebenchError(weights, f"names model {model!r}, not one of {sorted(MODELS)}")
-    if variant is not None and variant not in VARIANTS[model]:
-        raise RestorebenchError(weights, f"names {model} variant {variant!r}, not one of {list(VARIANTS[model])}")
-    try:
-        with torch.device("meta"):
-            net = MODELS[model](variant=variant, pretrained=None, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise RestorebenchError(weights, f"architecture keywords {sorted(kwargs)} do not fit {model}: "
-                                         f"{str(err).splitlines()[0][:200]}") from None  # fmt: skip
-    wanted = sum(p.numel() for p in net.state_dict().values())
-    held = _file_elements(weights)
-    if held is not None and wanted != held:
-        raise RestorebenchError(weights, f"its metadata describes a {model} of {wanted:,} tensor elements but the "
-                                         f"file holds {held:,}", "the metadata does not match the weights; use the "
-                                         "run folder's config.json or retrain")  # fmt: skip
-
-
-def _file_elements(weights: Path) -> int | None:
-    """Tensor elements in a .safetensors file, from its header (no tensor read); None for other files."""
-    if weights.suffix != ".safetensors" or not weights.is_file():
-        return None
-    from math import prod
-
-    with open(weights, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return sum(prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-
-
 def write_run_config(run_dir: Path, config: dict) -> None:
     io.write_json(run_dir / "config.json", config)
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from restorebench.data.store import Store, open_store
+from restorebench.data.store import Store
+from restorebench.data.synth import open_store
 from restorebench.degrade.pipeline import derive_rng
 
 

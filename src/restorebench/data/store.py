@@ -9,7 +9,7 @@ thousands of small PNGs) and which a loader reads without decoding:
 
 Every item has one fixed shape per array. Paired stores (`prepare`) hold `lq` and `gt`. Degradation
 stores (`degrade`) hold one clean window per row (`clean`) and, in meta.json, each task's degradation
-spec, label and scale; `open_store(path, task=...)` returns that task's view, which synthesises the
+spec, label and scale; `restorebench.data.synth.open_store(path, task=...)` returns that task's view, which synthesises the
 degraded input when an item is drawn (restorebench.data.synth). A store from before that change, with one
 stored `lq_<task>` array per task, still opens as pairs.
 
@@ -231,26 +231,6 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
-
-
-def open_store(path: str | Path, *, task: str | None = None) -> Store:
-    """Open a store. For a degradation store (several tasks) name the `task`: its degraded inputs are
-    synthesised per draw (restorebench.data.synth.SynthStore) or, in a store with one array per task, read
-    from `lq_<task>`; the task's label is added to each item's meta."""
-    meta_path = Path(path) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    tasks = meta.get("tasks")
-    if task is None:
-        if tasks:
-            raise ValueError(f"{path}: a degradation store; pass task=, one of {sorted(tasks)}")
-        return Store(path)
-    if not tasks or task not in tasks:
-        raise ValueError(f"{path}: no task {task!r}; tasks here: {sorted(tasks or {})}")
-    if meta.get("synthesis"):
-        from restorebench.data.synth import SynthStore
-
-        return SynthStore(path, task=task)
-    return Store(path, lq=tasks[task]["array"], gt="gt", label=int(tasks[task]["label"]))
 
 
 # ------------------------------------------------------------------------------------------ helpers

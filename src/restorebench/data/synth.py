@@ -16,6 +16,7 @@ degradation every time an item is drawn); fixed sets (held-out PSNR, k-NN) use d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,21 @@ class SynthStore(Store):
         meta = {k: v[i] for k, v in self.index.items()}
         meta["label"] = self.label
         return lq, window[m + y : m + y + size, m + x : m + x + size], meta
+
+
+def open_store(path: str | Path, *, task: str | None = None) -> Store:
+    """Open a store. For a degradation store (several tasks) name the `task`: its degraded inputs are
+    synthesised per draw (SynthStore) or, in a store with one array per task, read
+    from `lq_<task>`; the task's label is added to each item's meta."""
+    meta_path = Path(path) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    tasks = meta.get("tasks")
+    if task is None:
+        if tasks:
+            raise ValueError(f"{path}: a degradation store; pass task=, one of {sorted(tasks)}")
+        return Store(path)
+    if not tasks or task not in tasks:
+        raise ValueError(f"{path}: no task {task!r}; tasks here: {sorted(tasks or {})}")
+    if meta.get("synthesis"):
+        return SynthStore(path, task=task)
+    return Store(path, lq=tasks[task]["array"], gt="gt", label=int(tasks[task]["label"]))

@@ -18,6 +18,7 @@ arguments, which override the variant's.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,15 +102,53 @@ def build_model(name: str | None = None, *, variant: str | None = None, pretrain
 
     path = Path(pretrained)
     weights = find_weight_file(path) if path.is_dir() else path
-    from restorebench.card import check_architecture
-
-    check_architecture({"model": name, "variant": variant, "kwargs": kwargs}, weights)  # before any allocation
+    _check_architecture({"model": name, "variant": variant, "kwargs": kwargs}, weights)  # before any allocation
     net = MODELS[name](variant=variant, pretrained=None, **kwargs)
     try:
         net.load_state_dict(read_state_dict(weights), strict=True)
     except RuntimeError as err:
         raise WeightsError(f"{weights}: does not fit {name} variant {variant} as its config.json says: {str(err)[:400]}") from None
     return net
+
+
+def _check_architecture(config: dict, weights: Path) -> None:
+    """Before a model is built from a run config: its `kwargs` must be keywords the model takes, and the
+    architecture they describe must hold exactly the parameters the weights file holds. Both are measured
+    without allocating: the model is built on the meta device, the file's tensor shapes read from its
+    header. So a file whose metadata asks for an absurd size (a width of 10**6) is refused in one line
+    instead of allocating gigabytes. Raises RestorebenchError naming the file."""
+    import torch
+
+    from restorebench.errors import RestorebenchError
+    model, variant, kwargs = config["model"], config.get("variant"), config.get("kwargs", {})
+    if model not in MODELS:
+        raise RestorebenchError(weights, f"names model {model!r}, not one of {sorted(MODELS)}")
+    if variant is not None and variant not in VARIANTS[model]:
+        raise RestorebenchError(weights, f"names {model} variant {variant!r}, not one of {list(VARIANTS[model])}")
+    try:
+        with torch.device("meta"):
+            net = MODELS[model](variant=variant, pretrained=None, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise RestorebenchError(weights, f"architecture keywords {sorted(kwargs)} do not fit {model}: "
+                                         f"{str(err).splitlines()[0][:200]}") from None  # fmt: skip
+    wanted = sum(p.numel() for p in net.state_dict().values())
+    held = _file_elements(weights)
+    if held is not None and wanted != held:
+        raise RestorebenchError(weights, f"its metadata describes a {model} of {wanted:,} tensor elements but the "
+                                         f"file holds {held:,}", "the metadata does not match the weights; use the "
+                                         "run folder's config.json or retrain")  # fmt: skip
+
+
+def _file_elements(weights: Path) -> int | None:
+    """Tensor elements in a .safetensors file, from its header (no tensor read); None for other files."""
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        return None
+    from math import prod
+
+    with open(weights, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return sum(prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
 
 
 # name -> whether the model offers deep supervision: an `aux_loss` keyword that makes it keep `aux_outputs`

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import holdout_split, open_store
+from restorebench.data.store import holdout_split
+from restorebench.data.synth import open_store
 from restorebench.pretrain.runner import (
     Pretrainer,
     batch_rng,

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from restorebench.config import Config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.store import holdout_split, open_store
+from restorebench.data.store import holdout_split
+from restorebench.data.synth import open_store
 from restorebench.metrics import psnr_torch
 from restorebench.models import build_model
 from restorebench.models.ipt import variant_patch_size

@@ -19,7 +19,8 @@ import torch
 from restorebench import io
 from restorebench.config import TASK_DATASET, Config, StageConfig
 from restorebench.data.datasets import Items, PairedPatchDataset, step_loader
-from restorebench.data.store import holdout_split, open_store
+from restorebench.data.store import holdout_split
+from restorebench.data.synth import open_store
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
 from restorebench.metrics import psnr_torch
