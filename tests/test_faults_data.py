@@ -1,0 +1,183 @@
+"""Faults on the data side (fetch, validate, prepare, degrade): KINDS kinds, each checked for a one-line
+error naming the file, member or disk, and for nothing good replaced and nothing left behind.
+
+The kinds:
+- archives: a zip of a 20 MB zero stream (expansion past 100:1), a zip past the RESTOREBENCH_MAX_UNPACKED_GB
+  cap, an ImageNet tar holding a gzip-compressed class tar of zeros, a nested class tar larger than the free
+  space (counted unpacked), a tar hard link to a missing member, a tar file member followed by a member
+  under it, the same in a zip;
+- bad data never replaces good data: a SIDD folder with one ground-truth image missing (fetch keeps the good
+  copy), prepare after validate failed on a 16-bit GoPro frame, prepare and degrade with no validation
+  report, prepare after a re-fetch the report does not cover, evaluate's data without validation;
+- leftovers: a fetch and a prepare killed by SIGKILL leave staging that the next run removes (a live
+  process's staging is kept), prepare's workers die with their parent;
+- disks: a read-only data folder at fetch and at prepare, a full disk during prepare (naming the disk and
+  the bytes it needed).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import json
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from restorebench.config import SampleConfig
+from restorebench.data import archives, fetch
+from restorebench.data.archives import InsufficientSpace, UnsafeArchive, extract_into
+
+TINY = SampleConfig(gopro_train_sequences=1, gopro_test_sequences=1, gopro_frames=2, gopro_height=32,
+                    gopro_width=48, gopro_average=3, sidd_instances=2, sidd_height=32, sidd_width=32,
+                    sidd_val_images=1, sidd_val_blocks=2, sidd_val_block_size=16)  # fmt: skip
+ZEROS = 20 * 10**6  # a 20 MB zero stream: about 20 KB deflated
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+def _fetch(dataset: str, source: str | Path, work: Path):
+    return fetch.fetch_and_index(dataset, str(source), work / "data/raw" / dataset,
+                                 work / f"data/manifests/{dataset}.parquet", cache_dir=work / "cache", sample=TINY,
+                                 seed=0, min_free_bytes=0, expected_pairs={})  # fmt: skip
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _gopro_zip(path: Path, extra: dict[str, bytes]) -> Path:
+    """A zip with GoPro's layout (so only `extra` can make it fail) and the `extra` members after it."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for split in ("train", "test"):
+            zf.writestr(f"GOPRO_Large/{split}/GOPR0001_00_00/blur/000001.png", b"x")
+            zf.writestr(f"GOPRO_Large/{split}/GOPR0001_00_00/sharp/000001.png", b"y")
+        for name, data in extra.items():
+            zf.writestr(name, data)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ archives
+
+
+def test_a_zip_expanding_past_100_to_1_is_refused_naming_the_member_and_the_good_copy_kept(tmp_path):
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    raw, manifest = work / "data/raw/gopro", work / "data/manifests/gopro.parquet"
+    before = {**_files(raw), "manifest": manifest.read_bytes()}
+    bomb = _gopro_zip(tmp_path / "bomb.zip", {"GOPRO_Large/train/GOPR0001_00_00/blur/zeros.png": bytes(ZEROS)})
+    assert bomb.stat().st_size < ZEROS / 100
+    with pytest.raises(UnsafeArchive) as err:
+        _fetch("gopro", bomb, work)
+    line = _one_line(err)
+    assert "member 'GOPRO_Large/train/GOPR0001_00_00/blur/zeros.png' expands" in line and "compression bomb" in line
+    assert {**_files(raw), "manifest": manifest.read_bytes()} == before
+    assert sorted(p.name for p in (work / "data/raw").iterdir()) == ["gopro"]  # no staging left
+
+
+def test_a_zip_past_the_unpacked_cap_is_refused_while_streaming(tmp_path, monkeypatch):
+    monkeypatch.setenv(archives.MAX_UNPACKED_ENV, str(1 / 1024))  # 1 MiB
+    noise = os.urandom(2 * 2**20)  # incompressible: the ratio passes, the cap does not
+    bomb = _gopro_zip(tmp_path / "big.zip", {"GOPRO_Large/train/GOPR0001_00_00/sharp/big.png": noise})
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnsafeArchive) as err:
+        extract_into(bomb, out)
+    assert f"member 'GOPRO_Large/train/GOPR0001_00_00/sharp/big.png' unpacks past {2**20} bytes" in _one_line(err)
+    assert f"{archives.MAX_UNPACKED_ENV}=" in str(err.value)
+    # the header check refused it before a byte was written
+    assert not (out / "GOPRO_Large/train/GOPR0001_00_00/sharp/big.png").exists()
+
+
+def _class_tar(members: dict[str, bytes], compress: bool) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
+
+
+def _imagenet_tar(path: Path, classes: dict[str, bytes]) -> Path:
+    """ILSVRC2012_img_train.tar's shape: one top-level `nXXXXXXXX.tar` per class."""
+    with tarfile.open(path, "w") as tf:
+        for name, data in classes.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_imagenet_tar_holding_a_gzipped_class_tar_of_zeros_is_refused_naming_the_member(tmp_path):
+    inner = _class_tar({"n01440764_1.JPEG": b"j" * 100, "n01440764_2.JPEG": bytes(ZEROS)}, compress=True)
+    archive = _imagenet_tar(tmp_path / "ILSVRC2012_img_train.tar", {"n01440764.tar": inner})
+    assert archive.stat().st_size < ZEROS / 100  # the outer header sees only the packed size
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnsafeArchive) as err:
+        extract_into(archive, out, class_tars_into="train")
+    line = _one_line(err)
+    assert "ILSVRC2012_img_train.tar!n01440764.tar: member 'n01440764_2.JPEG' expands" in line, line
+    assert not (out / "train/n01440764/n01440764_2.JPEG").exists()
+
+
+def test_the_free_space_check_counts_a_nested_class_tar_unpacked(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    noise = bytes(b & 0x0F for b in os.urandom(3 * 2**20))  # 4 bits a byte: gzip packs it about 2:1
+    inner = _class_tar({"n01440764_1.JPEG": noise[: 2**20], "n01440764_2.JPEG": noise[2**20 :]}, compress=True)
+    archive = _imagenet_tar(tmp_path / "train.tar", {"n01440764.tar": inner})
+    assert archive.stat().st_size < 2 * 2**20  # packed, it fits
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12, 4 * 2**20))  # 4 MiB free
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InsufficientSpace) as err:
+        extract_into(archive, out, min_free_bytes=2 * 2**20, class_tars_into="train")  # 2 MiB usable
+    line = _one_line(err)
+    assert f"member 'n01440764_2.JPEG' unpacks past {2 * 2**20} bytes (the free space on" in line, line
+    assert (out / "train/n01440764/n01440764_1.JPEG").stat().st_size == 2**20  # counted, then refused
+    assert not (out / "train/n01440764/n01440764_2.JPEG").exists()
+
+
+def test_a_tar_hard_link_to_a_missing_member_is_one_line(tmp_path):
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("GOPRO_Large/train/a.png")
+        info.type, info.linkname = tarfile.LNKTYPE, "GOPRO_Large/train/missing.png"
+        tf.addfile(info)
+    with pytest.raises(UnsafeArchive) as err:
+        archives.safe_extract(archive, tmp_path / "out")
+    assert ("member 'GOPRO_Large/train/a.png' is a hard link to 'GOPRO_Large/train/missing.png', which is not a "
+            "file extracted before it") in _one_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tar_file_member_followed_by_a_member_under_it_is_one_line(tmp_path):
+    archive = tmp_path / "clash.tar"
+    with tarfile.open(archive, "w") as tf:
+        for name in ("d/f", "d/f/child"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(UnsafeArchive) as err:
+        archives.safe_extract(archive, tmp_path / "out")
+    assert "member 'd/f/child' lies under 'd/f', which the archive made a file" in _one_line(err)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_a_zip_file_member_followed_by_a_member_under_it_is_one_line(tmp_path):
+    archive = _gopro_zip(tmp_path / "clash.zip", {"GOPRO_Large/x": b"1", "GOPRO_Large/x/y.png": b"2"})
+    with pytest.raises(UnsafeArchive) as err:
+        archives.safe_extract(archive, tmp_path / "out")
+    assert "member 'GOPRO_Large/x/y.png' lies under 'GOPRO_Large/x', which the archive made a file" in _one_line(err)
