@@ -44,10 +44,10 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     return text
 
 
-def _fetch(dataset: str, source: str | Path, work: Path):
+def _fetch(dataset: str, source: str | Path, work: Path, seed: int = 0):
     return fetch.fetch_and_index(dataset, str(source), work / "data/raw" / dataset,
                                  work / f"data/manifests/{dataset}.parquet", cache_dir=work / "cache", sample=TINY,
-                                 seed=0, min_free_bytes=0, expected_pairs={})  # fmt: skip
+                                 seed=seed, min_free_bytes=0, expected_pairs={})  # fmt: skip
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -181,3 +181,97 @@ def test_a_zip_file_member_followed_by_a_member_under_it_is_one_line(tmp_path):
     with pytest.raises(UnsafeArchive) as err:
         archives.safe_extract(archive, tmp_path / "out")
     assert "member 'GOPRO_Large/x/y.png' lies under 'GOPRO_Large/x', which the archive made a file" in _one_line(err)
+
+
+# ------------------------------------------------------------------- bad data never replaces good data
+
+
+def test_a_sidd_folder_missing_one_ground_truth_image_fails_fetch_and_keeps_the_good_copy(tmp_path):
+    import shutil
+
+    work = tmp_path / "project"
+    _fetch("sidd", "sample", work)
+    raw, manifest = work / "data/raw/sidd", work / "data/manifests/sidd.parquet"
+    before = {**_files(raw), "manifest": manifest.read_bytes()}
+    source = Path(shutil.copytree(raw, tmp_path / "user_copy"))
+    gone = sorted(source.rglob("*_GT_SRGB_*.PNG"))[0]
+    gone.unlink()
+    with pytest.raises(fetch.IncompleteDataset) as err:
+        _fetch("sidd", source, work)
+    assert f"1 file(s) of a pair missing: {gone.relative_to(source)}" in _one_line(err)
+    assert {**_files(raw), "manifest": manifest.read_bytes()} == before
+    assert sorted(p.name for p in (work / "data/raw").iterdir()) == ["sidd"]
+
+
+def _validated(work: Path, dataset: str) -> None:
+    from restorebench.data.validate import validate_stage
+
+    validate_stage(dataset, root=work / "data", expected_pairs={}, expected_groups={}, workers=1)
+
+
+def _prepare(work: Path, dataset: str = "gopro"):
+    from restorebench.data.prepare import prepare_dataset
+
+    return prepare_dataset(dataset, root=work / "data", size=16, step=16, workers=1)
+
+
+def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from restorebench.data.validate import NotValidated, ValidationFailed
+    from restorebench.images import write_png
+
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    source = Path(shutil.copytree(work / "data/raw/gopro", tmp_path / "user_copy"))
+    frame = sorted(source.rglob("train/*/sharp/*.png"))[0]
+    write_png(frame, np.full((32, 48, 3), 40000, np.uint16))  # 16-bit RGB: a uint8 reader sees 255s
+    _fetch("gopro", source, work)  # fetch checks pairs, not bit depths
+    with pytest.raises(ValidationFailed, match="16-bit PNG"):
+        _validated(work, "gopro")
+    report = work / "data/validation/gopro.json"
+    assert json.loads(report.read_text())["success"] is False
+    with pytest.raises(NotValidated) as err:
+        _prepare(work)
+    line = _one_line(err)
+    assert line.startswith(f"{report}: gopro failed validation") and "16-bit PNG" in line, line
+    assert not (work / "data/store/gopro").exists()
+
+
+def test_prepare_and_degrade_refuse_a_dataset_never_validated_or_fetched_again_since(tmp_path):
+    from restorebench.data.prepare import degrade_imagenet
+    from restorebench.data.validate import NotValidated
+
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    with pytest.raises(NotValidated) as err:
+        _prepare(work)
+    assert (f"{work}/data/validation/gopro.json: gopro has no validation report; prepare reads only validated "
+            "data (run `restorebench validate --dataset gopro` before prepare)") == _one_line(err)
+    _validated(work, "gopro")
+    assert _prepare(work)["subimages"] > 0  # validated: it packs
+    _fetch("gopro", "sample", work, seed=1)  # other frames: the report does not vouch for them
+    with pytest.raises(NotValidated, match=r"gopro\.json: made for another .*gopro\.parquet"):
+        _prepare(work)
+    _fetch("imagenet", "sample", work)
+    with pytest.raises(NotValidated, match=r"imagenet\.json: imagenet has no validation report; degrade"):
+        degrade_imagenet(root=work / "data", tasks={"n": [{"name": "gaussian_noise", "sigma": 30}]}, patch=16,
+                         patches_per_image=1, workers=1)  # fmt: skip
+
+
+def test_evaluate_refuses_data_that_failed_validation(tmp_path):
+    from restorebench.data.validate import NotValidated
+    from restorebench.evaluate import eval_items
+
+    work = tmp_path / "project"
+    _fetch("sidd", "sample", work)
+    report = work / "data/validation/sidd.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"dataset": "sidd", "success": False,
+                                  "failures": [{"file": "ValidationGtBlocksSrgb.mat", "reason": "missing file"}]}))
+    with pytest.raises(NotValidated) as err:
+        eval_items("denoise", work / "data")
+    assert "sidd failed validation (1 problem(s), first ValidationGtBlocksSrgb.mat: missing file); evaluate" in (
+        _one_line(err))

@@ -4,8 +4,8 @@ Nothing half-done is ever left where a later stage would take it as complete:
 - downloads grow `{cache}/{file}.part` (resumed with an HTTP Range request after a cut connection) and
   are renamed to `{cache}/{file}` only after their sha256 checks out;
 - `fetch_and_index` builds the new copy in a staging folder next to data/raw/{dataset}, builds its manifest
-  and checks it (every .mat readable, at least one pair and at least `expected_pairs` per split), and only
-  then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
+  and checks it (every .mat readable, every pair whole, at least one pair and at least `expected_pairs` per
+  split), and only then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
   manifest exactly as they were;
 - the free disk space is checked before each download and each extraction.
 
@@ -332,12 +332,25 @@ def check_counts(dataset: str, manifest, expected_pairs: dict[str, int], where: 
         )
 
 
+def check_pairs_whole(dataset: str, manifest, where: str) -> None:
+    """`IncompleteDataset` naming the first missing files unless every pair of the manifest has both sides
+    (a pair is listed when either side exists, with sha256 "" for the missing one: data.manifest)."""
+    has_lq = manifest["lq_path"] != ""
+    gone = [*manifest.loc[manifest["sha256"] == "", "gt_path"],
+            *manifest.loc[has_lq & (manifest["lq_sha256"].fillna("") == ""), "lq_path"]]  # fmt: skip
+    if gone:
+        gone = sorted(set(gone))
+        more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        raise IncompleteDataset(where, f"{dataset}: {len(gone)} file(s) of a pair missing: "
+                                f"{', '.join(gone[:3])}{more}", "an incomplete copy; the previous copy is kept")  # fmt: skip
+
+
 def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
                     sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
                     workers: int = 0):  # fmt: skip
     """`fetch_dataset` into a staging folder next to `raw_dir`, build its manifest (data.manifest) and
-    check it (`check_counts`; unreadable .mat files fail naming the file), then swap the copy into
-    `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
+    check it (`check_counts`, `check_pairs_whole`; unreadable .mat files fail naming the file), then swap
+    the copy into `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
     manifest (a pandas DataFrame)."""
     import tempfile
 
@@ -356,6 +369,7 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
             err.where, err.what = (x.replace(str(stage), str(raw_dir)) for x in (err.where, err.what))
             raise
         check_counts(dataset, manifest, expected_pairs, f"data.{dataset}.source ({source})")
+        check_pairs_whole(dataset, manifest, f"data.{dataset}.source ({source})")
         with atomic_path(manifest_path, suffix=".parquet") as tmp:  # renamed into place after the swap
             manifest.to_parquet(tmp, index=False)
             if raw_dir.exists() or raw_dir.is_symlink():

@@ -18,6 +18,7 @@ from restorebench import logs
 from restorebench.data.manifest import read_manifest
 from restorebench.data.parallel import parallel_map
 from restorebench.data.store import StoreWriter, crop_subimages, read_rgb
+from restorebench.data.validate import require_valid
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
 from restorebench.images import to_uint8
@@ -210,6 +211,7 @@ def prepare_dataset(
     if dataset not in PAIRED:
         raise RestorebenchError(f"--dataset {dataset}", "has no paired training set", f"choose {' or '.join(PAIRED)}")
     rows = read_manifest(root / "manifests" / f"{dataset}.parquet", dataset=dataset, split="train")
+    require_valid(root, dataset, "prepare")  # a frame that failed validation is never packed
     lq_col = "alt_path" if dataset == "gopro" and gopro_input == "blur_gamma" else "lq_path"
     raw = root / "raw" / dataset
     pairs = [(r.pair_id, raw / getattr(r, lq_col), raw / r.gt_path) for r in rows.itertuples()]
@@ -238,6 +240,7 @@ def degrade_imagenet(
         raise RestorebenchError(where, "empty", "list at least one task -> degradation pipeline")
     rows = read_manifest(root / "manifests" / "imagenet.parquet", dataset="imagenet",
                          columns=["pair_id", "gt_path"], split="train")  # fmt: skip
+    require_valid(root, "imagenet", "degrade")
     if max_images:
         rows = rows.head(max_images)
     raw = root / "raw" / "imagenet"
