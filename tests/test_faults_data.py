@@ -209,10 +209,10 @@ def _validated(work: Path, dataset: str) -> None:
     validate_stage(dataset, root=work / "data", expected_pairs={}, expected_groups={}, workers=1)
 
 
-def _prepare(work: Path, dataset: str = "gopro"):
+def _prepare(work: Path, dataset: str = "gopro", workers: int = 1):
     from restorebench.data.prepare import prepare_dataset
 
-    return prepare_dataset(dataset, root=work / "data", size=16, step=16, workers=1)
+    return prepare_dataset(dataset, root=work / "data", size=16, step=16, workers=workers)
 
 
 def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp_path):
@@ -275,3 +275,109 @@ def test_evaluate_refuses_data_that_failed_validation(tmp_path):
         eval_items("denoise", work / "data")
     assert "sidd failed validation (1 problem(s), first ValidationGtBlocksSrgb.mat: missing file); evaluate" in (
         _one_line(err))
+
+
+# -------------------------------------------------------------------------------------------- leftovers
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc: the fork server, its workers, the resource tracker)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _killed_midway(work: Path, code: str) -> set[int]:
+    """Run `code` (which ends by blocking after writing work/ready) in a child Python, SIGKILL it once
+    ready; returns the descendants it had then."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import restorebench
+
+    env = {**os.environ, "PYTHONPATH": f"{Path(restorebench.__file__).parents[1]}{os.pathsep}{os.getcwd()}"}
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=work, env=env)
+    try:
+        for _ in range(1200):  # the child imports torch-free modules only: seconds
+            if (work / "ready").exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert child.poll() is None and (work / "ready").exists(), "the child ended before it was ready"
+        kids = _children(child.pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        child.kill()
+    return kids
+
+
+BLOCK = """
+import os, time
+from pathlib import Path
+def block(*args, **kwargs):
+    Path("ready").write_text(str(os.getpid()))
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_fetch_leaves_staging_that_the_next_fetch_removes(tmp_path):
+    from restorebench.data import staging
+
+    work = tmp_path / "project"
+    work.mkdir()
+    code = BLOCK + f"""
+from restorebench.data import fetch, manifest
+from tests.test_faults_data import _fetch
+manifest.build_manifest = block  # killed after the copy is staged, before the swap
+_fetch("gopro", "sample", Path({str(work)!r}))
+"""
+    _killed_midway(work, code)
+    raw = work / "data/raw"
+    left = sorted(raw.glob(".gopro.*.fetch"))
+    assert len(left) == 1 and staging.marker(left[0]).is_file() and list(left[0].rglob("*.png"))
+    mine = Path(raw / ".gopro.live.fetch")  # a staging folder of a process still running is kept
+    mine.mkdir()
+    staging.claim(mine)
+    _fetch("gopro", "sample", work)
+    assert sorted(p.name for p in raw.iterdir()) == [".gopro.live.fetch", ".gopro.live.fetch.owner", "gopro"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_prepare_leaves_no_workers_and_its_staging_goes_at_the_next_prepare(tmp_path):
+    import time
+
+    from restorebench.data.staging import alive
+
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    _validated(work, "gopro")
+    code = BLOCK + f"""
+from restorebench.data import store
+from tests.test_faults_data import _prepare
+store.StoreWriter.add = block  # killed with the workers' first results in hand
+_prepare(Path({str(work)!r}), workers=2)
+"""
+    kids = _killed_midway(work, code)
+    assert len(kids) >= 3, kids  # the fork server and two workers (and maybe the resource tracker)
+    for _ in range(300):  # the workers follow their parent at once (PDEATHSIG) or within a second
+        if not any(alive(pid) for pid in kids):
+            break
+        time.sleep(0.1)
+    assert not [pid for pid in kids if alive(pid)]
+    store_dir = work / "data/store/gopro"
+    assert len(list(store_dir.glob(".train.*.tmp"))) == 1 and len(list(store_dir.glob(".train.*.tmp.owner"))) == 1
+    _prepare(work)
+    assert sorted(p.name for p in store_dir.iterdir()) == ["train"]

@@ -6,7 +6,8 @@ Nothing half-done is ever left where a later stage would take it as complete:
 - `fetch_and_index` builds the new copy in a staging folder next to data/raw/{dataset}, builds its manifest
   and checks it (every .mat readable, every pair whole, at least one pair and at least `expected_pairs` per
   split), and only then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
-  manifest exactly as they were;
+  manifest exactly as they were; a killed fetch's staging folder is removed by the next fetch of that
+  dataset (`data.staging`);
 - the free disk space is checked before each download and each extraction.
 
 Archives are extracted by `data.archives` (as tarfile's `data` filter does, for zip too; a refusal is one
@@ -33,6 +34,7 @@ from restorebench.config import SampleConfig
 from restorebench.errors import RestorebenchError
 from restorebench.io import atomic_dir, atomic_path, sha256_file, write_json
 
+from . import staging as stale
 from .archives import (  # noqa: F401  (re-exported: fetch's public names before the split)
     ARCHIVE_SUFFIXES,
     FetchError,
@@ -358,7 +360,9 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
 
     raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    stale.sweep(raw_dir.parent, f".{raw_dir.name}.")  # what a killed fetch of this dataset left
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".fetch", dir=raw_dir.parent))
+    stale.claim(staging)
     stage = staging / raw_dir.name
     try:
         try:
@@ -378,3 +382,4 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        stale.release(staging)
