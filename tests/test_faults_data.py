@@ -1,5 +1,6 @@
-"""Faults on the data side (fetch, validate, prepare, degrade): KINDS kinds, each checked for a one-line
-error naming the file, member or disk, and for nothing good replaced and nothing left behind.
+"""Faults on the data side (fetch, validate, prepare, degrade, and the data finetune and evaluate read):
+19 kinds, each checked for a one-line error naming the file, member or disk, and for nothing good replaced
+and nothing left behind.
 
 The kinds:
 - archives: a zip of a 20 MB zero stream (expansion past 100:1), a zip past the RESTOREBENCH_MAX_UNPACKED_GB
@@ -8,7 +9,7 @@ The kinds:
   under it, the same in a zip;
 - bad data never replaces good data: a SIDD folder with one ground-truth image missing (fetch keeps the good
   copy), prepare after validate failed on a 16-bit GoPro frame, prepare and degrade with no validation
-  report, prepare after a re-fetch the report does not cover, evaluate's data without validation;
+  report, prepare after a re-fetch the report does not cover, evaluate's data that failed validation;
 - leftovers: a fetch and a prepare killed by SIGKILL leave staging that the next run removes (a live
   process's staging is kept), prepare's workers die with their parent;
 - disks: a read-only data folder at fetch and at prepare, a full disk during prepare (naming the disk and
@@ -381,3 +382,73 @@ _prepare(Path({str(work)!r}), workers=2)
     assert len(list(store_dir.glob(".train.*.tmp"))) == 1 and len(list(store_dir.glob(".train.*.tmp.owner"))) == 1
     _prepare(work)
     assert sorted(p.name for p in store_dir.iterdir()) == ["train"]
+
+
+# ------------------------------------------------------------------------------------------------ disks
+
+
+def test_a_read_only_data_folder_at_fetch_is_one_line_from_the_cli(tmp_path, monkeypatch):
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from restorebench.cli import app
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    result = CliRunner().invoke(app, ["--params", str(params), "-S", f"profiles.demo.data.root={tmp_path / 'data'}",
+                                      "fetch", "--dataset", "gopro"])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: {tmp_path / 'data/raw'}: fetch gopro: read-only file system (make the folder "
+                     "writable, or point data.root at a writable folder)"], result.output
+
+
+def test_a_read_only_store_folder_at_prepare_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    from restorebench.errors import RestorebenchError
+
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    _validated(work, "gopro")
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(RestorebenchError) as err:
+        _prepare(work)
+    assert _one_line(err) == (f"{work / 'data/store/gopro'}: prepare gopro: permission denied (make the folder "
+                              "writable, or point data.root at a writable folder)")
+
+
+def test_a_full_disk_during_prepare_names_the_disk_and_the_bytes_needed(tmp_path, monkeypatch):
+    from restorebench.data import store
+    from restorebench.data.archives import mount_point
+
+    work = tmp_path / "project"
+    _fetch("gopro", "sample", work)
+    _validated(work, "gopro")
+    need = _prepare(work)["bytes"]  # what the stage really writes: the figure the message must give
+    real_add, added = store.StoreWriter.add, []
+
+    def add_then_full(self, **item):
+        if added:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        added.append(item["id"])
+        real_add(self, **item)
+
+    monkeypatch.setattr(store.StoreWriter, "add", add_then_full)
+    before = _files(work / "data/store")
+    with pytest.raises(InsufficientSpace) as err:
+        _prepare(work)
+    line = _one_line(err)
+    disk = mount_point(work)
+    assert line.startswith(f"{work / 'data/store/gopro/train'}: prepare gopro: the disk {disk} is full (")
+    assert f"it needs {need} bytes" in line and f"free space on {disk}" in line and "raw" not in line, line
+    assert _files(work / "data/store") == before  # the previous store is untouched, no staging left
+    assert sorted(p.name for p in (work / "data/store/gopro").iterdir()) == ["train"]

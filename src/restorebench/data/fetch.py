@@ -41,6 +41,7 @@ from .archives import (  # noqa: F401  (re-exported: fetch's public names before
     InsufficientSpace,
     UnsafeArchive,
     check_free_space,
+    disk_error,
     extract_into,
     is_archive,
     safe_extract,
@@ -352,13 +353,27 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
                     workers: int = 0):  # fmt: skip
     """`fetch_dataset` into a staging folder next to `raw_dir`, build its manifest (data.manifest) and
     check it (`check_counts`, `check_pairs_whole`; unreadable .mat files fail naming the file), then swap
-    the copy into `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
-    manifest (a pandas DataFrame)."""
+    the copy into `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were; a
+    read-only or full disk is one line naming it. Returns the manifest (a pandas DataFrame)."""
+    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
+    try:
+        return _fetch_and_index(dataset, source, raw_dir, manifest_path, cache_dir=cache_dir, sample=sample,
+                                seed=seed, min_free_bytes=min_free_bytes, expected_pairs=expected_pairs,
+                                workers=workers)  # fmt: skip
+    except OSError as err:  # a read-only or full disk: one line naming it
+        failure = disk_error(err, raw_dir, f"fetch {dataset}")
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
+                     sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
+                     workers: int):  # fmt: skip
     import tempfile
 
     from .manifest import build_manifest
 
-    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     stale.sweep(raw_dir.parent, f".{raw_dir.name}.")  # what a killed fetch of this dataset left
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".fetch", dir=raw_dir.parent))
