@@ -1,5 +1,5 @@
 """Faults on the data side (fetch, validate, prepare, degrade, and the data finetune and evaluate read):
-19 kinds, each checked for a one-line error naming the file, member or disk, and for nothing good replaced
+20 kinds, each checked for a one-line error naming the file, member or disk, and for nothing good replaced
 and nothing left behind.
 
 The kinds:
@@ -9,7 +9,7 @@ The kinds:
   under it, the same in a zip;
 - bad data never replaces good data: a SIDD folder with one ground-truth image missing (fetch keeps the good
   copy), prepare after validate failed on a 16-bit GoPro frame, prepare and degrade with no validation
-  report, prepare after a re-fetch the report does not cover, evaluate's data that failed validation;
+  report, prepare and finetune after a re-fetch the report does not cover, evaluate's data that failed validation;
 - leftovers: a fetch and a prepare killed by SIGKILL leave staging that the next run removes (a live
   process's staging is kept), prepare's workers die with their parent;
 - disks: a read-only data folder at fetch and at prepare, a full disk during prepare (naming the disk and
@@ -242,8 +242,10 @@ def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp
 
 
 def test_prepare_and_degrade_refuse_a_dataset_never_validated_or_fetched_again_since(tmp_path):
+    from restorebench.config import load_config
     from restorebench.data.prepare import degrade_imagenet
     from restorebench.data.validate import NotValidated
+    from restorebench.train.finetune import training_data
 
     work = tmp_path / "project"
     _fetch("gopro", "sample", work)
@@ -256,6 +258,9 @@ def test_prepare_and_degrade_refuse_a_dataset_never_validated_or_fetched_again_s
     _fetch("gopro", "sample", work, seed=1)  # other frames: the report does not vouch for them
     with pytest.raises(NotValidated, match=r"gopro\.json: made for another .*gopro\.parquet"):
         _prepare(work)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml", [f"profiles.demo.data.root={work / 'data'}"])
+    with pytest.raises(NotValidated, match=r"gopro\.json: made for another .*gopro\.parquet.* before finetune"):
+        training_data(cfg, "deblur", "nafnet")  # the prepared store's dataset no longer passes
     _fetch("imagenet", "sample", work)
     with pytest.raises(NotValidated, match=r"imagenet\.json: imagenet has no validation report; degrade"):
         degrade_imagenet(root=work / "data", tasks={"n": [{"name": "gaussian_noise", "sigma": 30}]}, patch=16,
