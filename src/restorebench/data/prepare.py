@@ -219,8 +219,8 @@ def prepare_dataset(
     raw, out = root / "raw" / dataset, root / "store" / dataset / "train"
     pairs = [(r.pair_id, raw / getattr(r, lq_col), raw / r.gt_path) for r in rows.itertuples()]
     need = store_bytes(zip(rows["height"], rows["width"], strict=True), size, step)
+    check_free_space(out.parent, need, 0, f"prepare {dataset}")  # names the disk, not the data
     try:
-        check_free_space(out.parent, need, 0, f"prepare {dataset}")
         return prepare_store(pairs, out, size=size, step=step, workers=workers,
                              meta={"dataset": dataset, "lq": lq_col})  # fmt: skip
     except OSError as err:  # the store's disk (full, read-only), not the data, unless it says otherwise
