@@ -78,7 +78,8 @@ def built(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_project(project_root, tmp_path_factory.mktemp("faults") / "project")
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(_tiny(yaml.safe_load(params.read_text())), sort_keys=False))
-    for args in (["fetch", "-d", "gopro"], ["fetch", "-d", "sidd"], ["prepare", "-d", "gopro"],
+    for args in (["fetch", "-d", "gopro"], ["fetch", "-d", "sidd"], ["validate", "-d", "gopro"],
+                 ["validate", "-d", "sidd"], ["prepare", "-d", "gopro"],
                  ["finetune", *CELL], ["evaluate", *CELL]):  # fmt: skip
         out = cli(root, *args)
         assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"

@@ -28,6 +28,7 @@ from PIL import Image
 
 from restorebench import io
 from restorebench.config import TASK_DATASET
+from restorebench.data.validate import require_valid
 from restorebench.images import to_uint8
 from restorebench.lock import lock_sha256
 from restorebench.logs import progress
@@ -90,6 +91,7 @@ def gopro_test_pairs(raw_dir: Path, manifest: pd.DataFrame) -> Iterator[EvalItem
 
 def eval_items(task: str, data_root: Path) -> Iterator[EvalItem]:
     dataset = TASK_DATASET[task]
+    require_valid(data_root, dataset, "evaluate")  # never score on data that failed validation
     raw = data_root / "raw" / dataset
     if task == "denoise":
         return sidd_blocks(raw)

@@ -4,9 +4,10 @@ Nothing half-done is ever left where a later stage would take it as complete:
 - downloads grow `{cache}/{file}.part` (resumed with an HTTP Range request after a cut connection) and
   are renamed to `{cache}/{file}` only after their sha256 checks out;
 - `fetch_and_index` builds the new copy in a staging folder next to data/raw/{dataset}, builds its manifest
-  and checks it (every .mat readable, at least one pair and at least `expected_pairs` per split), and only
-  then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
-  manifest exactly as they were;
+  and checks it (every .mat readable, every pair whole, at least one pair and at least `expected_pairs` per
+  split), and only then swaps the copy and the manifest in: a refused or broken fetch leaves the previous copy and its
+  manifest exactly as they were; a killed fetch's staging folder is removed by the next fetch of that
+  dataset (`data.staging`);
 - the free disk space is checked before each download and each extraction.
 
 Archives are extracted by `data.archives` (as tarfile's `data` filter does, for zip too; a refusal is one
@@ -33,12 +34,14 @@ from restorebench.config import SampleConfig
 from restorebench.errors import RestorebenchError
 from restorebench.io import atomic_dir, atomic_path, sha256_file, write_json
 
+from . import staging as stale
 from .archives import (  # noqa: F401  (re-exported: fetch's public names before the split)
     ARCHIVE_SUFFIXES,
     FetchError,
     InsufficientSpace,
     UnsafeArchive,
     check_free_space,
+    disk_error,
     extract_into,
     is_archive,
     safe_extract,
@@ -352,20 +355,49 @@ def check_counts(dataset: str, manifest, expected_pairs: dict[str, int], where: 
         )
 
 
+def check_pairs_whole(dataset: str, manifest, where: str) -> None:
+    """`IncompleteDataset` naming the first missing files unless every pair of the manifest has both sides
+    (a pair is listed when either side exists, with sha256 "" for the missing one: data.manifest)."""
+    has_lq = manifest["lq_path"] != ""
+    gone = [*manifest.loc[manifest["sha256"] == "", "gt_path"],
+            *manifest.loc[has_lq & (manifest["lq_sha256"].fillna("") == ""), "lq_path"]]  # fmt: skip
+    if gone:
+        gone = sorted(set(gone))
+        more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        raise IncompleteDataset(where, f"{dataset}: {len(gone)} file(s) of a pair missing: "
+                                f"{', '.join(gone[:3])}{more}", "an incomplete copy; the previous copy is kept")  # fmt: skip
+
+
 def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
                     sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
                     workers: int = 0):  # fmt: skip
     """`fetch_dataset` into a staging folder next to `raw_dir`, build its manifest (data.manifest) and
-    check it (`check_counts`; unreadable .mat files fail naming the file), then swap the copy into
-    `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were. Returns the
-    manifest (a pandas DataFrame)."""
+    check it (`check_counts`, `check_pairs_whole`; unreadable .mat files fail naming the file), then swap
+    the copy into `raw_dir` and the manifest into `manifest_path`. On any failure both stay as they were; a
+    read-only or full disk is one line naming it. Returns the manifest (a pandas DataFrame)."""
+    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
+    try:
+        return _fetch_and_index(dataset, source, raw_dir, manifest_path, cache_dir=cache_dir, sample=sample,
+                                seed=seed, min_free_bytes=min_free_bytes, expected_pairs=expected_pairs,
+                                workers=workers)  # fmt: skip
+    except OSError as err:  # a read-only or full disk: one line naming it
+        failure = disk_error(err, raw_dir, f"fetch {dataset}")
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Path, *, cache_dir: Path,
+                     sample: SampleConfig, seed: int, min_free_bytes: int, expected_pairs: dict[str, int],
+                     workers: int):  # fmt: skip
     import tempfile
 
     from .manifest import build_manifest
 
-    raw_dir, manifest_path = Path(raw_dir), Path(manifest_path)
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    stale.sweep(raw_dir.parent, f".{raw_dir.name}.")  # what a killed fetch of this dataset left
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.", suffix=".fetch", dir=raw_dir.parent))
+    stale.claim(staging)
     stage = staging / raw_dir.name
     try:
         try:
@@ -376,6 +408,7 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
             err.where, err.what = (x.replace(str(stage), str(raw_dir)) for x in (err.where, err.what))
             raise
         check_counts(dataset, manifest, expected_pairs, f"data.{dataset}.source ({source})")
+        check_pairs_whole(dataset, manifest, f"data.{dataset}.source ({source})")
         with atomic_path(manifest_path, suffix=".parquet") as tmp:  # renamed into place after the swap
             manifest.to_parquet(tmp, index=False)
             if raw_dir.exists() or raw_dir.is_symlink():
@@ -384,3 +417,4 @@ def fetch_and_index(dataset: str, source: str, raw_dir: Path, manifest_path: Pat
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        stale.release(staging)

@@ -5,13 +5,23 @@ monitor, dvclive, torch's pools), and a fork taken while one of them holds a loc
 waits on it forever. That hung `multiprocessing.Pool.terminate` in this test suite once (its task
 thread blocked on the input queue's lock after a worker's error). Python 3.14 makes the fork server
 the default on Linux for the same reason. Where there is none (Windows), the platform's default is used.
+
+Workers die with the stage: a SIGKILLed stage cannot shut its pool down, and its workers would run on as
+orphans. Each worker asks Linux for SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG; its parent is the
+fork server, which exits when the stage does), and a watchdog thread ends it once the stage's process is
+gone, where there is no prctl.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -77,6 +87,29 @@ def _context(fn: Callable) -> Any:
     return ctx
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(stage: int, start: int | None) -> None:
+    """Worker initializer: end this worker when the stage process `stage` (started at `start`) ends."""
+    from restorebench.data.staging import alive
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while alive(stage, start):
+            time.sleep(1.0)
+        os._exit(1)
+
+    if not alive(stage, start):  # it ended before the prctl took hold
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-stage", daemon=True).start()
+
+
 def _apply(fn: Callable[[Any], Any], chunk: list) -> list:
     return [fn(x) for x in chunk]
 
@@ -95,7 +128,10 @@ def parallel_map(
         return
     window = window or 4 * workers
     stream = iter(items)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(fn))
+    from restorebench.data.staging import start_time
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(fn), initializer=_die_with,
+                               initargs=(os.getpid(), start_time(os.getpid())))  # fmt: skip
     try:
         pending: deque = deque()
         while batch := list(itertools.islice(stream, max(1, chunk))):

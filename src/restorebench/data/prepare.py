@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from restorebench import logs
+from restorebench.data.archives import check_free_space, disk_error
 from restorebench.data.manifest import read_image_bytes, read_manifest
 from restorebench.data.parallel import parallel_map
 from restorebench.data.store import StoreWriter, crop_subimages, decode_rgb, read_rgb
 from restorebench.data.synth import CLEAN
+from restorebench.data.validate import require_valid
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
 
@@ -198,18 +200,36 @@ def prepare_dataset(
     """Pack `dataset`'s training pairs (manifest split "train") into root/store/{dataset}/train/.
 
     size, step: sub-image side and stride in pixels. gopro_input: "blur" or "blur_gamma" (GoPro's
-    input column). Returns the store's stats (images, subimages, size, step, bytes, path)."""
+    input column). Refuses a dataset that has not passed validation (data.validate.require_valid) and a
+    disk without `store_bytes` free; a full or read-only disk fails naming it and the bytes needed.
+    Returns the store's stats (images, subimages, size, step, bytes, path)."""
     if dataset not in PAIRED:
         raise RestorebenchError(f"--dataset {dataset}", "has no paired training set", f"choose {' or '.join(PAIRED)}")
     rows = read_manifest(root / "manifests" / f"{dataset}.parquet", dataset=dataset, split="train")
+    require_valid(root, dataset, "prepare")  # a frame that failed validation is never packed
     lq_col = "alt_path" if dataset == "gopro" and gopro_input == "blur_gamma" else "lq_path"
-    raw = root / "raw" / dataset
+    raw, out = root / "raw" / dataset, root / "store" / dataset / "train"
     pairs = [(r.pair_id, raw / getattr(r, lq_col), raw / r.gt_path) for r in rows.itertuples()]
+    need = store_bytes(zip(rows["height"], rows["width"], strict=True), size, step)
+    check_free_space(out.parent, need, 0, f"prepare {dataset}")  # names the disk, not the data
     try:
-        return prepare_store(pairs, root / "store" / dataset / "train", size=size, step=step, workers=workers,
+        return prepare_store(pairs, out, size=size, step=step, workers=workers,
                              meta={"dataset": dataset, "lq": lq_col})  # fmt: skip
-    except (ValueError, OSError) as err:
+    except OSError as err:  # the store's disk (full, read-only), not the data, unless it says otherwise
+        failure = disk_error(err, out, f"prepare {dataset}", need_bytes=need)
+        if failure is None:
+            raise RestorebenchError(raw, str(err), f"run `restorebench validate --dataset {dataset}`") from err
+        raise failure from None
+    except ValueError as err:
         raise RestorebenchError(raw, str(err), f"run `restorebench validate --dataset {dataset}`") from err
+
+
+def store_bytes(shapes: Iterable[tuple[int, int]], size: int, step: int) -> int:
+    """Bytes of the lq.u8 and gt.u8 arrays `prepare_store` writes for images of these (height, width):
+    2 x sub-images x size x size x 3 (uint8; the index and meta.json add a few KB). An image smaller than
+    `size` counts 0 (prepare_store refuses it, naming it)."""
+    n = sum(len(crop_subimages((int(h), int(w)), size, step)) for h, w in shapes if h >= size and w >= size)
+    return 2 * n * size * size * 3
 
 
 def degrade_imagenet(
@@ -232,6 +252,7 @@ def degrade_imagenet(
         raise RestorebenchError(where, "empty", "list at least one task -> degradation pipeline")
     rows = read_manifest(root / "manifests" / "imagenet.parquet", dataset="imagenet",
                          columns=["pair_id", "gt_path", "offset", "bytes"], split="train")  # fmt: skip
+    require_valid(root, "imagenet", "degrade")
     if max_images:
         rows = rows.head(max_images)
     raw = root / "raw" / "imagenet"

@@ -14,7 +14,8 @@ degraded input when an item is drawn (restorebench.data.synth). A store from bef
 stored `lq_<task>` array per task, still opens as pairs.
 
 Stores are written under a temporary name next to the target and renamed into place when complete
-(`restorebench.io.atomic_dir`): an exception or a failing image never leaves a partial store in place.
+(`restorebench.io.atomic_dir`): an exception or a failing image never leaves a partial store in place, and
+the temporary folder of a killed writer is removed by the next writer of that store (`data.staging`).
 Writing is deterministic: the same inputs give the same bytes in every file.
 """
 
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from restorebench.data import staging
 from restorebench.errors import RestorebenchError
 from restorebench.io import atomic_dir
 
@@ -72,8 +74,10 @@ class StoreWriter:
                 )
         self.meta = dict(meta or {})
         self.n = 0
+        staging.sweep(self.path.parent, f".{self.path.name}.")  # what a killed writer left (data.staging)
         self._ctx = atomic_dir(self.path)
         self.tmp = self._ctx.__enter__()
+        staging.claim(self.tmp)
         self._files = {name: open(self.tmp / f"{name}.u8", "wb") for name in self.shapes}  # noqa: SIM115
         self._rows: dict[str, list] = {k: [] for k in INDEX_COLUMNS}
         self._index = pq.ParquetWriter(self.tmp / "index.parquet", pa.schema(INDEX_COLUMNS))
@@ -120,6 +124,7 @@ class StoreWriter:
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         self._open = False
         self._ctx.__exit__(None, None, None)
+        staging.release(self.tmp)
         return self.path
 
     def abort(self, exc: BaseException | None = None) -> None:
@@ -134,7 +139,10 @@ class StoreWriter:
         except Exception:  # noqa: BLE001 - the temp folder is being removed anyway
             pass
         err = exc or RuntimeError("store writing aborted")
-        self._ctx.__exit__(type(err), err, err.__traceback__)
+        try:
+            self._ctx.__exit__(type(err), err, err.__traceback__)
+        finally:
+            staging.release(self.tmp)
 
     def __enter__(self) -> StoreWriter:
         return self

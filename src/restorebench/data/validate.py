@@ -15,13 +15,19 @@ so for ImageNet a non-RGB image is a warning, not a failure.
 The report (`validate_dataset`'s return value, written by `write_report`) is JSON:
 {"dataset", "success", "counts": {split: pairs}, "groups": {split: n}, "expected": {...},
  "failures": [{"file": path relative to raw_dir or null, "reason"}], "warnings": [...],
- "expectations": [{"name", "success"}], "files_checked", "images_per_second", "seconds"}.
+ "expectations": [{"name", "success"}], "files_checked", "images_per_second", "seconds",
+ "manifest_sha256" (of the manifest validated, added by `validate_stage`)}.
+
+Every stage that reads a dataset (prepare, degrade, finetune's store, evaluate's data) first calls
+`require_valid`: no report, a failed one, or one made for another manifest stops it with one line naming
+the report, so data that failed validation is never packed or scored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import struct
@@ -34,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from restorebench.errors import RestorebenchError
-from restorebench.io import write_json
+from restorebench.io import sha256_file, write_json
 
 from .manifest import load_mat_blocks, read_image_bytes
 from .parallel import parallel_list
@@ -363,11 +369,42 @@ def validate_stage(dataset: str, *, root: Path, expected_pairs: dict[str, int], 
     when the data is not valid. Returns (report, report path)."""
     from .manifest import read_manifest
 
-    manifest = read_manifest(root / "manifests" / f"{dataset}.parquet", dataset=dataset)
+    manifest_path = root / "manifests" / f"{dataset}.parquet"
+    manifest = read_manifest(manifest_path, dataset=dataset)
     report = validate_dataset(dataset, manifest, root / "raw" / dataset, expected_pairs=expected_pairs,
                               expected_groups=expected_groups, workers=workers)  # fmt: skip
+    report["manifest_sha256"] = sha256_file(manifest_path)  # what `require_valid` holds the report to
     out = root / "validation" / f"{dataset}.json"
     write_report(report, out)
     if not report["success"]:
         raise ValidationFailed(report, report_path=out)  # one line: the first bad files and reasons
     return report, out
+
+
+class NotValidated(RestorebenchError):
+    """A stage asked for a dataset whose validation report is missing, failed, or made for another manifest."""
+
+
+def require_valid(root: Path, dataset: str, stage: str) -> Path:
+    """Refuse (NotValidated, one line naming the report) unless root/validation/{dataset}.json says the
+    dataset passed, for the manifest now at root/manifests/{dataset}.parquet. `stage` names the caller in
+    the message. Returns the report's path."""
+    path = Path(root) / "validation" / f"{dataset}.json"
+    run = f"run `restorebench validate --dataset {dataset}` before {stage}"
+    if not path.is_file():
+        raise NotValidated(path, f"{dataset} has no validation report; {stage} reads only validated data", run)
+    try:
+        report = json.loads(path.read_text())
+        success = report["success"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise NotValidated(path, f"unreadable validation report ({type(err).__name__})", run) from None
+    if success is not True:
+        failures = report.get("failures") or [{}]
+        first = failures[0].get("file") or "(dataset)", failures[0].get("reason", "")
+        raise NotValidated(path, f"{dataset} failed validation ({len(failures)} problem(s), first {first[0]}: "
+                           f"{first[1]}); {stage} refuses it", f"fetch {dataset} again, then validate it")  # fmt: skip
+    manifest = Path(root) / "manifests" / f"{dataset}.parquet"
+    recorded = report.get("manifest_sha256")
+    if recorded and manifest.is_file() and sha256_file(manifest) != recorded:
+        raise NotValidated(path, f"made for another {manifest} (the dataset was fetched again since)", run)
+    return path

@@ -21,6 +21,7 @@ from restorebench.config import TASK_DATASET, Config, StageConfig
 from restorebench.data.datasets import Items, PairedPatchDataset, step_loader
 from restorebench.data.store import holdout_split
 from restorebench.data.synth import open_store
+from restorebench.data.validate import require_valid
 from restorebench.degrade.pipeline import derive_rng
 from restorebench.errors import RestorebenchError
 from restorebench.metrics import psnr_torch
@@ -197,6 +198,8 @@ def training_data(cfg: Config, task: str, model: str) -> TrainingData:
     the other; each stage draws its samples where the previous one stopped, so a batch still depends only on
     (seed, step). Flips/rotations and mixup follow the recipe."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
+    if store.meta.get("stage") == "prepare":  # made from a dataset: it must still pass its validation
+        require_valid(Path(cfg.data.root), TASK_DATASET[task], "finetune")
     recipe = cfg.train.recipe(model, task)
     stages = cfg.train.stages(model, task)
     accumulate = recipe.accumulate or cfg.train.accumulate
