@@ -365,7 +365,7 @@ _fetch("gopro", "sample", Path({str(work)!r}))
 def test_a_killed_prepare_leaves_no_workers_and_its_staging_goes_at_the_next_prepare(tmp_path):
     import time
 
-    from restorebench.data.staging import alive
+    from restorebench.lock import process_alive as alive
 
     work = tmp_path / "project"
     _fetch("gopro", "sample", work)

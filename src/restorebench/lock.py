@@ -149,25 +149,44 @@ def current_orchestrator() -> Holder | None:
     return None
 
 
-def _alive(holder: dict) -> bool:
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat, Linux), so a
+    pid the system has since given to another process is told apart; None where /proc has no answer or the
+    process is a zombie (it has finished)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name (in parentheses) may hold spaces
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int, start: int | None = None) -> bool:
+    """Whether process `pid` (started at `start`, when given) still runs on this host; a zombie counts as
+    ended. Without /proc, the pid alone decides."""
     import os
+
+    if Path("/proc/self/stat").exists():
+        now = process_start(pid)
+        return now is not None and (start is None or now == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _alive(holder: dict) -> bool:
     import socket
 
     pid = holder.get("pid")
     if holder.get("host") != socket.gethostname():
         return False  # cannot be checked from here
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    info = _proc(pid)
-    if info is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return holder.get("started") in (None, info[1])
+    return isinstance(pid, int) and pid > 0 and process_alive(pid, holder.get("started"))
 
 
 def take_project_lock(stage: str, root: Path = Path(".")) -> Holder | None:

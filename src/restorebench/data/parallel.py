@@ -92,7 +92,7 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _die_with(stage: int, start: int | None) -> None:
     """Worker initializer: end this worker when the stage process `stage` (started at `start`) ends."""
-    from restorebench.data.staging import alive
+    from restorebench.lock import process_alive as alive
 
     if sys.platform.startswith("linux"):
         try:
@@ -128,7 +128,7 @@ def parallel_map(
         return
     window = window or 4 * workers
     stream = iter(items)
-    from restorebench.data.staging import start_time
+    from restorebench.lock import process_start as start_time
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(fn), initializer=_die_with,
                                initargs=(os.getpid(), start_time(os.getpid())))  # fmt: skip

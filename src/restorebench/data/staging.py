@@ -21,33 +21,10 @@ import shutil
 import socket
 from pathlib import Path
 
+from restorebench.lock import process_alive as alive
+from restorebench.lock import process_start as start_time
+
 MARKER = ".owner"
-
-
-def start_time(pid: int) -> int | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), None where /proc has no answer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name (in parentheses) may hold spaces
-    if fields[0] in ("Z", "X"):  # a zombie has finished: it owns nothing
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, start: int | None = None) -> bool:
-    """Whether process `pid` (started at `start`, when given) still runs; a zombie counts as ended."""
-    if Path("/proc/self/stat").exists():
-        now = start_time(pid)
-        return now is not None and (start is None or now == start)
-    try:  # no /proc: the pid alone
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def marker(folder: str | Path) -> Path:
