@@ -119,3 +119,13 @@ def test_every_paper_cell_fits_an_80_gib_gpu_as_it_will_run(project_root, monkey
         assert c.micro_batch * c.accumulate == c.batch
     vit = [c for c in result.cells if c.model == "vit_adapter" and c.cell == "full"]
     assert vit and all(c.accumulate > 1 for c in vit)  # batch 16 at 512^2 does not fit whole
+
+
+def test_a_progressive_recipe_interpolates_between_its_crops_exactly():
+    """Restormer (convolutions, channel attention): the cost at a middle crop, interpolated in pixels
+    between the smallest and largest crops, equals its measurement."""
+    build = functools.partial(build_model, "restormer", variant="demo")
+    small, large, middle = (measure_step(build, p, amp=True) for p in (32, 96, 64))
+    guess = plan_mod.interpolate(small, large, 32, 96, 64)
+    assert abs(guess.per_image_bytes - middle.per_image_bytes) <= 0.01 * middle.per_image_bytes
+    assert abs(guess.flops_per_image - middle.flops_per_image) <= 0.01 * middle.flops_per_image

@@ -17,6 +17,7 @@ Where the figures come from (nothing is typed in by hand):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -140,14 +141,44 @@ class CostCache:
         return StepCost(**self.data[key])
 
 
+def _attention(cfg: Config, model: str, task: str) -> str | None:
+    """The model's kind of attention (models/restorer.py), from a build on the meta device."""
+    import torch
+
+    from restorebench.train.finetune import cell_model
+
+    with torch.device("meta"):
+        return getattr(cell_model(cfg, model, task), "attention", None)
+
+
+def interpolate(a: StepCost, b: StepCost, patch_a: int, patch_b: int, patch: int) -> StepCost:
+    """The cost at `patch` on the line through the costs at patch_a and patch_b, in pixels per image: exact
+    for a model whose saved tensors and FLOPs are a constant plus a term linear in the pixel count
+    (convolutions, channel attention: Restormer; tests/test_plan.py holds it against a measurement)."""
+    t = (patch**2 - patch_a**2) / (patch_b**2 - patch_a**2)
+
+    def mix(x: float, y: float) -> float:
+        return x + t * (y - x)
+
+    return dataclasses.replace(a, per_image_bytes=int(mix(a.per_image_bytes, b.per_image_bytes)),
+                               transient_bytes=int(mix(a.transient_bytes, b.transient_bytes)),
+                               flops_per_image=mix(a.flops_per_image, b.flops_per_image))  # fmt: skip
+
+
 def stage_costs(cache: CostCache, cfg: Config, model: str, task: str, strategy: str,
                 stages: list[tuple[int, int, int]], budget: float):  # fmt: skip
     """(cost(patch, checkpointing), [(global batch, cost, cost with checkpointing or None)] per stage) of a
     run's (iters, patch, batch) stages; checkpointing is measured only where a stage's whole per-device
-    batch does not fit without it."""
+    batch does not fit without it. A progressive recipe of a model without token attention (Restormer's six
+    crops) is measured at its smallest and largest crop and interpolated between them (`interpolate`)."""
     frozen, per_device = strategy == "frozen", cfg.train.gpus
+    patches = sorted({patch for _, patch, _ in stages})
+    linear = len(patches) > 2 and _attention(cfg, model, task) != "token"
 
+    @functools.cache
     def cost(patch: int, ckpt: bool) -> StepCost:
+        if linear and patch not in (patches[0], patches[-1]):
+            return interpolate(cost(patches[0], ckpt), cost(patches[-1], ckpt), patches[0], patches[-1], patch)
         return cache.get(cfg, model, task, patch, frozen=frozen, amp=cfg.train.amp, checkpointing=ckpt)
 
     plain = [cost(patch, False) for _, patch, _ in stages]
