@@ -257,16 +257,20 @@ def plan_run(run: Run, cfg: Config, cache: CostCache, gpu_memory_gib: float, mfu
 
 
 def load_figures(path: Path = FIGURES) -> dict[str, dict]:
-    """scale_figures.json: stage -> seconds_per_item, bytes_per_item, peak_host_gib, unit, measured."""
+    """scale_figures.json: stage -> seconds_per_item, bytes_per_item, peak_host_gib, unit, measured (and
+    optionally `splits`, the expected_pairs splits an item count takes)."""
     return json.loads(path.read_text())
 
 
-def _items(pipe: Pipeline, stage: Stage) -> tuple[str, int]:
-    """(figures key, item count) of a data stage."""
+def _items(pipe: Pipeline, stage: Stage, figures: dict[str, dict]) -> tuple[str, int]:
+    """(figures key, item count) of a data stage: the dataset's expected pairs, in the splits the figures
+    name (`splits`: SIDD's 1280 validation blocks sit in two .mat files, not in per-pair files), else all."""
     cfg, w = pipe.cfg, dict(stage.wildcards)
     if stage.rule in ("fetch", "validate"):
-        d = w["dataset"]
-        return f"{stage.rule}_{d}", sum(cfg.data.dataset(d).expected_pairs.values())
+        d, key = w["dataset"], f"{stage.rule}_{w['dataset']}"
+        pairs = cfg.data.dataset(d).expected_pairs
+        splits = figures.get(key, {}).get("splits") or list(pairs)
+        return key, sum(n for split, n in pairs.items() if split in splits)
     if stage.rule == "prepare":
         d = w["dataset"]
         return f"prepare_{d}", cfg.data.dataset(d).expected_pairs.get("train", 0)
@@ -282,7 +286,7 @@ def plan_stage(pipe: Pipeline, stage: Stage, figures: dict[str, dict], cells: di
         dataset = dict(stage.wildcards).get("dataset", "imagenet")
         if pipe.cfg.data.dataset(dataset).source == "sample":  # the figures are for the real datasets' items
             return StagePlan(stage.name, 0.0, 0.0, 0.0, "the embedded sample (small)")
-        key, n = _items(pipe, stage)
+        key, n = _items(pipe, stage, figures)
         f = figures.get(key)
         if f is None:
             return StagePlan(stage.name, 0.0, 0.0, 0.0, f"no figures for {key} in {FIGURES.name}")
