@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from restorebench import pipeline
+from restorebench import costs, pipeline
 from restorebench import plan as plan_mod
 from restorebench.cli import app
 from restorebench.estimate import measure_step
@@ -126,6 +126,6 @@ def test_a_progressive_recipe_interpolates_between_its_crops_exactly():
     between the smallest and largest crops, equals its measurement."""
     build = functools.partial(build_model, "restormer", variant="demo")
     small, large, middle = (measure_step(build, p, amp=True) for p in (32, 96, 64))
-    guess = plan_mod.interpolate(small, large, 32, 96, 64)
+    guess = costs.interpolate(small, large, 32, 96, 64)
     assert abs(guess.per_image_bytes - middle.per_image_bytes) <= 0.01 * middle.per_image_bytes
     assert abs(guess.flops_per_image - middle.flops_per_image) <= 0.01 * middle.flops_per_image

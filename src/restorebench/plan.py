@@ -7,8 +7,8 @@ estimated GPU memory, training TFLOPs per step, steps and GPU-hours at a stated 
 
 Where the figures come from (nothing is typed in by hand):
 - GPU memory and FLOPs: restorebench.estimate, a forward + backward of the model at its real size on the
-  meta device (saved tensors, FLOP formulas); results are cached per architecture, crop and strategy in
-  `cache_path()` (a plan of the paper grid measures about thirty models once);
+  meta device (saved tensors, FLOP formulas); results are cached per architecture, crop and strategy
+  (restorebench.costs; a plan of the paper grid measures about forty models once);
 - data stages: seconds, bytes and peak memory per item from src/restorebench/scale_figures.json
   (benchmarks/scale.py measures them; each entry says how it was obtained), times the profile's counts;
 - GPU-hours: steps x TFLOPs per step / (peak x MFU). The MFU is the one benchmarks/ measured on a GPU when
@@ -17,25 +17,20 @@ Where the figures come from (nothing is typed in by hand):
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from restorebench import io
 from restorebench.config import Config
-from restorebench.estimate import GIB, StepCost, choose_micro_batch, measure_step
+from restorebench.costs import BUDGET_SHARE, CostCache, stage_costs
+from restorebench.estimate import GIB, choose_micro_batch
 from restorebench.pipeline import Pipeline, Stage
 
 FIGURES = Path(__file__).with_name("scale_figures.json")
 BENCH_GPU = Path("results/bench_gpu.json")  # benchmarks/gpu_check.sh's merged results, when a GPU ran them
 ASSUMED_MFU = 0.35  # an assumption until benchmarks/ measures one (issue targets 40% for transformers)
 PEAK_TFLOPS = {True: 989.0, False: 494.0}  # H100 SXM dense: bf16 (amp) / TF32 (benchmarks/NOTES.md)
-BUDGET_SHARE = 0.92  # of the GPU's memory a plan fills (the CUDA context and allocator fragmentation)
 
 
 @dataclass
@@ -85,105 +80,6 @@ class Plan:
         return {"profile": self.profile, "gpu_memory_gib": self.gpu_memory_gib,
                 "stages": [asdict(s) for s in self.stages], "cells": [asdict(c) for c in self.cells],
                 "total": self.total, "free_disk_gb": self.free_disk_gb, "warnings": self.warnings}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- step costs
-
-
-def cache_path() -> Path:
-    """Where measured step costs are kept: $RESTOREBENCH_CACHE, else ~/.cache/restorebench."""
-    root = os.environ.get("RESTOREBENCH_CACHE") or Path.home() / ".cache" / "restorebench"
-    return Path(root) / "step_costs.json"
-
-
-@functools.cache
-def _code_digest() -> str:
-    """The model and estimator sources: a change to either measures again."""
-    src = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted([*src.glob("models/*.py"), src / "estimate.py"]):
-        h.update(path.read_bytes())
-    import torch
-
-    h.update(torch.__version__.encode())
-    return h.hexdigest()[:16]
-
-
-def _strategy(name: str, model) -> None:
-    from restorebench.train import strategies
-
-    strategies.prepare(model, name)
-    strategies.train_mode(model, name)
-
-
-class CostCache:
-    """Step costs by (architecture, crop, strategy, precision, checkpointing), on disk between plans."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_path()
-        try:
-            self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            self.data = {}
-
-    def get(self, cfg: Config, model: str, task: str, patch: int, *, frozen: bool, amp: bool,
-            checkpointing: bool) -> StepCost:  # fmt: skip
-        from restorebench.train.finetune import cell_kwargs, cell_model
-
-        key = json.dumps([_code_digest(), model, cfg.variant(model, task), cell_kwargs(cfg, model, task), patch,
-                          frozen, amp, checkpointing], sort_keys=True, default=str)  # fmt: skip
-        if key not in self.data:
-            cost = measure_step(functools.partial(cell_model, cfg, model, task), patch, amp=amp,
-                                trainable=functools.partial(_strategy, "frozen" if frozen else "full"),
-                                checkpointing=checkpointing)  # fmt: skip
-            self.data[key] = cost.to_dict()
-            io.write_json(self.path, self.data)
-        return StepCost(**self.data[key])
-
-
-def _attention(cfg: Config, model: str, task: str) -> str | None:
-    """The model's kind of attention (models/restorer.py), from a build on the meta device."""
-    import torch
-
-    from restorebench.train.finetune import cell_model
-
-    with torch.device("meta"):
-        return getattr(cell_model(cfg, model, task), "attention", None)
-
-
-def interpolate(a: StepCost, b: StepCost, patch_a: int, patch_b: int, patch: int) -> StepCost:
-    """The cost at `patch` on the line through the costs at patch_a and patch_b, in pixels per image: exact
-    for a model whose saved tensors and FLOPs are a constant plus a term linear in the pixel count
-    (convolutions, channel attention: Restormer; tests/test_plan.py holds it against a measurement)."""
-    t = (patch**2 - patch_a**2) / (patch_b**2 - patch_a**2)
-
-    def mix(x: float, y: float) -> float:
-        return x + t * (y - x)
-
-    return dataclasses.replace(a, per_image_bytes=int(mix(a.per_image_bytes, b.per_image_bytes)),
-                               transient_bytes=int(mix(a.transient_bytes, b.transient_bytes)),
-                               flops_per_image=mix(a.flops_per_image, b.flops_per_image))  # fmt: skip
-
-
-def stage_costs(cache: CostCache, cfg: Config, model: str, task: str, strategy: str,
-                stages: list[tuple[int, int, int]], budget: float):  # fmt: skip
-    """(cost(patch, checkpointing), [(global batch, cost, cost with checkpointing or None)] per stage) of a
-    run's (iters, patch, batch) stages; checkpointing is measured only where a stage's whole per-device
-    batch does not fit without it. A progressive recipe of a model without token attention (Restormer's six
-    crops) is measured at its smallest and largest crop and interpolated between them (`interpolate`)."""
-    frozen, per_device = strategy == "frozen", cfg.train.gpus
-    patches = sorted({patch for _, patch, _ in stages})
-    linear = len(patches) > 2 and _attention(cfg, model, task) != "token"
-
-    @functools.cache
-    def cost(patch: int, ckpt: bool) -> StepCost:
-        if linear and patch not in (patches[0], patches[-1]):
-            return interpolate(cost(patches[0], ckpt), cost(patches[-1], ckpt), patches[0], patches[-1], patch)
-        return cache.get(cfg, model, task, patch, frozen=frozen, amp=cfg.train.amp, checkpointing=ckpt)
-
-    plain = [cost(patch, False) for _, patch, _ in stages]
-    need = any(c.gpu_bytes(b // per_device) > budget for c, (_, _, b) in zip(plain, stages, strict=True))
-    return cost, [(b, c, cost(patch, True) if need else None) for c, (_, patch, b) in zip(plain, stages, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------- cells

@@ -52,7 +52,7 @@ def fit_to_device(cfg: Config, net: nn.Module, model: str, task: str, strategy: 
                   device: torch.device | None = None) -> MemoryPlan | None:  # fmt: skip
     """The run's MemoryPlan on CUDA (module docstring), with activation checkpointing switched on in `net`
     when chosen; None on a CPU or when the params fix the accumulation (then nothing changes)."""
-    from restorebench.plan import BUDGET_SHARE, CostCache, stage_costs
+    from restorebench.costs import BUDGET_SHARE, CostCache, stage_costs
 
     device = device or (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None)
     recipe = cfg.train.recipe(model, task)
