@@ -116,3 +116,32 @@ def test_progressive_stages_share_one_accumulation():
     plan = choose_micro_batch(stages, states + 13 * GIB, batch_statistics=False)
     assert plan.accumulate == 2  # 8/2 x 3 GiB = 12 fits; 64/2 x 0.25 = 8; 16/2 x 1 = 8
     assert (plan.batch, plan.micro_batch) == (8, 4)
+
+
+def test_a_cpu_run_keeps_the_params_accumulation(project_root, monkeypatch):
+    from restorebench.config import load_config
+    from restorebench.train.finetune import _memory_record
+    from restorebench.train.fit import fit_to_device
+
+    monkeypatch.chdir(project_root)
+    cfg = load_config("params.yaml", [])
+    net = build_model("nafnet", variant="demo")
+    assert fit_to_device(cfg, net, "nafnet", "denoise", "full", device=torch.device("cpu")) is None
+    assert _memory_record(None, 2, 8) == {"batch": 8, "micro_batch": 4, "accumulate": 2, "checkpointing": False,
+                                          "source": "config"}  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_run_fits_its_batch_and_the_probe_leaves_no_trace(project_root, monkeypatch, tmp_path):
+    from restorebench.config import load_config
+    from restorebench.train.fit import fit_to_device
+
+    monkeypatch.chdir(project_root)
+    monkeypatch.setenv("RESTOREBENCH_CACHE", str(tmp_path))
+    cfg = load_config("params.yaml", [])
+    net = build_model("vit_adapter", variant="demo")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plan = fit_to_device(cfg, net, "vit_adapter", "denoise", "full", device=torch.device("cuda"))
+    assert plan is not None and plan.fits and plan.micro_batch * plan.accumulate == plan.batch == cfg.train.batch
+    assert all(torch.equal(v.cpu(), before[k]) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
