@@ -15,6 +15,7 @@ setting. Accumulation gives the same update as the whole batch for a model witho
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn as nn
@@ -54,7 +55,8 @@ def fit_to_device(cfg: Config, net: nn.Module, model: str, task: str, strategy: 
     when chosen; None on a CPU or when the params fix the accumulation (then nothing changes)."""
     from restorebench.costs import BUDGET_SHARE, CostCache, stage_costs
 
-    device = device or (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None)
+    if device is None and torch.cuda.is_available():  # this rank's GPU (train.distributed.setup picks the same)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     recipe = cfg.train.recipe(model, task)
     if device is None or device.type != "cuda" or (recipe.accumulate or cfg.train.accumulate) > 1:
         return None
