@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU speed checks as one device command: about 5 minutes (H100/H200), 7.5 at most (the parts'
-# timeouts; run it with timeout_s 480), most important first:
+# The GPU checks as one device command: about 6.5 minutes (H100/H200), 9 at most (the parts' timeouts;
+# run it with timeout_s 560), most important first:
 #   1. the GPU tests (pytest -m gpu): no host-device sync inside a training step, CUDA restore, metrics;
+#   1b. benchmarks/memory.py: `restorebench plan`'s GPU memory estimate against torch.cuda.max_memory_allocated
+#      for five paper cells at the micro-batches the plan picks (target: within 25%);
 #   2. run_all.py models, eager: bf16 (the training precision: MFU target) then fp32, paper variants;
 #   3. run_all.py loop, then eval: the real loader + loop (GPU utilisation, sync_every 1 vs 10); evaluation
 #      at 1280x720 (tile batch, TF32 and bf16 against fp32: rates and PSNR change);
@@ -13,7 +15,7 @@
 # Here first:   make gpu-wheels     (.whl/: what the device image lacks: omegaconf + antlr4, and this
 #                                    project's timm / transformers versions)
 # On the device (the `run` tool, carry [".whl"]):   bash benchmarks/gpu_check.sh
-# Results: $OUT (else results/gpu/): gpu_check.log, bench_{bf16,fp32,loop,eval,compiled}.json and
+# Results: $OUT (else results/gpu/): gpu_check.log, memory.json, bench_{bf16,fp32,loop,eval,compiled}.json and
 # bench_gpu.json, their merge (run_all.py --merge), whose summary ends with the speed targets judged.
 # A smoke run on a CPU (paper variants, tiny steps): EXTRA_ARGS=--quick PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu_check.sh
 set -u -o pipefail
@@ -49,6 +51,9 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device'
 
 say "== part tests: pytest -m gpu"
 timeout 75 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests 2>&1 | tee -a "$log" | tail -4
+
+say "== part memory: the plan's estimate vs torch.cuda.max_memory_allocated (benchmarks/memory.py)"
+timeout 100 python3 benchmarks/memory.py --deadline 70 --out "$out/memory.json" 2>&1 | tee -a "$log" | grep -v Warning
 
 part bf16 90 --only models --modes eager --dtypes bf16 --deadline 60
 part fp32 65 --only models --modes eager --dtypes fp32 --deadline 40

@@ -481,6 +481,20 @@ def pipeline_dvc(
             tmp.write_text(text)
 
 
+@app.command()
+def plan(
+    gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory of the GPU each cell runs on")] = 80.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (stages, cells, total) instead of tables")] = False,
+) -> None:
+    """Before anything runs: every stage's disk, CPU-hours and host memory, every training run's micro-batch,
+    GPU memory, TFLOPs and GPU-hours, and the totals (`restorebench -S profile=paper plan`)."""
+    from restorebench import pipeline
+    from restorebench.plan import run_plan
+
+    load()  # a bad params file fails here, with its key
+    run_plan(pipeline.load(state.params, state.overrides), gpu_memory_gib=gpu_memory, as_json=as_json)
+
+
 @config_app.command("show")
 def config_show(
     section: Annotated[str | None, typer.Argument(help="one top-level section (e.g. train), or all")] = None,

@@ -165,6 +165,12 @@ class SegmentationRestorer(Restorer):
         subclass whose decoder has several scales lists them, coarse to fine."""
         return [("decoded", self.decoded)]
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The backbone's transformer blocks: the items of every ModuleList named `blocks` in it (timm's
+        BEiT `blocks`, transformers' Swin stages' `blocks`), where the activations of these models are."""
+        return [block for name, mod in self.backbone.named_modules()
+                if name.split(".")[-1] == "blocks" and isinstance(mod, nn.ModuleList) for block in mod]
+
     def start_at_identity_(self) -> None:
         """The head's last conv at zero (it starts there anyway; this restores it): output = input."""
         zero_(self.head.out)

@@ -9,6 +9,8 @@ train/strategies.py reads (`parameter_groups()`, `layer_ids()`, `num_layers`):
   architecture has no input skip to fall back on);
 - `adapt_pretrained(state, **ctx)`: how a restoration-pretrained state dict maps into the model a grid cell
   finetunes (IPT keeps one task's head and tail; the others take it as it is);
+- `checkpoint_blocks()`: the blocks whose activations may be recomputed in the backward pass instead of kept
+  (activation checkpointing, switched by `set_activation_checkpointing`; restorebench.estimate decides when);
 - `attention`: "token" (attention over spatial tokens, through torch's scaled_dot_product_attention),
   "channel" (Restormer's transposed attention) or None; `is_transformer` (attention of either kind) says
   whether the transformer speed target (MFU >= 40%) applies (benchmarks/run_all.py).
@@ -19,10 +21,13 @@ architecture a cell of `task` finetunes (IPT: one same-size task); without it, t
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from torch import Tensor
 
 from restorebench.errors import RestorebenchError
@@ -34,6 +39,16 @@ def zero_(*modules: nn.Module) -> None:
         for module in modules:
             for p in module.parameters():
                 p.zero_()
+
+
+def _checkpointed_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """A block's own forward under torch.utils.checkpoint while it trains (non-reentrant: keyword and
+    non-tensor arguments pass through, the RNG state is replayed for dropout / drop path); as is otherwise.
+    Bound to the block as an instance attribute (types.MethodType), so a deep copy (EMA) binds its copy."""
+    forward = functools.partial(type(self).forward, self)
+    if self.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
 
 
 class Restorer(nn.Module):
@@ -63,6 +78,22 @@ class Restorer(nn.Module):
     def start_at_identity_(self) -> None:
         """Zero the layers that make this randomly initialised model return its input; default: nothing to
         zero (the model has no input skip). Called only for a random init, never on loaded weights."""
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The blocks activation checkpointing may wrap (each recomputes its forward in the backward pass);
+        default: none (the model trains as it is)."""
+        return []
+
+    def set_activation_checkpointing(self, on: bool) -> bool:
+        """Recompute (on) or keep (off) the activations of `checkpoint_blocks()`; parameter names and the
+        state dict do not change. Returns whether the model has blocks to checkpoint."""
+        blocks = self.checkpoint_blocks()
+        for block in blocks:
+            if on:
+                block.forward = types.MethodType(_checkpointed_forward, block)
+            else:
+                block.__dict__.pop("forward", None)
+        return bool(blocks)
 
     def adapt_pretrained(self, state: dict[str, Tensor], **ctx: Any) -> dict[str, Tensor]:
         """The restoration-pretrained `state` as this model's state dict (loaded strictly afterwards).

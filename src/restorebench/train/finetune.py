@@ -189,20 +189,21 @@ def mixup_batch(lq: torch.Tensor, gt: torch.Tensor, beta: float, rng: np.random.
     return lam * lq + (1 - lam) * lq[perm], lam * gt + (1 - lam) * gt[perm]
 
 
-def training_data(cfg: Config, task: str, model: str) -> TrainingData:
+def training_data(cfg: Config, task: str, model: str, accumulate: int | None = None) -> TrainingData:
     """The cell's data from TASK's packed training store: uint8 crops (4x less to copy; the loop converts
     to float on the device), `train.workers` loader processes, pinned memory on CUDA; whole source groups
     (scenes, sequences) held out per `train.holdout` (data.store.holdout_split).
 
     The recipe's stages (Restormer's progressive training: patch and global batch per stage) run one after
     the other; each stage draws its samples where the previous one stopped, so a batch still depends only on
-    (seed, step). Flips/rotations and mixup follow the recipe."""
+    (seed, step). Flips/rotations and mixup follow the recipe. `accumulate`: micro-batches per step (default:
+    the recipe's, else train.accumulate); the samples of a step are the same for any split."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
     if store.meta.get("stage") == "prepare":  # made from a dataset: it must still pass its validation
         require_valid(Path(cfg.data.root), TASK_DATASET[task], "finetune")
     recipe = cfg.train.recipe(model, task)
     stages = cfg.train.stages(model, task)
-    accumulate = recipe.accumulate or cfg.train.accumulate
+    accumulate = accumulate or recipe.accumulate or cfg.train.accumulate
     train_idx, held_idx = holdout_split(store, cfg.train.holdout, f"profiles.{cfg.profile}.train.holdout")
     augment = recipe.flip and recipe.rotate  # the 8 dihedral transforms (config.check_recipe: both or neither)
     datasets = {st.patch: Items(PairedPatchDataset(store, st.patch, augment=augment, seed=cfg.seed, uint8=True),
@@ -239,6 +240,14 @@ def training_data(cfg: Config, task: str, model: str) -> TrainingData:
     return TrainingData(batches, held, stages[0].patch, holdout_images, stages)
 
 
+def _memory_record(memory, accumulate: int, batch: int) -> dict:
+    """How a step's global batch ran (train.fit): chosen on CUDA, else the params' train.accumulate."""
+    if memory is not None:
+        return memory.to_dict()
+    return {"batch": batch, "micro_batch": batch // accumulate, "accumulate": accumulate, "checkpointing": False,
+            "source": "config"}  # fmt: skip
+
+
 def finetune(
     cfg: Config, task: str, model: str, strategy: str, run_dir: Path, *, pretrain: str = "none", progress: bool = True
 ) -> dict:
@@ -250,8 +259,13 @@ def finetune(
     net, init = init_model(cfg, model, task)
     if pretrain != "none":
         init = load_pretrained_init(net, cfg, model, task, pretrain)
-    data = training_data(cfg, task, model)
+    from restorebench.train.fit import fit_to_device
+
+    memory = fit_to_device(cfg, net, model, task, strategy)  # CUDA: micro-batches / checkpointing that fit
+    data = training_data(cfg, task, model, accumulate=memory.accumulate if memory else None)
     loop_cfg = loop_config(cfg, model, strategy, task=task)
+    if memory is not None:
+        loop_cfg.accumulate = memory.accumulate
     started = time.time()
     params = {"task": task, "model": model, "variant": variant, "strategy": strategy, "pretrain": pretrain,
               "init": init, "seed": cfg.seed, "batch": data.stages[0].batch, "patch": data.patch,
@@ -267,6 +281,7 @@ def finetune(
                         cell=run_dir.name, strategy=strategy, pretrain=pretrain, seed=cfg.seed, init=init,
                         loss=loop_cfg.loss, profile=cfg.profile, params_hash=cfg.digest(),
                         git_revision=git_revision())  # fmt: skip
+    config["memory"] = _memory_record(memory, loop_cfg.accumulate, data.stages[0].batch)
     done = train_and_save(net, data.batches, loop_cfg, run_dir=run_dir, params=params, validate=validate,
                           progress=progress, metadata=safetensors_metadata(config))
     if done is None:  # not rank 0 of a DDP run
@@ -294,6 +309,7 @@ def finetune(
         "profile": cfg.profile,  # evaluate names it when weights meet another profile's architecture
         "seed": cfg.seed,
         "loss": loop_cfg.loss,
+        "memory": config["memory"],  # how the global batch ran: micro-batches, activation checkpointing
     }
     write_run_config(run_dir, config)
     io.write_json(run_dir / "train.json", summary)
