@@ -23,7 +23,7 @@ import torch
 from restorebench.config import load_config
 from restorebench.estimate import GIB, measure_step
 from restorebench.train import strategies
-from restorebench.train.finetune import cell_model
+from restorebench.train.cells import cell_model
 
 CELLS = ("nafnet:256:16", "restormer:128:32", "swin_upernet:512:8", "swin_mask2former:512:8", "vit_adapter:512:4")
 

@@ -101,7 +101,7 @@ def test_aux_loss_recipe_adds_each_decoder_layers_loss(cell, tmp_path):
     import torch.nn.functional as F
 
     from restorebench.errors import RestorebenchError
-    from restorebench.train.finetune import cell_kwargs, cell_model
+    from restorebench.train.cells import cell_kwargs, cell_model
     from restorebench.train.loop import pixel_objective
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",

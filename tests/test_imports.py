@@ -22,7 +22,7 @@ LAYERS = (
     ("params", {"schema", "config"}),
     ("data", {"data"}),
     ("evaluation", {"infer", "evaluate"}),
-    ("training", {"train"}),
+    ("training", {"train", "estimate", "costs"}),
     ("pretraining", {"pretrain"}),
     ("results and tools", {"aggregate", "report", "restore", "doctor"}),
     ("grid and entry points", {"pipeline", "plan", "cli", "__main__"}),

@@ -146,7 +146,7 @@ def test_adapt_pretrained_round_trips_a_state_of_the_cell_model_itself(project_r
     """A state saved from the very model a cell finetunes maps onto itself, with the context finetuning
     passes (the task, its pretrain.ipt.heads entry, the pretraining run's record)."""
     from restorebench.config import load_config
-    from restorebench.train.finetune import cell_model
+    from restorebench.train.cells import cell_model
 
     cfg = load_config(project_root / "params.yaml")
     torch.manual_seed(0)

@@ -306,7 +306,7 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
     """
     from restorebench.config import cell_name
     from restorebench.evaluate import evaluate_cell, official_model
-    from restorebench.train.finetune import cell_model
+    from restorebench.train.cells import cell_model
 
     cfg = load()
     _check(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]), pretrain=(pretrain, PRETRAIN_METHODS))

@@ -1,7 +1,7 @@
 """Measured step costs of a grid's training runs, cached on disk: shared by `restorebench plan` and by a
 training run fitting its batch to its GPU (restorebench.train.fit), so both see the same figures.
 
-A cost is restorebench.estimate.measure_step of the cell's architecture (train.finetune.cell_model) at one
+A cost is restorebench.estimate.measure_step of the cell's architecture (train.cells.cell_model) at one
 crop, for the strategy's trainable parameters, with or without mixed precision and activation
 checkpointing. The cache is keyed by those and by a digest of the model and estimator sources and the torch
 version, so a change to either measures again.
@@ -61,7 +61,7 @@ class CostCache:
 
     def get(self, cfg: Config, model: str, task: str, patch: int, *, frozen: bool, amp: bool,
             checkpointing: bool) -> StepCost:  # fmt: skip
-        from restorebench.train.finetune import cell_kwargs, cell_model
+        from restorebench.train.cells import cell_kwargs, cell_model
 
         key = json.dumps([_code_digest(), model, cfg.variant(model, task), cell_kwargs(cfg, model, task), patch,
                           frozen, amp, checkpointing], sort_keys=True, default=str)  # fmt: skip
@@ -78,7 +78,7 @@ def _attention(cfg: Config, model: str, task: str) -> str | None:
     """The model's kind of attention (models/restorer.py), from a build on the meta device."""
     import torch
 
-    from restorebench.train.finetune import cell_model
+    from restorebench.train.cells import cell_model
 
     with torch.device("meta"):
         return getattr(cell_model(cfg, model, task), "attention", None)

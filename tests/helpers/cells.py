@@ -15,7 +15,7 @@ def finetuned_cell(project_root: Path, root: Path, monkeypatch: pytest.MonkeyPat
 
     import restorebench.evaluate as ev
     from restorebench.config import load_config
-    from restorebench.train.finetune import cell_model
+    from restorebench.train.cells import cell_model
 
     weights = root / "runs/finetune/denoise/nafnet/full/model.safetensors"
     weights.parent.mkdir(parents=True)

@@ -23,9 +23,8 @@ from restorebench.data.store import holdout_split
 from restorebench.data.synth import open_store
 from restorebench.data.validate import require_valid
 from restorebench.degrade.pipeline import derive_rng
-from restorebench.errors import RestorebenchError
 from restorebench.metrics import psnr_torch
-from restorebench.models import AUX_LOSS, FINETUNE_KWARGS, MODELS, build_model
+from restorebench.train.cells import cell_kwargs, cell_model
 from restorebench.train.loop import LoopConfig, to_device
 from restorebench.train.session import train_and_save
 
@@ -91,27 +90,6 @@ def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
             raise ValueError("DCPT pretraining is per task: pass the task whose architecture it pretrains")
         return Path("runs/pretrain/dcpt") / task / model
     raise ValueError(f"pretrain method {method!r} unknown; choose from ['ipt', 'dcpt']")
-
-
-def cell_kwargs(cfg: Config, model: str, task: str) -> dict:
-    """The architecture keywords a cell of TASK adds to the profile's variant: the model's own finetuning
-    keywords (its module's `finetune_kwargs`; IPT: one same-size task named after the pretrained head it
-    starts from, pretrain.ipt.heads), and aux_loss=True when the recipe asks for deep supervision. Recorded
-    in the run's config.json, so the run rebuilds from it."""
-    kwargs = FINETUNE_KWARGS[model](task, head=cfg.pretrain.ipt.heads.get(task))
-    if cfg.train.recipe(model, task).aux_loss:
-        if not AUX_LOSS[model]:
-            with_aux = [name for name in MODELS if AUX_LOSS[name]]
-            raise RestorebenchError(f"profiles.{cfg.profile}.train.models.{model}.aux_loss", f"{model} has no intermediate decoder "
-                                    f"outputs to supervise", f"deep supervision exists for {with_aux}")  # fmt: skip
-        kwargs["aux_loss"] = True
-    return kwargs
-
-
-def cell_model(cfg: Config, model: str, task: str, pretrained: str | None = None) -> torch.nn.Module:
-    """The architecture a cell of TASK trains: the profile's variant with `cell_kwargs`."""
-    return build_model(model, variant=cfg.variant(model, task), pretrained=pretrained,
-                       **cell_kwargs(cfg, model, task))
 
 
 def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
