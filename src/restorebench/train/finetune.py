@@ -177,8 +177,8 @@ def training_data(cfg: Config, task: str, model: str, accumulate: int | None = N
     (seed, step). Flips/rotations and mixup follow the recipe. `accumulate`: micro-batches per step (default:
     the recipe's, else train.accumulate); the samples of a step are the same for any split."""
     store = open_store(Path(cfg.data.root) / "store" / TASK_DATASET[task] / "train")
-    if store.meta.get("stage") == "prepare":  # made from a dataset: it must still pass its validation
-        require_valid(Path(cfg.data.root), TASK_DATASET[task], "finetune")
+    if store.meta.get("dataset"):  # packed from a fetched dataset (prepare): it must still pass its validation
+        require_valid(Path(cfg.data.root), store.meta["dataset"], "finetune")
     recipe = cfg.train.recipe(model, task)
     stages = cfg.train.stages(model, task)
     accumulate = accumulate or recipe.accumulate or cfg.train.accumulate
