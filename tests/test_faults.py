@@ -13,6 +13,11 @@ LR, evaluate.crop_size 0, a misspelt key under train.models.nafnet, a holdout of
 weights (a missing pretrained file, a cut one, a pickle weights_only refuses, a cut model.safetensors at
 evaluate), a cut packed store, a second concurrent run of one cell, and the mistaken re-run (another LR,
 then the original command: it resumes from its own checkpoint, nothing deleted).
+
+With the two files beside it the suite covers 68 kinds: these 24, 24 of training, results and the run-side
+commands in tests/test_faults_run.py (the resume guarantee under 20 random kills among them), and 20 of
+data in tests/test_faults_data.py (archive size limits, bad data never replacing good, staging leftovers,
+workers outliving their stage, read-only and full disks).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from restorebench.data.fetch import fetch_dataset
 from restorebench.data.manifest import build_manifest, read_image_bytes, write_manifest
 from restorebench.data.prepare import degrade_imagenet
 from restorebench.data.synth import open_store
-from restorebench.data.validate import validate_dataset
+from restorebench.data.validate import validate_dataset, validate_stage
 from restorebench.errors import RestorebenchError
 
 CLASSES = ("n01440764", "n01443537", "n01484850")
@@ -110,6 +110,7 @@ def test_folder_of_class_tars_is_linked_and_degrade_reads_members(tmp_path, ilsv
     assert (raw / "train").is_symlink()
     root = tmp_path
     write_manifest(build_manifest("imagenet", raw, workers=1), root / "manifests" / "imagenet.parquet")
+    validate_stage("imagenet", root=root, expected_pairs={}, expected_groups={}, workers=1)  # degrade reads only validated data
     stats = degrade_imagenet(root=root, tasks={"dn": [{"name": "gaussian_noise", "sigma": 25}]}, patch=32,
                              patches_per_image=1, margin=4, seed=0, workers=1)  # fmt: skip
     assert stats["images"] == 9 and stats["bytes"] == 9 * 40 * 40 * 3
