@@ -17,11 +17,12 @@ import sys
 from snakemake.utils import min_version
 
 from restorebench import pipeline
+from restorebench.snakemake_config import snakemake_overrides
 from restorebench.config import ConfigError
 
 min_version("8.0")
 
-OVERRIDES = pipeline.snakemake_overrides(config)
+OVERRIDES = snakemake_overrides(config)
 try:
     PIPE = pipeline.load("params.yaml", OVERRIDES)
 except ConfigError as err:  # one line with the key and a did-you-mean, as the CLI prints it

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from restorebench import pipeline
+from restorebench.snakemake_config import snakemake_overrides
 from restorebench.config import ConfigError
 from tests.helpers.project import BIN, copy_project, generate_dvc, set_params
 
@@ -112,10 +113,10 @@ def test_data_root_moves_every_data_path(project_root):
 
 
 def test_snakemake_config_entries_become_overrides():
-    assert pipeline.snakemake_overrides({"profile": "paper", "seed": 5, "tasks": ["denoise"]}) == [
+    assert snakemake_overrides({"profile": "paper", "seed": 5, "tasks": ["denoise"]}) == [
         "profile=paper", "seed=5", "tasks=[denoise]"]  # fmt: skip
     nested = {"profiles": {"demo": {"train": {"steps": "5", "models": {"nafnet": {"betas": ["0.9", "0.99"]}}}}}}
-    assert pipeline.snakemake_overrides(nested) == ["profiles.demo.train.steps=5",
+    assert snakemake_overrides(nested) == ["profiles.demo.train.steps=5",
                                                     "profiles.demo.train.models.nafnet.betas=[0.9, 0.99]"]
 
 

@@ -468,9 +468,10 @@ def pipeline_dvc(
 ) -> None:
     """dvc.yaml generated from restorebench.pipeline and the params: `restorebench pipeline dvc -o dvc.yaml`."""
     from restorebench import io, pipeline
+    from restorebench.dvcyaml import dvc_yaml
 
     load()  # a bad params file fails here, with its key
-    text = pipeline.dvc_yaml(pipeline.load(state.params, state.overrides))
+    text = dvc_yaml(pipeline.load(state.params, state.overrides))
     if output is None:
         typer.echo(text, nl=False)
     elif check:
@@ -479,6 +480,16 @@ def pipeline_dvc(
     else:
         with io.atomic_path(output, suffix=".yaml") as tmp:
             tmp.write_text(text)
+
+
+@pipeline_app.command("code")
+def pipeline_code(
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder of fingerprints")] = Path(".restorebench/code"),
+) -> None:
+    """Fingerprint the sources of every stage family (dvc.yaml's `code` stage: each stage's code dep)."""
+    from restorebench.dvcyaml import write_fingerprints
+
+    typer.echo(f"pipeline code: {write_fingerprints(output)} fingerprints -> {output}")
 
 
 @app.command()

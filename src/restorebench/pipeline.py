@@ -1,16 +1,20 @@
 """THE definition of the pipeline: the cells of the grid, every artifact path, and for each stage its
 command, inputs, outputs, params keys and source files. Snakemake (Snakefile, workflow/rules) imports this
-module; dvc.yaml is generated from it (`restorebench pipeline dvc > dvc.yaml`, a test compares).
+module; dvc.yaml is written from it by restorebench.dvcyaml (`restorebench pipeline dvc -o dvc.yaml`, a
+test compares), one templated block per stage family (docs/ARCHITECTURE.md, "The pipeline").
 
     pipe = pipeline.load("params.yaml")        # params + overrides, validated by restorebench.config
     pipe.cells()                                # the grid, in params order
     pipe.stages()                               # every stage both orchestrators run
+    pipe.blocks()                               # the same stages by family (dvc.yaml's blocks)
 
 Params keys are written as DVC reads them, with `${profile}` left for DVC to interpolate (so
 `dvc exp run -S profile=paper` tracks the paper profile's keys); Snakemake resolves them itself. A key
 only the defaults in restorebench.config supply (absent from params.yaml) is not listed: DVC fails on a
-listed key the file lacks. The grid, paths and source lists are fixed when dvc.yaml is generated: after
-changing a grid list, `official` or `data.root`, regenerate it (a test fails while it is stale).
+listed key the file lacks. dvc.yaml's matrix blocks follow the params lists (`models`, `strategies`,
+`pretrain_models.*`, `pretrain_strategies`, `datasets`, `seeds`), so `dvc exp run -S 'models=[nafnet]'`
+needs no regeneration; adding a task, `official` entries or setting `data.root` does (a test fails while
+dvc.yaml is stale).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restorebench.codepath import source_files
+from restorebench.codepath import command_modules, source_files
 from restorebench.config import (
+    PRETRAIN_METHODS,
     TASK_DATASET,
     Config,
     ConfigError,
@@ -30,32 +35,41 @@ from restorebench.config import (
     raw_params,
     resolve,
 )
+from restorebench.models import model_module, params_keys
 
 PROFILE_KEY = "profiles.${profile}"  # DVC interpolates ${profile}; Snakemake substitutes the active one
 OFFICIAL = "official"  # the cell (strategy) of a released checkpoint scored as is: no training
 
 # ---------------------------------------------------------------------------------------------- sources
 
-# Stage -> the modules its command runs (besides cli.py and the model's own file); their imports inside
-# restorebench are followed (imports inside functions too), so each list names the entry points only.
-# The same files are a Snakemake input and a DVC dep of every job of the stage: one policy for both.
-ENTRY_MODULES: dict[str, tuple[str, ...]] = {
-    "fetch": ("data.fetch", "data.manifest"),
-    "validate": ("data.validate",),
-    "prepare": ("data.prepare",),
-    "degrade": ("data.prepare",),
-    "pretrain_ipt": ("pretrain.runner", "pretrain.ipt", "train.finetune", "train.session", "train.distributed"),
-    "pretrain_dcpt": ("pretrain.runner", "pretrain.dcpt", "train.finetune", "train.session", "train.distributed"),
-    "finetune": ("train.finetune", "train.session", "train.distributed"),
-    "evaluate": ("evaluate", "infer", "train.finetune", "card"),
-    "evaluate_official": ("evaluate", "infer", "models"),
-    "evaluate_identity": ("evaluate",),
-    "aggregate": ("aggregate", "pipeline"),  # the grid's cells come from the pipeline module
-    "report": ("report",),
-}
-# cli.py parses every stage; its own imports are per command (inside functions), so only the module-level
-# ones (config, errors, logs, data.parallel's thread setting) are followed.
-CLI = "cli"
+# Stage -> the `restorebench` command it runs; the modules that command imports are read from cli.py
+# (restorebench.codepath.command_modules) and followed through their imports (inside functions too). A
+# pretraining stage runs one method's module only. The same files are a Snakemake input of every job of the
+# stage and, fingerprinted, a DVC dep (restorebench.dvcyaml): one policy for both.
+RULE_COMMAND = {
+    "fetch": "fetch", "validate": "validate", "prepare": "prepare", "degrade": "degrade",
+    "pretrain_ipt": "pretrain", "pretrain_dcpt": "pretrain", "finetune": "finetune",
+    "evaluate": "evaluate", "evaluate_official": "evaluate", "evaluate_identity": "evaluate",
+    "aggregate": "aggregate", "report": "report",
+}  # fmt: skip
+# The stages whose jobs run one model's code (its module and what that imports): their DVC code dep is a
+# fingerprint per model.
+MODEL_RULES = ("pretrain_ipt", "pretrain_dcpt", "finetune", "evaluate", "evaluate_official")
+CLI = "cli"  # cli.py parses every stage: its own file is a dependency, its per-command imports are not
+# Snakemake runs every job with its rule's `threads` (1: jobs run side by side); DVC's commands get the same.
+THREADS = 1
+
+
+def entry_modules(rule: str) -> tuple[str, ...]:
+    """The restorebench modules `rule`'s command imports (read from cli.py); a pretraining stage keeps its own
+    method's module and drops the other methods'."""
+    modules = command_modules(RULE_COMMAND[rule])
+    if rule.startswith("pretrain_"):
+        method = rule.removeprefix("pretrain_")
+        others = {f"pretrain.{m}" for m in PRETRAIN_METHODS if m not in ("none", method)}
+        modules = [m for m in modules if m not in others]
+    return tuple(modules)
+
 
 # Shared train keys (profiles.P.train.K) each training stage reads; the model's recipe
 # (train.models.M) is listed per cell. Operational keys (restorebench.train.checkpoint.OPERATIONAL: how
@@ -64,19 +78,22 @@ CLI = "cli"
 PRETRAIN_TRAIN_KEYS = ("amp", "channels_last", "deterministic", "ema_decay", "gpus")
 FINETUNE_TRAIN_KEYS = ("steps", "batch", "patch", "accumulate", "grad_clip", "ema_decay", "llrd_decay",
                        "holdout", "amp", "channels_last", "deterministic", "gpus")  # fmt: skip
-# Params a model's cells read beyond its own entries: IPT's finetuning architecture keeps the pretrained
-# head named in pretrain.ipt.heads (train.finetune.cell_model).
-MODEL_EXTRA_KEYS = {"ipt": ("pretrain.ipt.heads",)}
 
 
 @functools.cache
 def stage_sources(rule: str, model: str | None = None) -> tuple[str, ...]:
-    """The source files a job of `rule` runs: its entry modules' closure, cli.py (with config, errors),
-    and the cell's model file (with the model files it imports)."""
-    modules = list(ENTRY_MODULES[rule]) + ["config", "errors", "logs", "data.parallel"]
+    """The source files a job of `rule` runs: what its command imports (and cli.py's module-level imports),
+    followed through their imports, cli.py itself, and the job's model file (with the model files it
+    imports)."""
+    modules = [*entry_modules(rule), *command_modules(None)]
     if model is not None and model != "identity":
-        modules.append(f"models.{model}")
+        modules.append(model_module(model))
     return tuple(sorted(set(source_files(modules)) | set(source_files([CLI], follow=False))))
+
+
+def code_key(rule: str, model: str | None = None) -> str:
+    """The name of a job's code fingerprint (restorebench.dvcyaml): the rule, and the model for MODEL_RULES."""
+    return f"{rule}-{model}" if rule in MODEL_RULES and model not in (None, "identity") else rule
 
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -159,6 +176,8 @@ def log_path(rule: str, *values: str) -> str:
     return "/".join(["logs", rule, *values]) + ".log"
 
 
+METRICS_DIR = "metrics/finetune"  # every cell's metrics JSON: metrics_json()
+EVAL_DIR = "results/eval"  # every cell's eval_dir()
 TABLE = "results/table.csv"
 SUMMARY = "metrics/summary.json"
 REPORT = "results/report.html"
@@ -169,13 +188,13 @@ REPORT = "results/report.html"
 
 @dataclass(frozen=True)
 class Out:
-    """An output: `kind` out | metric | plot (a dvclive folder, DVC's only); cache False keeps it in git's
-    view (small files); persist keeps it across re-runs (a resumed run appends to its curves)."""
+    """An output: `kind` out | metric; cache False keeps it in git's view (small files). A run's dvclive
+    curves are no output: they persist across re-runs (a resumed run appends to them), and dvc.yaml's
+    top-level `plots` show them (restorebench.views)."""
 
     path: str
     kind: str = "out"
     cache: bool = True
-    persist: bool = False
     directory: bool = False
 
 
@@ -193,21 +212,18 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
         method = rule.removeprefix("pretrain_")
         run = pretrain_dir(method, w.get("task"), w.get("model"))
         return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/pretrain.json", cache=False),
-                "metrics": Out(pretrain_metrics(method, w.get("task"), w.get("model")), kind="metric", cache=False),
-                "plots": Out(f"{run}/dvclive/plots/metrics", kind="plot", cache=False, persist=True)}  # fmt: skip
+                "metrics": Out(pretrain_metrics(method, w.get("task"), w.get("model")), kind="metric", cache=False)}
     if rule == "finetune":
         run = finetune_dir(w["task"], w["model"], w["cell"])
         return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/train.json", cache=False),
-                "config": Out(f"{run}/config.json", cache=False),
-                "plots": Out(f"{run}/dvclive/plots/metrics", kind="plot", cache=False, persist=True)}  # fmt: skip
+                "config": Out(f"{run}/config.json", cache=False)}
     if rule in ("evaluate", "evaluate_official", "evaluate_identity"):
         model = "identity" if rule == "evaluate_identity" else w["model"]
         cell = {"evaluate": w.get("cell"), "evaluate_official": OFFICIAL, "evaluate_identity": "none"}[rule]
         folder = eval_dir(w["task"], model, cell)
+        # the folder: per_image.csv, provenance.json, crops/ (and timing.json, which git ignores)
         outs = {"metrics": Out(metrics_json(w["task"], model, cell), kind="metric", cache=False),
-                "per_image": Out(f"{folder}/per_image.csv", cache=False),
-                "provenance": Out(f"{folder}/provenance.json", cache=False),
-                "crops": Out(f"{folder}/crops", cache=False, directory=True)}  # fmt: skip
+                "results": Out(folder, cache=False, directory=True)}
         if rule == "evaluate":  # a finetuned cell's model card, beside its weights
             outs["card"] = Out(f"{finetune_dir(w['task'], model, cell)}/README.md", cache=False)
         return outs
@@ -219,8 +235,8 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
 
 
 def outputs(rule: str, root: str, **wildcards: str) -> dict[str, Out]:
-    """A rule's outputs as Snakemake declares them (plots are DVC's notion only)."""
-    return {k: o for k, o in _outputs(rule, root, **wildcards).items() if o.kind != "plot"}
+    """A rule's named outputs (Snakemake's `output:`, DVC's outs and metrics)."""
+    return _outputs(rule, root, **wildcards)
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,7 @@ class Stage:
     params: tuple[str, ...]  # params.yaml keys it reads (PROFILE_KEY for the active profile)
     outs: tuple[tuple[str, Out], ...] = field(default=())
     comment: str = ""
+    code_id: str = ""  # the name of its sources' fingerprint (code_key): its DVC code dep
 
     @property
     def name(self) -> str:
@@ -244,6 +261,25 @@ class Stage:
     @property
     def log(self) -> str:
         return log_path(self.rule, *(v for _, v in self.wildcards))
+
+
+ITEM = "${{item.{}}}"  # a matrix value in a template job (DVC's syntax)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A stage family: `name` (dvc.yaml's stage), `axes` (matrix axis -> the params list its values follow,
+    e.g. model -> "models"), a `template` job with ITEM placeholders (None: the family has one job, written
+    as is), and its jobs with their axis values, in order."""
+
+    name: str
+    axes: dict[str, str]
+    template: Stage | None
+    items: list[tuple[dict[str, str], Stage]]
+
+    @classmethod
+    def single(cls, stage: Stage) -> Block:
+        return cls(stage.name, {}, None, [({}, stage)])
 
 
 class Pipeline:
@@ -321,66 +357,123 @@ class Pipeline:
 
     def stages(self) -> list[Stage]:
         """Every job, upstream first."""
+        return [stage for block in self.blocks() for _, stage in block.items]
+
+    def blocks(self) -> list[Block]:
+        """The jobs by family: each Block holds its jobs with the matrix values that name them and, where
+        its jobs differ only in those values, a template job with `${item.<axis>}` placeholders (what
+        dvc.yaml writes as one `matrix` stage; restorebench.dvcyaml checks the template expands to the jobs)."""
         c, root, P = self.cfg, self.root, PROFILE_KEY
-        out = []
-        for d in c.datasets:
-            out.append(self._stage("fetch", {"dataset": d}, f"fetch --dataset {d}", [],
-                                   ["profile", "seed", f"{P}.data.{d}", f"{P}.data.sample"]))
-        for d in c.datasets:
-            out.append(self._stage("validate", {"dataset": d}, f"validate --dataset {d}",
-                                   [raw_dir(root, d), manifest(root, d)], ["profile", f"{P}.data.{d}"]))
+        out: list[Block] = []
+
+        def fetch(d: str, template: bool = False) -> Stage:
+            return self._stage("fetch", {"dataset": d}, f"fetch --dataset {d}", [],
+                               ["profile", "seed", f"{P}.data.{d}", f"{P}.data.sample"], template=template)
+
+        def validate(d: str, template: bool = False) -> Stage:
+            return self._stage("validate", {"dataset": d}, f"validate --dataset {d}",
+                               [raw_dir(root, d), manifest(root, d)], ["profile", f"{P}.data.{d}"], template=template)
+
+        for name, build in (("fetch", fetch), ("validate", validate)):
+            out.append(Block(name, {"dataset": "datasets"}, build(ITEM.format("dataset"), True),
+                             [({"dataset": d}, build(d)) for d in c.datasets]))  # fmt: skip
         for d in dict.fromkeys(x.dataset for x in self.cells() if x.trained):  # the stores cells train on
             keys = ["profile", f"{P}.prepare.{d}"] + ([f"{P}.prepare.gopro_input"] if d == "gopro" else [])
-            out.append(self._stage("prepare", {"dataset": d}, f"prepare --dataset {d}",
-                                   [validation(root, d), manifest(root, d)], keys))
+            out.append(Block.single(self._stage("prepare", {"dataset": d}, f"prepare --dataset {d}",
+                                                [validation(root, d), manifest(root, d)], keys)))
         runs = self.pretrain_runs()
         if runs:
-            out.append(self._stage("degrade", {}, "degrade", [validation(root, "imagenet"),
-                                   manifest(root, "imagenet")], ["profile", "seed", f"{P}.degrade"]))
-        train = [f"{P}.train.{k}" for k in PRETRAIN_TRAIN_KEYS]
-        for method, task, model in runs:
-            keys = ["profile", "seed", *train, f"{P}.pretrain.holdout", f"{P}.pretrain.{method}"]
-            if method == "ipt":
-                out.append(self._stage("pretrain_ipt", {}, "pretrain --method ipt", [store(root, "imagenet")],
-                                       keys, model="ipt"))
-                continue
-            keys += self._model_keys(model, task)
-            out.append(self._stage("pretrain_dcpt", {"task": task, "model": model},
-                                   f"pretrain --method dcpt --task {task} --model {model}", [store(root, "imagenet")],
-                                   keys, model=model, comment=f"DCPT pretrains the exact architecture (variant, init) "
-                                   f"that {task} finetunes"))  # fmt: skip
+            out.append(Block.single(self._stage("degrade", {}, "degrade", [validation(root, "imagenet"),
+                                    manifest(root, "imagenet")], ["profile", "seed", f"{P}.degrade"])))  # fmt: skip
+        if ("ipt", None, None) in runs:
+            out.append(Block.single(self._pretrain("ipt", None, "ipt")))
         for task in c.tasks:
-            out.append(self._stage("evaluate_identity", {"task": task},
-                                   f"evaluate --task {task} --model identity --strategy none",
-                                   [validation(root, TASK_DATASET[task])], ["profile", f"{P}.evaluate"],
-                                   comment="the floor: the degraded input scored by the task's protocol"))
-        for cell in self.cells():
-            out += self._cell_stages(cell)
-        cells = self.table_cells()
+            models = [m for method, t, m in runs if method == "dcpt" and t == task]
+            if models:
+                out.append(Block(f"pretrain_dcpt_{task}", {"model": "pretrain_models.dcpt"},
+                                 self._pretrain("dcpt", task, ITEM.format("model"), template=True),
+                                 [({"model": m}, self._pretrain("dcpt", task, m)) for m in models]))  # fmt: skip
+        for task in c.tasks:
+            out.append(Block.single(self._stage(
+                "evaluate_identity", {"task": task}, f"evaluate --task {task} --model identity --strategy none",
+                [validation(root, TASK_DATASET[task])], ["profile", f"{P}.evaluate"],
+                comment="the floor: the degraded input scored by the task's protocol")))  # fmt: skip
+        for task in c.tasks:
+            out += self._cell_blocks(task)
         grid_keys = ["datasets", "tasks", "models", "strategies", "pretrain_models", "pretrain_strategies", "seeds",
                      f"{P}.official"]  # fmt: skip
-        out.append(self._stage("aggregate", {}, "aggregate",
-                               [f for x in cells for f in (metrics_json(x.task, x.model, x.name),
-                                                           per_image_csv(x.task, x.model, x.name),
-                                                           f"{eval_dir(x.task, x.model, x.name)}/provenance.json")]
-                               + [validation(root, d) for d in c.datasets], grid_keys))  # fmt: skip
-        out.append(self._stage("report", {}, "report", [TABLE] + [f"{eval_dir(x.task, x.model, x.name)}/crops"
-                                                                   for x in cells], ["profile"]))
+        # aggregate and report read every cell's files: their folders are the deps (DVC links the folders to
+        # the stages writing inside them; Snakemake's jobs list the files, aggregate_inputs)
+        out.append(Block.single(self._stage("aggregate", {}, "aggregate", [METRICS_DIR, EVAL_DIR]
+                                            + [validation(root, d) for d in c.datasets], grid_keys)))  # fmt: skip
+        out.append(Block.single(self._stage("report", {}, "report", [TABLE, EVAL_DIR], ["profile"])))
         return out
+
+    def aggregate_inputs(self) -> list[str]:
+        """The files aggregate reads: each table cell's metrics JSON, per-image CSV and provenance."""
+        return [f for x in self.table_cells() for f in (metrics_json(x.task, x.model, x.name),
+                eval_dir(x.task, x.model, x.name))]  # fmt: skip
+
+    def job_inputs(self, stage: Stage) -> list[str]:
+        """The artifacts a job reads as Snakemake lists them: aggregate and report name each cell's
+        files (a folder no rule writes cannot be a Snakemake input), every other job its `deps`."""
+        if stage.rule == "aggregate":
+            return self.aggregate_inputs() + [d for d in stage.deps if d not in (METRICS_DIR, EVAL_DIR)]
+        if stage.rule == "report":
+            return [TABLE] + [eval_dir(x.task, x.model, x.name) for x in self.table_cells()]
+        return list(stage.deps)
+
+    def _pretrain(self, method: str, task: str | None, model: str, template: bool = False) -> Stage:
+        P = PROFILE_KEY
+        keys = ["profile", "seed", *(f"{P}.train.{k}" for k in PRETRAIN_TRAIN_KEYS), f"{P}.pretrain.holdout",
+                f"{P}.pretrain.{method}"]  # fmt: skip
+        if method == "ipt":
+            return self._stage("pretrain_ipt", {}, "pretrain --method ipt", [store(self.root, "imagenet")], keys,
+                               model="ipt")  # fmt: skip
+        assert task is not None
+        return self._stage("pretrain_dcpt", {"task": task, "model": model},
+                           f"pretrain --method dcpt --task {task} --model {model}", [store(self.root, "imagenet")],
+                           keys + self._model_keys(model, task), model=model, template=template,
+                           comment=f"DCPT pretrains the exact architecture (variant, init) that {task} finetunes")  # fmt: skip
 
     def _model_keys(self, model: str, task: str) -> list[str]:
         P = PROFILE_KEY
-        return [f"{P}.variants.{model}.{task}", f"{P}.pretrained.{model}",
-                *(f"{P}.{k}" for k in MODEL_EXTRA_KEYS.get(model, ()))]  # fmt: skip
+        extra = () if model.startswith("${") else params_keys(model)
+        return [f"{P}.variants.{model}.{task}", f"{P}.pretrained.{model}", *(f"{P}.{k}" for k in extra)]
 
-    def _cell_stages(self, cell: Cell) -> list[Stage]:
+    def _cell_blocks(self, task: str) -> list[Block]:
+        """A task's finetune and evaluate jobs: one pair of blocks per init (pretrain none, then each
+        restoration pretraining), over its models x strategies (x seeds); then the released checkpoints."""
+        c, blocks = self.cfg, []
+        seeds = c.seeds or [None]
+        inits = [("none", "models", list(c.models), "strategies", list(c.strategies))]
+        inits += [(m, f"pretrain_models.{m}", list(models), "pretrain_strategies", list(c.pretrain_strategies))
+                  for m, models in c.pretrain_models.items() if models]  # fmt: skip
+        for pretrain, models_key, models, strategies_key, strategies in inits:
+            axes = {"model": models_key, "strategy": strategies_key} | ({"seed": "seeds"} if c.seeds else {})
+            items = [({"model": m, "strategy": s} | ({"seed": str(n)} if n is not None else {}), Cell(task, m, s, pretrain, n))
+                     for m in models for s in strategies for n in seeds]  # fmt: skip
+            if not items:
+                continue
+            placeholder = Cell(task, ITEM.format("model"), ITEM.format("strategy"), pretrain,
+                               ITEM.format("seed") if c.seeds else None)  # type: ignore[arg-type]
+            suffix = "" if pretrain == "none" else f"_{pretrain}"
+            for i, rule in enumerate(("finetune", "evaluate")):
+                blocks.append(Block(f"{rule}_{task}{suffix}", axes, self._cell_stages(placeholder, template=True)[i],
+                                    [(v, self._cell_stages(cell)[i]) for v, cell in items]))  # fmt: skip
+        for m, files in c.official.items():  # a released checkpoint: the file the params name, scored as is
+            if files.get(task):
+                blocks.append(Block.single(self._cell_stages(Cell(task, m, OFFICIAL))[0]))
+        return blocks
+
+    def _cell_stages(self, cell: Cell, template: bool = False) -> list[Stage]:
         P, root = PROFILE_KEY, self.root
         t, m, w = cell.task, cell.model, {"task": cell.task, "model": cell.model, "cell": cell.name}
         cmd = f"--task {t} --model {m} --strategy {cell.strategy} --pretrain {cell.pretrain}"
         cmd += f" --seed {cell.seed}" if cell.seed is not None else ""  # the cell's seed, in place of `seed`
+        extra = () if template else params_keys(m)
         stages = []
-        evaluate_keys = ["profile", f"{P}.evaluate", f"{P}.variants.{m}.{t}",
-                         *(f"{P}.{k}" for k in MODEL_EXTRA_KEYS.get(m, ()))]  # fmt: skip
+        evaluate_keys = ["profile", f"{P}.evaluate", f"{P}.variants.{m}.{t}", *(f"{P}.{k}" for k in extra)]
         if cell.trained:
             deps = [store(root, cell.dataset)]
             if cell.pretrain != "none":
@@ -388,7 +481,7 @@ class Pipeline:
                 deps += [f"{run}/model.safetensors"] + ([f"{run}/pretrain.json"] if cell.pretrain == "ipt" else [])
             keys = ["profile", *(["seed"] if cell.seed is None else []),
                     *(f"{P}.train.{k}" for k in FINETUNE_TRAIN_KEYS), f"{P}.train.models.{m}", *self._model_keys(m, t)]
-            stages.append(self._stage("finetune", w, f"finetune {cmd}", deps, keys, model=m))
+            stages.append(self._stage("finetune", w, f"finetune {cmd}", deps, keys, model=m, template=template))
             weights = [f"{finetune_dir(t, m, cell.name)}/model.safetensors"]
         else:  # a released checkpoint: the file the params name
             weights = [self.cfg.official[m][t]]
@@ -396,14 +489,19 @@ class Pipeline:
         rule = "evaluate" if cell.trained else "evaluate_official"  # an official cell has no run folder
         w = w if cell.trained else {"task": t, "model": m}
         stages.append(self._stage(rule, w, f"evaluate {cmd}", weights + [validation(root, cell.dataset)],
-                                  evaluate_keys, model=m))
+                                  evaluate_keys, model=m, template=template))
         return stages
 
     def _stage(self, rule: str, wildcards: dict[str, str], args: str, deps: list[str], params: list[str], *,
-               model: str | None = None, comment: str = "") -> Stage:
+               model: str | None = None, comment: str = "", template: bool = False) -> Stage:
+        """A job; `template`: with placeholders for values, its params kept as written (the check that
+        params.yaml sets them is made on the jobs it stands for) and no source list."""
         outs = _outputs(rule, self.root, **wildcards)
-        return Stage(rule, tuple(wildcards.items()), args, tuple(deps), stage_sources(rule, model),
-                     self._keys(*params), tuple(outs.items()), comment)  # fmt: skip
+        # a template keeps the keys that hold a placeholder (foldable() checks them on its jobs)
+        keys = tuple(k2 for k in params for k2 in ((k,) if template and "${item." in k else self._keys(k)))
+        code = () if template else stage_sources(rule, model)
+        return Stage(rule, tuple(wildcards.items()), args, tuple(deps), code, keys, tuple(outs.items()), comment,
+                     code_key(rule, model))  # fmt: skip
 
     def stage(self, rule: str, **wildcards: str) -> Stage:
         """The job of `rule` with these wildcard values (Snakemake's lookup)."""
@@ -426,29 +524,6 @@ class Pipeline:
         return sorted({dict(s.wildcards)[name] for s in self._index().get(rule, [])})
 
 
-def snakemake_overrides(config: dict, prefix: str = "") -> list[str]:
-    """Snakemake's --config entries as restorebench overrides (KEY=VALUE, the -S syntax): a mapping is
-    flattened to dotted keys (`--config 'profiles={demo: {train: {steps: 5}}}'` is
-    profiles.demo.train.steps=5), a list written as a YAML flow list. Values are passed as written, for
-    restorebench to parse as YAML (Snakemake parses mappings and lists with YAML's base loader, which keeps
-    every scalar a string)."""
-
-    def text(value: Any) -> str:
-        if isinstance(value, list):
-            return "[" + ", ".join(text(v) for v in value) + "]"
-        if isinstance(value, dict):
-            return "{" + ", ".join(f"{k}: {text(v)}" for k, v in value.items()) + "}"
-        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-    out = []
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out += snakemake_overrides(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}={text(value)}")
-    return out
-
-
 _MISSING = object()
 
 
@@ -466,51 +541,3 @@ def load(params: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> P
     validated by restorebench.config (a ConfigError names the key)."""
     raw = raw_params(params, list(overrides))
     return Pipeline(raw, resolve(raw))
-
-
-# ---------------------------------------------------------------------------------------------- dvc.yaml
-
-DVC_HEADER = """\
-# GENERATED from src/restorebench/pipeline.py and params.yaml by `restorebench pipeline dvc > dvc.yaml`;
-# do not edit (a test fails when this file differs from a fresh generation). Regenerate after changing a
-# grid list (datasets, tasks, models, strategies, pretrain_models, pretrain_strategies), `official`,
-# `data.root`, or a stage's imports.
-#   dvc repro                       # demo profile
-#   dvc exp run -S profile=paper    # paper-scale run (params keys follow ${profile})
-# Commands read params.yaml themselves; `params` lists, per stage, the keys it reads, and `deps` the source
-# files it runs, so a change re-runs exactly the stages that read it.
-"""
-
-
-def _dvc_out(out: Out) -> Any:
-    opts: dict[str, Any] = {}
-    if out.kind == "plot":
-        opts["x"] = "step"
-    if not out.cache:
-        opts["cache"] = False
-    if out.persist:
-        opts["persist"] = True
-    return {out.path: opts} if opts else out.path
-
-
-def dvc_yaml(pipe: Pipeline) -> str:
-    """dvc.yaml for `pipe`: one explicit stage per job, named as Stage.name."""
-    import yaml
-
-    stages: dict[str, dict] = {}
-    for s in pipe.stages():
-        entry: dict[str, Any] = {"cmd": f"restorebench {s.args}"}
-        if s.comment:
-            entry["desc"] = s.comment
-        entry["deps"] = list(s.deps) + list(s.code)
-        if s.params:
-            entry["params"] = list(s.params)
-        for kind, section in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
-            listed = [_dvc_out(o) for _, o in s.outs if o.kind == kind]
-            if listed:
-                entry[section] = listed
-        stages[s.name] = entry
-    body = {"stages": stages,
-            # `dvc plots show` / `dvc plots diff main my-branch`: every cell's score (and each stage's curves)
-            "plots": [{TABLE: {"template": "scatter", "x": "model", "y": "psnr"}}]}  # fmt: skip
-    return DVC_HEADER + yaml.safe_dump(body, sort_keys=False, width=120, default_flow_style=False)

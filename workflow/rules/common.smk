@@ -10,7 +10,7 @@ def job(rule, wildcards):
 
 def inputs(rule):
     """The job's artifacts (`deps`) and the source files it runs (`code`)."""
-    return lambda w: {"deps": list(job(rule, w).deps), "code": list(job(rule, w).code)}
+    return lambda w: {"deps": PIPE.job_inputs(job(rule, w)), "code": list(job(rule, w).code)}
 
 
 def param_values(rule):

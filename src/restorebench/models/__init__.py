@@ -64,6 +64,23 @@ class _Registry(Mapping):
         return f"<models registry {self._attr}: {list(_MODULES)}>"
 
 
+def model_module(name: str) -> str:
+    """Model `name`'s module under restorebench (models.nafnet): its source file is a dependency of the
+    model's stages (restorebench.pipeline)."""
+    if name not in _MODULES:
+        raise KeyError(name)
+    return f"models.{_MODULES[name]}"
+
+
+def params_keys(name: str) -> tuple[str, ...]:
+    """The params keys (under the active profile) a model's cells read beyond its own entries (variants,
+    pretrained, train.models): the module's `PARAMS_KEYS`, read from its source without importing it (the
+    grid loads no torch)."""
+    from restorebench.codepath import module_constant
+
+    return tuple(module_constant(model_module(name), "PARAMS_KEYS", ()))  # type: ignore[arg-type]
+
+
 MODELS: Mapping[str, Callable[..., nn.Module]] = _Registry("build")
 VARIANTS: Mapping[str, tuple[str, ...]] = _Registry("VARIANTS")
 

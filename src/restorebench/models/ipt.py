@@ -86,6 +86,9 @@ _VARIANT_CFG: dict[str, dict] = {
 }  # fmt: skip
 VARIANTS: tuple[str, ...] = tuple(_VARIANT_CFG)
 DEFAULT_VARIANT = "paper"
+# Params (under the profile) IPT's cells read beyond its own entries: the finetuning architecture keeps the
+# pretrained head that pretrain.ipt.heads names (train.cells.cell_model). restorebench.pipeline lists them.
+PARAMS_KEYS = ("pretrain.ipt.heads",)
 PUBLISHED_PARAMS_ONE_TASK = 115.31e6
 PUBLISHED_GMACS_PER_PATCH = 33.0  # per 48x48 input patch (docs/ARCHITECTURE.md)
 
