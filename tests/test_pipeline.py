@@ -9,6 +9,7 @@ minutes on two cores."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 
 from restorebench import pipeline
+from restorebench.dvcyaml import dvc_yaml
 from restorebench.snakemake_config import snakemake_overrides
 from restorebench.config import ConfigError
 from tests.helpers.project import BIN, copy_project, generate_dvc, set_params
@@ -34,7 +36,7 @@ def _load(root: Path, *overrides: str) -> pipeline.Pipeline:
 def test_committed_dvc_yaml_is_a_fresh_generation(project_root):
     """dvc.yaml is generated (`restorebench pipeline dvc -o dvc.yaml`); edit the pipeline module or params,
     then regenerate."""
-    fresh = pipeline.dvc_yaml(_load(project_root))
+    fresh = dvc_yaml(_load(project_root))
     assert (project_root / "dvc.yaml").read_text() == fresh, "dvc.yaml is stale: run `restorebench pipeline dvc -o dvc.yaml`"
 
 
@@ -55,7 +57,7 @@ def test_the_grid_follows_every_params_list(project_root):
     assert [s.name for s in off.stages() if s.rule == "fetch"] == ["fetch.sidd", "fetch.gopro"]
     agg = off.stage("aggregate")
     assert "data/validation/imagenet.json" not in agg.deps
-    assert len([d for d in agg.deps if d.startswith("metrics/finetune/")]) == 2 + 40  # floors + cells
+    assert len([d for d in off.job_inputs(agg) if d.startswith("metrics/finetune/")]) == 2 + 40  # floors + cells
     with pytest.raises(ConfigError, match="'imagenet'"):  # pretraining needs its dataset
         _load(project_root, "datasets=[sidd, gopro]")
 
@@ -89,6 +91,61 @@ def test_each_stage_depends_on_the_source_files_it_runs(project_root):
     assert {f"{src}{f}" for f in ("evaluate.py", "infer.py", "metrics.py", "cli.py", "models/restormer.py")} <= ev
     assert f"{src}models/nafnet.py" not in ev
     assert all(Path(project_root, f).is_file() for s in pipe.stages() for f in s.code)
+
+
+def test_no_dcpt_stage_runs_ipt_code_and_fingerprints_follow_the_sources(project_root, tmp_path):
+    """Editing models/ipt.py or pretrain/ipt.py changes no DCPT job's sources: pretraining imports its own
+    method's module only, and the fingerprint DVC hashes for a job lists exactly that job's files."""
+    from restorebench import dvcyaml
+
+    pipe = _load(project_root)
+    src = "src/restorebench/"
+    for s in pipe.stages():
+        if s.rule == "pretrain_dcpt" or (s.rule in ("finetune", "evaluate") and dict(s.wildcards)["model"] != "ipt"):
+            assert f"{src}models/ipt.py" not in s.code and f"{src}pretrain/ipt.py" not in s.code, s.name
+    assert f"{src}pretrain/ipt.py" in pipe.stage("pretrain_ipt").code
+    dcpt = pipe.stage("pretrain_dcpt", task="denoise", model="nafnet")
+    text = dvcyaml.fingerprint("pretrain_dcpt", "nafnet")
+    listed = [line.split()[1] for line in text.splitlines() if not line.startswith("#")]
+    assert listed == list(dcpt.code) and dcpt.code_id == "pretrain_dcpt-nafnet"
+    digest = hashlib.sha256((project_root / f"{src}pretrain/dcpt.py").read_bytes()).hexdigest()
+    assert f"{digest}  {src}pretrain/dcpt.py" in text.splitlines()
+    written = dvcyaml.write_fingerprints(tmp_path / "code")
+    assert written == len(list((tmp_path / "code").iterdir()))
+    assert (tmp_path / "code" / "pretrain_dcpt-nafnet.txt").read_text() == text
+
+
+def test_entry_modules_are_read_from_the_cli(project_root):
+    """Each stage's entry modules are the imports inside its command in cli.py (and the helpers it calls),
+    a pretraining stage's less the other methods' modules; the model's params keys come from its module."""
+    from restorebench.models import params_keys
+
+    assert pipeline.entry_modules("fetch") == ("data.fetch",)
+    assert "pretrain.ipt" in pipeline.entry_modules("pretrain_ipt")
+    assert "pretrain.dcpt" not in pipeline.entry_modules("pretrain_ipt")
+    assert "pretrain.ipt" not in pipeline.entry_modules("pretrain_dcpt")
+    assert "train.distributed" in pipeline.entry_modules("finetune")  # through cli.py's _launch helper
+    assert params_keys("ipt") == ("pretrain.ipt.heads",) and params_keys("nafnet") == ()
+    ft = _load(project_root).stage("finetune", task="denoise", model="ipt", cell="ipt-full")
+    assert f"{P}.pretrain.ipt.heads" in ft.params
+
+
+def test_dvc_yaml_is_one_block_per_family(project_root):
+    """dvc.yaml stays short: a matrix stage per family and task (over the params lists), expanded only where
+    the jobs differ in more than their matrix values."""
+    import yaml
+
+    from restorebench.dvcyaml import dvc_names
+
+    text = (project_root / "dvc.yaml").read_text()
+    assert len(text.splitlines()) <= 1500
+    stages = yaml.safe_load(text)["stages"]
+    assert stages["finetune_denoise"]["matrix"] == {"model": "${models}", "strategy": "${strategies}"}
+    assert stages["finetune_deblur_dcpt"]["matrix"] == {"model": "${pretrain_models.dcpt}",
+                                                        "strategy": "${pretrain_strategies}"}  # fmt: skip
+    names = dvc_names(_load(project_root))
+    assert names["finetune.denoise.nafnet.full"] == "finetune_denoise@nafnet-full"
+    assert names["finetune.denoise.ipt.ipt-full"] == "finetune.denoise.ipt.ipt-full"  # IPT's own params key
 
 
 def test_seeds_repeat_the_training_cells(project_root):
