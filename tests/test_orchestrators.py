@@ -109,7 +109,8 @@ CUTS = {
     "models": {"models": ["nafnet", "restormer"], "pretrain_models": {"ipt": ["ipt"], "dcpt": ["nafnet"]}},
     "strategies": {"strategies": ["full", "llrd"]},
     "pretrain_models.ipt": {"pretrain_models": {"ipt": [], "dcpt": ["nafnet", "restormer"]}},
-    "pretrain_models.dcpt": {"pretrain_models": {"ipt": ["ipt"], "dcpt": []}},
+    "pretrain_models.dcpt": {"pretrain_models": {"ipt": ["ipt"], "dcpt": ["nafnet", "restormer"]}},
+    "pretrain_models.dcpt=[]": {"pretrain_models": {"ipt": ["ipt"], "dcpt": []}},  # the family goes: regenerate
     "pretrain_strategies": {"pretrain_strategies": []},
 }
 

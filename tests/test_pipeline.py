@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 
 from restorebench import pipeline
+from restorebench.config import ConfigError
 from restorebench.dvcyaml import dvc_yaml
 from restorebench.snakemake_config import snakemake_overrides
-from restorebench.config import ConfigError
 from tests.helpers.project import BIN, copy_project, generate_dvc, set_params
 
 P = pipeline.PROFILE_KEY
