@@ -301,7 +301,9 @@ def reading_note(table: pd.DataFrame) -> str:
                      "two-level bootstrap intervals: the seeds are resampled, then the evaluation images within each "
                      "resampled seed, so they cover training noise as well as the choice of images. <b>better</b> / "
                      "<b>worse</b>: the interval excludes 0; <b>not distinguishable</b>: it holds 0. A cell trained "
-                     f"once gets no verdict ({html.escape(ONE_SEED)}).</p>")  # fmt: skip
+                     f"once gets none (&ldquo;{html.escape(ONE_SEED)}&rdquo;). With few seeds the interval is coarse "
+                     "and on the narrow side (resampling 3 seeds sees at most 3 distinct values): more seeds make the "
+                     "verdicts firmer.</p>")  # fmt: skip
     else:
         parts.append('<p class="note">Each cell was trained once (one seed). Its interval is a 95% paired bootstrap '
                      "interval over the evaluation images: it covers which images were chosen, not training noise, "
@@ -314,39 +316,47 @@ def reading_note(table: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def _section(task: str) -> list[tuple[str, str]]:
-    return [(f"{task}-ranking", "Ranking"), (f"{task}-grid", "By model and cell"),
-            (f"{task}-figures", "Compared with the floor, the best baseline and the published numbers"),
-            (f"{task}-curves", "Training curves"), (f"{task}-crops", "Crops")]  # fmt: skip
+# Each task's subsections, in page order: (anchor suffix, heading); the contents list them all.
+SECTIONS = (("ranking", "Ranking"), ("grid", "PSNR (dB) / SSIM by model and cell"),
+            ("figures", "Compared with the floor, the best baseline and the published numbers"),
+            ("curves", "Training curves"), ("crops", "Crops"))  # fmt: skip
 
 
 def contents(tasks: list[str]) -> str:
     items = ['<li><a href="#reading">How to read this page</a></li>']
     for task in tasks:
-        sub = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in _section(task))
-        items.append(f'<li><a href="#{html.escape(task)}">{html.escape(task)}</a><ol>{sub}</ol></li>')
+        t = html.escape(task)
+        sub = "".join(f'<li><a href="#{t}-{key}">{html.escape(title)}</a></li>' for key, title in SECTIONS)
+        items.append(f'<li><a href="#{t}">{t}</a><ol>{sub}</ol></li>')
     items.append('<li><a href="#all-rows">All rows</a></li>')
     return f'<nav class="toc" id="contents"><h2>Contents</h2><ol>{"".join(items)}</ol></nav>'
 
 
-def task_section(table: pd.DataFrame, task: str, runs: Path, evals: Path) -> list[str]:
-    ids = dict(_section(task))
-    a = {k: f'id="{html.escape(k)}"' for k in ids}
-    parts = [f'<h2 id="{html.escape(task)}">{html.escape(task)}</h2>',
-             f"<h3 {a[f'{task}-ranking']}>Ranking</h3>", ranking_table(table, task),
-             f"<h3 {a[f'{task}-grid']}>PSNR (dB) / SSIM by model and cell</h3>", score_table(table, task),
-             f"<h3 {a[f'{task}-figures']}>{ids[f'{task}-figures']}</h3>"]  # fmt: skip
+def _comparison(table: pd.DataFrame, task: str) -> str:
     fig = comparison_figure(table, task)
-    if fig is not None:
-        parts.append(f'<figure class="plot">{_img(png(fig), f"{task} comparison")}<figcaption>{task}: (a) gain over '
-                     "the identity floor and (b) difference to the best baseline, dots with 95% interval bars and "
-                     "their values, cells ranked as in the table; (c) the published numbers, on their own axis: "
-                     "real data and full schedules.</figcaption></figure>")  # fmt: skip
-    parts.append(f"<h3 {a[f'{task}-curves']}>Training curves</h3>")
-    for what, data in curve_figures(runs, task):
-        parts.append(f'<figure class="plot">{_img(data, f"{task} {what}")}<figcaption>{task}: {what}, one panel '
-                     "per model on one y-range; smoothed, raw values faint</figcaption></figure>")  # fmt: skip
-    parts += [f"<h3 {a[f'{task}-crops']}>Crops</h3>", crops_section(table, evals, task)]
+    if fig is None:
+        return ""
+    return (f'<figure class="plot">{_img(png(fig), f"{task} comparison")}<figcaption>{task}: (a) gain over the '
+            "identity floor and (b) difference to the best baseline, dots with 95% interval bars and their values, "
+            "cells ranked as in the table; (c) the published numbers, on their own axis: real data and full "
+            "schedules.</figcaption></figure>")  # fmt: skip
+
+
+def _curves(runs: Path, task: str) -> str:
+    return "".join(f'<figure class="plot">{_img(data, f"{task} {what}")}<figcaption>{task}: {what}, one panel per '
+                   "model on one y-range; smoothed, raw values faint</figcaption></figure>"
+                   for what, data in curve_figures(runs, task))  # fmt: skip
+
+
+def task_section(table: pd.DataFrame, task: str, runs: Path, evals: Path) -> list[str]:
+    """The task's heading, then each of SECTIONS with its anchor (an empty one says so)."""
+    bodies = {"ranking": ranking_table(table, task), "grid": score_table(table, task),
+              "figures": _comparison(table, task), "curves": _curves(runs, task),
+              "crops": crops_section(table, evals, task)}  # fmt: skip
+    t = html.escape(task)
+    parts = [f'<h2 id="{t}">{t}</h2>']
+    for key, title in SECTIONS:
+        parts += [f'<h3 id="{t}-{key}">{html.escape(title)}</h3>', bodies[key] or '<p class="sub">nothing to show</p>']
     return parts
 
 
