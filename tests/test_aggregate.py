@@ -1,5 +1,7 @@
-"""aggregate: paired bootstrap intervals on synthetic per-image scores with a known difference, seeds pooled
-into mean and spread, and metric files / summary.json that hold only numbers of what was measured."""
+"""aggregate: paired bootstrap intervals on synthetic per-image scores with a known difference, the two-level
+(seeds, then images) bootstrap against a direct loop and its analytic spread, the verdict rules (none for one
+seed), seeds pooled into mean and spread, and metric files / summary.json that hold only numbers of what was
+measured."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from restorebench.aggregate import build_table, paired_bootstrap
+from restorebench.aggregate import ONE_SEED, build_table, paired_bootstrap, two_level_bootstrap
 from tests.helpers.results import write_cell, write_grid
 
 
@@ -106,3 +108,98 @@ def test_metric_files_hold_only_numbers_and_provenance_sits_beside_per_image(tmp
     assert {k: timing[k] for k in ("images_per_s", "train_seconds")} == {"images_per_s": 12.5, "train_seconds": 3.5}
     assert timing["seconds_per_image"] == {f"{i:04d}": 0.01 for i in range(4)}
     assert {"checkpoint_sha256", "git_revision", "precision", "images", "strategy"} <= set(prov)
+
+
+def test_two_level_bootstrap_matches_a_direct_loop_with_the_same_draws():
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.2, 0.5, (3, 7)) + rng.normal(0, 0.3, (3, 1))  # 3 seeds x 7 images
+    samples = 400
+    mean, lo, hi = two_level_bootstrap(d, samples=samples, seed=11)
+    # the documented draws (seed indices, then image indices within each drawn seed), averaged by hand
+    draw = np.random.default_rng(11)
+    runs = draw.integers(0, 3, size=(samples, 3))
+    images = draw.integers(0, 7, size=(samples, 3, 7))
+    means = []
+    for b in range(samples):
+        total = 0.0
+        for j in range(3):
+            for i in range(7):
+                total += d[runs[b, j], images[b, j, i]]
+        means.append(total / 21)
+    assert mean == pytest.approx(float(d.mean()), abs=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=1e-12)
+
+
+def test_two_level_interval_has_the_analytic_spread_and_covers_seed_noise():
+    rng = np.random.default_rng(6)
+    k, n = 4, 300
+    offsets = np.array([-0.3, 0.1, 0.25, -0.05])  # training noise: each seed moves the whole cell
+    d = 0.1 + offsets[:, None] + rng.normal(0, 0.4, (k, n))
+    _, lo, hi = two_level_bootstrap(d, samples=20000)
+    rows = d.mean(axis=1)
+    # var of the two-level mean: (between-seed variance + mean within-seed variance / n) / k, population forms
+    sd = math.sqrt((rows.var() + d.var(axis=1).mean() / n) / k)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * sd, rel=0.06)
+    _, lo1, hi1 = paired_bootstrap(d.mean(axis=0), np.zeros(n))  # images only, seeds averaged first
+    assert (hi - lo) > 4 * (hi1 - lo1)  # the image-level interval hides the seeds' spread
+    assert all(math.isnan(v) for v in two_level_bootstrap(np.full((2, 3), np.inf)))
+
+
+def _seeded(root, task, model, cell, scores_by_seed, **kw):
+    for seed, scores in enumerate(scores_by_seed):
+        write_cell(root, task, model, f"{cell}-seed{seed}", scores, seed=seed, **kw)
+
+
+def test_one_seed_shows_the_image_interval_without_a_verdict(tmp_path):
+    rng = np.random.default_rng(7)
+    floor = rng.normal(28, 1.5, 40)
+    write_cell(tmp_path, "denoise", "identity", "none", floor, strategy="none")
+    write_cell(tmp_path, "denoise", "nafnet", "full", floor + 3.0 + rng.normal(0, 0.1, 40), strategy="full")
+    write_cell(tmp_path, "denoise", "restormer", "full", floor + 1.0 + rng.normal(0, 0.1, 40), strategy="full")
+    write_cell(tmp_path, "denoise", "restormer", "official", floor + 2.5 + rng.normal(0, 0.1, 40), strategy="official")
+    table, _ = build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "results/eval")
+    rows = table[table["source"] == "measured"].set_index(["model", "cell"])
+    naf, rst = rows.loc[("nafnet", "full")], rows.loc[("restormer", "full")]
+    assert 2.9 < naf.vs_identity_lo < naf.vs_identity_hi < 3.1  # the interval is there ...
+    assert rst.vs_baseline_hi < 0
+    assert naf.vs_identity_verdict == rst.vs_identity_verdict == rst.vs_baseline_verdict == ONE_SEED  # ... no verdict
+    assert naf.vs_baseline_verdict == "baseline"
+    # a released checkpoint against the floor: neither side was trained, the images are all the noise there is
+    official = rows.loc[("restormer", "official")]
+    assert official.vs_identity_verdict == "better" and official.vs_baseline_verdict == ONE_SEED
+
+
+def test_several_seeds_give_two_level_intervals_and_verdicts(tmp_path):
+    rng = np.random.default_rng(8)
+    n = 60
+    floor = rng.normal(28, 1.5, n)
+    write_cell(tmp_path, "deblur", "identity", "none", floor, strategy="none")
+    naf = [floor + 2.0 + rng.normal(0, 0.05, n) for _ in range(3)]
+    _seeded(tmp_path, "deblur", "nafnet", "full", naf, strategy="full")
+    _seeded(tmp_path, "deblur", "restormer", "full", [s - 1.0 + rng.normal(0, 0.05, n) for s in naf], strategy="full")
+    # +0.05 dB on average, but each seed moves the cell by tenths of a dB: training noise, not a gain
+    swin = [s + 0.05 + shift + rng.normal(0, 0.05, n) for s, shift in zip(naf, (-0.25, 0.3, 0.1), strict=True)]
+    _seeded(tmp_path, "deblur", "swin_upernet", "full", swin, strategy="full")
+    table, _ = build_table(tmp_path / "metrics", ["deblur"], evals_dir=tmp_path / "results/eval")
+    rows = table[table["source"] == "measured"].set_index("model")
+    assert rows.loc["nafnet"].seeds == 3
+    assert rows.loc["nafnet"].vs_identity_verdict == "better" and rows.loc["nafnet"].vs_baseline_verdict == "baseline"
+    assert rows.loc["restormer"].vs_baseline_verdict == "worse"
+    swin_row = rows.loc["swin_upernet"]
+    assert swin_row.vs_baseline_verdict == "not distinguishable"
+    assert swin_row.vs_baseline_lo < 0 < swin_row.vs_baseline_hi
+    # the reference: seed s of swin minus seed s of nafnet, seeds then images resampled
+    d = np.stack([a - b for a, b in zip(swin, naf, strict=True)])
+    assert (swin_row.vs_baseline, swin_row.vs_baseline_lo, swin_row.vs_baseline_hi) == pytest.approx(
+        two_level_bootstrap(d), abs=2e-5)  # per_image.csv keeps 6 decimals
+    # averaging the seeds first and resampling images only would have called it better
+    assert paired_bootstrap(np.mean(swin, axis=0), np.mean(naf, axis=0))[1] > 0
+
+
+def test_the_table_lists_tasks_in_params_order(tmp_path):
+    write_grid(tmp_path, images=4, with_curves=False)
+    for tasks in (["denoise", "deblur"], ["deblur", "denoise"]):
+        table, _ = build_table(tmp_path / "metrics", tasks, evals_dir=tmp_path / "results/eval")
+        for source in ("measured", "published"):
+            order = list(dict.fromkeys(table[table["source"] == source]["task"]))
+            assert order == tasks, (source, order)

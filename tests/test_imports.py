@@ -24,7 +24,7 @@ LAYERS = (
     ("evaluation", {"infer", "evaluate"}),
     ("training", {"train", "estimate", "costs"}),
     ("pretraining", {"pretrain"}),
-    ("results and tools", {"aggregate", "report", "restore", "doctor"}),
+    ("results and tools", {"aggregate", "figures", "report", "restore", "doctor"}),
     ("grid and entry points", {"pipeline", "dvcyaml", "snakemake_config", "plan", "cli", "__main__"}),
 )
 

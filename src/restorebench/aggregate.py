@@ -10,10 +10,11 @@ allowed when a grid repeats cells over seeds):
   results/eval/{task}/{model}/{cell}/timing.json     images/s and training seconds (not hashed by DVC)
 
 Outputs:
-  results/table.csv     one row per (task, model, strategy, pretrain), seeds pooled (mean, sd over seeds), with
-                        the mean per-image PSNR difference to the identity floor and to the task's best
-                        baseline cell, each with a paired bootstrap 95% interval; published rows (docs/ARCHITECTURE.md)
-                        follow with source "published" and are never mixed into measured ones.
+  results/table.csv     one row per (task, model, strategy, pretrain), tasks in params order, seeds pooled (mean,
+                        sd over seeds), with the mean per-image PSNR difference to the identity floor and to the
+                        task's best baseline cell, each with a paired bootstrap 95% interval and a verdict;
+                        published rows (docs/ARCHITECTURE.md) follow with source "published" and are never mixed
+                        into measured ones.
   metrics/summary.json  {task: {model: {cell: {"psnr_vs_identity": dB}}}}: only what the cell files do not
                         already hold, so `dvc metrics diff` shows each measured number once. The difference to
                         the best baseline is not a metric: it moves for every cell when the baseline moves.
@@ -60,12 +61,20 @@ BASELINE_MODELS = ("nafnet", "restormer")
 METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr")
 BOOTSTRAP_SAMPLES = 5000
 BOOTSTRAP_SEED = 0
+# Strategies of cells that no training produced (pipeline.OFFICIAL, a released checkpoint scored as is; "none",
+# the identity floor): one run holds all there is of them, no training noise to sample.
+UNTRAINED = ("official", "none")
+# A verdict is given only when the interval covers every source of noise in the difference: the images, and
+# the training runs of each trained side (two or more seeds). One run of a trained cell says nothing about how
+# far another seed would move it, so its interval (images only) is shown without a verdict.
+VERDICTS = ("better", "worse", "not distinguishable")
+ONE_SEED = "no verdict: one seed"
 
 COLUMNS = [
     "source", "task", "model", "cell", "strategy", "pretrain", "seeds",
     "psnr", "psnr_sd", "ssim_matlab3d", "ssim_sd", "ssim_basicsr",
-    "vs_identity", "vs_identity_lo", "vs_identity_hi",
-    "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi",
+    "vs_identity", "vs_identity_lo", "vs_identity_hi", "vs_identity_verdict",
+    "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi", "vs_baseline_verdict",
     "images", "params", "train_seconds", "images_per_s", "init", "reference",
 ]  # fmt: skip
 
@@ -91,6 +100,49 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = BOOTSTRAP_S
     tail = (1.0 - level) / 2
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return float(d.mean()), float(lo), float(hi)
+
+
+def two_level_bootstrap(d: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                        level: float = 0.95) -> tuple[float, float, float]:  # fmt: skip
+    """Mean of d and its two-level percentile bootstrap interval at `level`: seeds, then images.
+
+    d: (seeds, images) paired differences (e.g. PSNR in dB of a cell's run minus its reference's, per image).
+    Each of `samples` replicates draws `seeds` rows with replacement, then, within each drawn row, `images`
+    images with replacement, and takes the mean of everything drawn (the hierarchical bootstrap of Saravanan
+    et al. 2020, "Application of the hierarchical bootstrap to multi-level data in neuroscience"). So the
+    interval covers training noise (which runs were drawn) as well as the choice of images. Draw order, per
+    chunk of replicates: the seed indices (chunk x seeds), then the image indices (chunk x seeds x images), from
+    a numpy Generator seeded with `seed`. An image with a non-finite difference in any row is dropped (PSNR is
+    inf on an exact match). Returns (mean difference, lower, upper); NaNs when no image is left.
+    """
+    d = np.asarray(d, np.float64)
+    if d.ndim != 2 or d.shape[0] == 0:
+        raise ValueError(f"two_level_bootstrap: expected a (seeds, images) array, got shape {d.shape}")
+    d = d[:, np.isfinite(d).all(axis=0)]
+    k, n = d.shape
+    if n == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    chunk = max(1, 2_000_000 // (k * n))  # as paired_bootstrap: bounded index arrays
+    for start in range(0, samples, chunk):
+        m = min(chunk, samples - start)
+        runs = rng.integers(0, k, size=(m, k))
+        images = rng.integers(0, n, size=(m, k, n))
+        means[start : start + m] = d[runs[:, :, None], images].mean(axis=(1, 2))
+    tail = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def verdict(lo: float, hi: float, *, covers_training: bool) -> str:
+    """What an interval says: better / worse when it excludes 0, else not distinguishable; ONE_SEED when it
+    does not cover the training noise of a trained side (one run of it), '' when there is no interval."""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if not covers_training:
+        return ONE_SEED
+    return "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
 
 
 def _read_json(path: Path) -> dict:
@@ -158,12 +210,13 @@ def read_cell(metrics_dir: Path, evals_dir: Path, task: str, model: str, cell: s
 
 
 def _pool(group: list[dict]) -> dict:
-    """One row for a cell's seeds: means, the spread (sample sd, NaN for one seed), per-image PSNR averaged."""
+    """One row for a cell's seeds: means, the spread (sample sd, NaN for one seed), and `runs` (seed -> per-image
+    PSNR Series, None when a run has no per_image.csv) for the comparisons."""
     first = group[0]
     psnr = np.array([r["psnr"] for r in group])
     ssim = np.array([r["ssim_matlab3d"] for r in group])
-    scores = [r["per_image"] for r in group if r["per_image"] is not None]
-    per_image = pd.concat(scores, axis=1).mean(axis=1) if len(scores) == len(group) else None
+    complete = all(r["per_image"] is not None for r in group)
+    runs = {r["seed"]: r["per_image"] for r in group} if complete else None
     sd = (lambda v: float(v.std(ddof=1)) if v.size > 1 else float("nan"))  # noqa: E731
     return {
         "source": "measured", "task": first["task"], "model": first["model"],
@@ -174,7 +227,7 @@ def _pool(group: list[dict]) -> dict:
         "images": first["images"], "params": first["params"], "init": first["init"],
         "train_seconds": _mean_or_none(r["train_seconds"] for r in group),
         "images_per_s": _mean_or_none(r["images_per_s"] for r in group),
-        "per_image": per_image,
+        "runs": runs, "trained": first["model"] != "identity" and first["strategy"] not in UNTRAINED,
     }  # fmt: skip
 
 
@@ -183,13 +236,39 @@ def _mean_or_none(values: Iterable) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def differences(row: dict, ref: dict) -> tuple[np.ndarray, bool]:
+    """(d, covers_training): d the (units, images) PSNR differences row - ref over the images every run scored,
+    one unit per training run; covers_training whether the units sample the training noise of each trained
+    side (it has two or more runs in d). Runs pair by seed when both sides have several (the grid repeats every
+    training cell with the same seeds); a side with one run is subtracted from, or subtracts, each run of the
+    other."""
+    ids = pd.concat([*row["runs"].values(), *ref["runs"].values()], axis=1, join="inner").index
+    a = {s: v.loc[ids].to_numpy(np.float64) for s, v in row["runs"].items()}
+    b = {s: v.loc[ids].to_numpy(np.float64) for s, v in ref["runs"].items()}
+    common = [s for s in a if s in b]
+    if len(a) > 1 and len(b) > 1 and len(common) > 1:
+        return np.stack([a[s] - b[s] for s in common]), True
+    if len(a) > 1 and len(b) == 1:
+        (only,) = b.values()
+        return np.stack([v - only for v in a.values()]), not ref["trained"]
+    if len(b) > 1 and len(a) == 1:
+        (only,) = a.values()
+        return np.stack([only - v for v in b.values()]), not row["trained"]
+    # one run each (or several whose seeds do not pair): the runs' means, images only
+    mean_a, mean_b = np.mean(list(a.values()), axis=0), np.mean(list(b.values()), axis=0)
+    one_run_each = len(a) == 1 and len(b) == 1
+    return (mean_a - mean_b)[None, :], one_run_each and not row["trained"] and not ref["trained"]
+
+
 def _compare(row: dict, ref: dict | None, prefix: str) -> dict:
-    """{prefix: mean PSNR difference row - ref, prefix_lo, prefix_hi}, paired over the images both scored."""
-    if ref is None or row["per_image"] is None or ref["per_image"] is None:
+    """{prefix: mean PSNR difference row - ref, prefix_lo, prefix_hi, prefix_verdict}, paired over the images
+    both scored: an image-level bootstrap for one unit, else the two-level one (seeds, then images)."""
+    if ref is None or row["runs"] is None or ref["runs"] is None:
         return {}
-    a, b = row["per_image"].align(ref["per_image"], join="inner")
-    mean, lo, hi = paired_bootstrap(a.to_numpy(), b.to_numpy())
-    return {prefix: mean, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+    d, covers = differences(row, ref)
+    mean, lo, hi = paired_bootstrap(d[0], np.zeros_like(d[0])) if len(d) == 1 else two_level_bootstrap(d)
+    return {prefix: mean, f"{prefix}_lo": lo, f"{prefix}_hi": hi,
+            f"{prefix}_verdict": verdict(lo, hi, covers_training=covers)}  # fmt: skip
 
 
 def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS) -> None:
@@ -206,6 +285,8 @@ def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS)
             if best is not None:
                 r["baseline"] = f"{best['model']}/{best['cell']}"
                 r.update(_compare(r, best, "vs_baseline"))
+                if r is best:
+                    r["vs_baseline_verdict"] = "baseline"
 
 
 def published_rows(tasks: list[str], variants: dict[str, dict[str, str]] | None = None) -> list[dict]:
@@ -252,7 +333,8 @@ def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("
     for r in read:
         if r["model"] == "identity" or r["task"] not in floors:
             continue
-        floor = floors[r["task"]]["per_image"]
+        runs = floors[r["task"]]["runs"]
+        floor = pd.concat(list(runs.values()), axis=1).mean(axis=1) if runs else None
         if r["per_image"] is None or floor is None:
             continue
         a, b = r["per_image"].align(floor, join="inner")
@@ -261,11 +343,11 @@ def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("
         if np.isfinite(delta):
             summary.setdefault(r["task"], {}).setdefault(r["model"], {})[r["file_cell"]] = {
                 "psnr_vs_identity": round(delta, 4)}
-    for r in pooled:
-        r.pop("per_image")
     table = pd.DataFrame(pooled + published_rows(tasks, variants), columns=COLUMNS)
+    order = {t: i for i, t in enumerate(dict.fromkeys([*tasks, *sorted(set(table["task"]))]))}  # params order
     table["_o"] = table["source"].map({"measured": 0, "published": 1})
-    table = table.sort_values(["_o", "task", "model", "pretrain", "strategy"]).drop(columns="_o")
+    table["_t"] = table["task"].map(order)
+    table = table.sort_values(["_o", "_t", "model", "pretrain", "strategy"], kind="stable").drop(columns=["_o", "_t"])
     for col in ("seeds", "images", "params"):
         table[col] = table[col].astype("Int64")  # integers print as integers, blanks stay blank
     return table.reset_index(drop=True), summary

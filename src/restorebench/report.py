@@ -1,10 +1,13 @@
-"""results/report.html: one self-contained page (images inlined as data URIs, no scripts, no links out).
+"""results/report.html: one self-contained page (images inlined as data URIs, no scripts, no links out), read
+like a paper's results section.
 
-Per task: a model x cell table of PSNR / SSIM with the gain over the identity floor, the published rows
-beside them (marked); the significance table (paired bootstrap intervals from aggregate); a figure of every
-cell against the identity floor and the published reference lines; the held-out `val/psnr` curves per cell;
-the training loss, one axis per loss kind (a PSNR loss near -30 never shares an axis with an L1 near 0.04);
-labelled input | output | ground truth crops. The page names the profile, git revision, params hash and date.
+A table of contents, then how to read the intervals (one seed: image-level intervals and no verdict, and why;
+several: two-level intervals and verdicts; restorebench.aggregate decides), then per task in params order
+(results/table.csv's order): the cells ranked by PSNR with the best of each column marked, the model x cell
+grid with the published rows, the comparison figure (restorebench.figures), the val/psnr and loss curves, and
+a few crops (the best cell, the best baseline, the other models' best and the lowest-ranked cell on the same
+images, each labelled with the PSNR of the crop shown); last, every row of the table, in a box that scrolls with its header kept in view.
+The page names the profile, git revision, params hash and date.
 """
 
 from __future__ import annotations
@@ -13,38 +16,42 @@ import base64
 import datetime as dt
 import html
 import io as _io
-import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pandas as pd
+from PIL import Image
 
 from restorebench import io
+from restorebench.aggregate import BASELINE_MODELS, ONE_SEED, VERDICTS
 from restorebench.errors import RestorebenchError
+from restorebench.figures import comparison_figure, curve_figures, png, ranked
 
 CROP_SCALE = 2  # crops are drawn at twice their pixel size (nearest neighbour), so noise and blur stay visible
-MAX_CROP_CELLS = 40
-LEGEND_INSIDE = 8  # curves a legend may hold inside its axis (more: below it, in two columns)
+CROP_IMAGES = 2  # images per task whose crops are shown, each as input | chosen cells' outputs | ground truth
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1320px;margin:auto;padding:0 12px;color:#222}
-h1{margin-bottom:4px} .meta{color:#555;font-size:13px} .meta code{font-size:12px}
-table{border-collapse:collapse;font-size:12px;margin:8px 0 16px}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top} th{background:#f3f3f3}
+h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #ddd} .meta{color:#555;font-size:13px}
+.meta code{font-size:12px} nav.toc{background:#f7f7f7;border:1px solid #ddd;padding:4px 16px;font-size:13px}
+nav.toc ol{margin:4px 0;padding-left:20px} nav.toc h2{font-size:15px;border:0;margin:6px 0}
+.note{background:#f2f6fb;border-left:4px solid #4a78b0;padding:6px 10px;font-size:13px}
+table{border-collapse:separate;border-spacing:0;font-size:12px;margin:0}
+td,th{border-right:1px solid #ddd;border-bottom:1px solid #ddd;padding:3px 7px;text-align:right;
+vertical-align:top;white-space:nowrap} th{background:#f3f3f3}
 td.name,th.name{text-align:left} .sub{color:#666;font-size:11px} .pos{color:#176117} .neg{color:#a11}
+td.best{font-weight:600;background:#e4f3e4} td.best::after{content:" \\2605";color:#2a7a2a}
 tr.published td{background:#fff8e6;font-style:italic} tr.floor td{background:#f4f4f4}
 .badge{display:inline-block;background:#e8a33d;color:#fff;border-radius:3px;padding:0 4px;font-size:10px;
 font-style:normal}
-img{max-width:100%} figure{display:inline-block;margin:4px 8px 8px 0;text-align:center}
-figcaption{font-size:12px;color:#333} .crops{display:flex;flex-wrap:wrap;gap:6px 18px}
-.triplet{border:1px solid #ddd;padding:4px} .triplet img{image-rendering:pixelated}
-.wide{overflow-x:auto} table.full td{white-space:nowrap}
+.wide{overflow:auto;max-height:80vh;border:1px solid #ccc;margin:8px 0 16px;max-width:100%}
+.wide th{position:sticky;top:0;z-index:1}
+img{max-width:100%} figure{margin:4px 0 12px} figure.plot{display:block}
+figcaption{font-size:12px;color:#333} .crops{display:flex;flex-direction:column;gap:10px}
+.triplet{border:1px solid #ddd;padding:4px;display:flex;flex-wrap:wrap;gap:4px 12px;align-items:flex-start}
+.triplet .sub{flex-basis:100%} .triplet figure{margin:0;text-align:center}
+.triplet img{image-rendering:pixelated}
 """
 
 
@@ -67,28 +74,14 @@ def _signed(value: float, digits: int = 2) -> str:
 
 
 def _interval(row: pd.Series, prefix: str) -> str:
-    """'+1.23 dB [+1.01, +1.45]', coloured when the interval excludes 0."""
+    """'+1.23 dB [+1.01, +1.45]', coloured by its verdict (none: uncoloured)."""
     mean, lo, hi = row.get(prefix), row.get(f"{prefix}_lo"), row.get(f"{prefix}_hi")
     if mean is None or pd.isna(mean):
         return ""
-    cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
+    said = row.get(f"{prefix}_verdict")
+    cls = {"better": "pos", "worse": "neg"}.get(said if isinstance(said, str) else "", "")
     return (f'<span class="{cls}">{_signed(mean, 3)} dB</span> '
             f'<span class="sub">[{_signed(lo, 3)}, {_signed(hi, 3)}]</span>')
-
-
-def verdict(row: pd.Series, prefix: str) -> str:
-    """'better' / 'worse' when the 95% interval excludes 0, else 'not distinguishable'."""
-    lo, hi = row.get(f"{prefix}_lo"), row.get(f"{prefix}_hi")
-    if lo is None or pd.isna(lo):
-        return ""
-    return "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
-
-
-def _png(fig) -> bytes:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _img(data: bytes, alt: str, width: int | None = None) -> str:
@@ -96,7 +89,72 @@ def _img(data: bytes, alt: str, width: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{w} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def _wide(inner: str) -> str:
+    """A table in a box that scrolls both ways, its header row sticky at the box's top."""
+    return f'<div class="wide">{inner}</div>'
+
+
+def _best(values: pd.Series) -> object:
+    """The index of the column's best (highest) value, None when it has none."""
+    v = pd.to_numeric(values, errors="coerce")
+    return v.idxmax() if v.notna().any() else None
+
+
+def _gives_verdicts(rows: pd.DataFrame) -> bool:
+    cols = [c for c in ("vs_identity_verdict", "vs_baseline_verdict") if c in rows.columns]
+    return any(rows[c].isin(VERDICTS).any() for c in cols)
+
+
 # ---------------------------------------------------------------------------------------------- tables
+
+
+def ranking_table(table: pd.DataFrame, task: str) -> str:
+    """The task's cells best PSNR first: rank, init, seeds, PSNR (± sd over seeds), SSIM, the gain over the
+    identity floor and the difference to the best baseline with their intervals (and verdicts, when the
+    intervals cover training noise); the best value of each column marked; the floor last."""
+    rows = ranked(table, task)
+    if rows.empty:
+        return ""
+    verdicts = _gives_verdicts(rows)
+    best = {c: _best(rows[c]) for c in ("psnr", "ssim_matlab3d", "vs_identity", "vs_baseline")}
+    baseline = next((b for b in rows["baseline"] if isinstance(b, str)), None)
+    said = "<th>verdict</th>" if verdicts else ""
+    out = ['<table class="ranking"><tr><th>#</th><th class="name">model / cell</th><th class="name">init</th>'
+           f"<th>seeds</th><th>PSNR (dB)</th><th>SSIM</th><th>vs identity floor</th>{said}"
+           f"<th>vs best baseline ({html.escape(baseline or 'none')})</th>{said}</tr>"]  # fmt: skip
+
+    def td(idx, col: str, text: str) -> str:
+        return f'<td class="{col}{" best" if best.get(col) == idx else ""}">{text}</td>'
+
+    for rank, (idx, r) in enumerate(rows.iterrows(), start=1):
+        spread = f' <span class="sub">± {fmt(r.psnr_sd, 2)}</span>' if pd.notna(r.get("psnr_sd")) else ""
+        is_base = f"{r.model}/{r.cell}" == baseline
+        cells = [f'<td class="rank">{rank}</td>', f'<td class="name">{html.escape(f"{r.model}/{r.cell}")}</td>',
+                 f'<td class="name">{html.escape(fmt(r.pretrain))}</td>', f"<td>{fmt(r.seeds)}</td>",
+                 td(idx, "psnr", f"{fmt(r.psnr, 3)}{spread}"), td(idx, "ssim_matlab3d", fmt(r.ssim_matlab3d, 4)),
+                 td(idx, "vs_identity", _interval(r, "vs_identity"))]  # fmt: skip
+        if verdicts:
+            cells.append(f"<td>{_verdict(r, 'vs_identity')}</td>")
+        cells.append(td(idx, "vs_baseline", "baseline" if is_base else _interval(r, "vs_baseline")))
+        if verdicts:
+            cells.append(f"<td>{'' if is_base else _verdict(r, 'vs_baseline')}</td>")
+        out.append(f'<tr data-psnr="{r.psnr:.6f}">{"".join(cells)}</tr>')
+    floor = table[(table["task"] == task) & (table["source"] == "measured") & (table["model"] == "identity")]
+    if not floor.empty:
+        f = floor.iloc[0]
+        out.append(f'<tr class="floor"><td></td><td class="name">identity (the degraded input)</td><td></td><td></td>'
+                   f"<td>{fmt(f.psnr, 3)}</td><td>{fmt(f.ssim_matlab3d, 4)}</td>"
+                   f'<td class="name" colspan="{4 if verdicts else 2}"><span class="sub">the floor every cell must '
+                   "beat</span></td></tr>")  # fmt: skip
+    out.append("</table>")
+    return _wide("\n".join(out))
+
+
+def _verdict(row: pd.Series, prefix: str) -> str:
+    said = row.get(f"{prefix}_verdict")
+    if not isinstance(said, str):
+        return ""
+    return f'<span class="sub">{html.escape(said)}</span>' if said == ONE_SEED else html.escape(said)
 
 
 def _cell_order(measured: pd.DataFrame) -> list[str]:
@@ -106,19 +164,23 @@ def _cell_order(measured: pd.DataFrame) -> list[str]:
 
 
 def score_table(table: pd.DataFrame, task: str) -> str:
-    """Model rows x cell columns of PSNR / SSIM with the gain over the floor; the floor and published rows marked."""
+    """Model rows x cell columns of PSNR / SSIM with the gain over the floor, the best PSNR of each column
+    marked; the floor and the published rows (marked) span the columns."""
     rows = table[table["task"] == task]
     measured = rows[rows["source"] == "measured"]
+    trained = measured[measured["model"] != "identity"]
     cells = _cell_order(measured)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells)
     out = [f'<table class="scores"><tr><th class="name">model</th>{head}</tr>']
     floor = measured[measured["model"] == "identity"]
+    span = max(len(cells), 1)
     if not floor.empty:
         f = floor.iloc[0]
         out.append(f'<tr class="floor"><td class="name">identity (the degraded input)</td>'
-                   f'<td colspan="{max(len(cells), 1)}" style="text-align:left">{fmt(f.psnr)} dB / {fmt(f.ssim_matlab3d, 4)}'
+                   f'<td colspan="{span}" class="name">{fmt(f.psnr)} dB / {fmt(f.ssim_matlab3d, 4)}'
                    f' <span class="sub">the floor every cell must beat</span></td></tr>')  # fmt: skip
-    for model, group in measured[measured["model"] != "identity"].groupby("model", sort=False):
+    best = {c: _best(trained[trained["cell"] == c]["psnr"]) for c in cells}
+    for model, group in trained.groupby("model", sort=False):
         tds = []
         for cell in cells:
             hit = group[group["cell"] == cell]
@@ -128,35 +190,15 @@ def score_table(table: pd.DataFrame, task: str) -> str:
             r = hit.iloc[0]
             spread = f" ± {fmt(r.psnr_sd, 2)}" if pd.notna(r.get("psnr_sd")) else ""
             gain = f'<br><span class="sub">{_signed(r.vs_identity)} dB vs floor</span>' if pd.notna(r.vs_identity) else ""
-            tds.append(f"<td>{fmt(r.psnr, 2)}{spread} / {fmt(r.ssim_matlab3d, 4)}{gain}</td>")
+            mark = ' class="best"' if best[cell] == hit.index[0] else ""
+            tds.append(f"<td{mark}>{fmt(r.psnr, 2)}{spread} / {fmt(r.ssim_matlab3d, 4)}{gain}</td>")
         out.append(f'<tr><td class="name">{html.escape(str(model))}</td>{"".join(tds)}</tr>')
     for r in rows[rows["source"] == "published"].itertuples():
         out.append(f'<tr class="published"><td class="name">{html.escape(r.model)} <span class="badge">published</span>'
-                   f'</td><td colspan="{max(len(cells), 1)}" style="text-align:left">{fmt(r.psnr, 2)} / '
-                   f'{fmt(r.ssim_matlab3d, 3)} <span class="sub">the paper, real data, full schedule</span></td></tr>')  # fmt: skip
+                   f'</td><td colspan="{span}" class="name">{fmt(r.psnr, 2)} / {fmt(r.ssim_matlab3d, 3)} '
+                   '<span class="sub">the paper, real data, full schedule</span></td></tr>')  # fmt: skip
     out.append("</table>")
-    return "\n".join(out)
-
-
-def significance_table(table: pd.DataFrame, task: str) -> str:
-    """Per cell: seeds, PSNR (mean ± sd over seeds), gain over the floor and over the best baseline, with
-    95% paired bootstrap intervals and what they say."""
-    rows = table[(table["task"] == task) & (table["source"] == "measured") & (table["model"] != "identity")]
-    if rows.empty:
-        return ""
-    baseline = next((b for b in rows["baseline"] if isinstance(b, str)), None)
-    out = ['<table class="significance"><tr><th class="name">model / cell</th><th>seeds</th><th>PSNR (dB)</th>'
-           "<th>vs identity floor</th><th></th>"
-           f"<th>vs best baseline ({html.escape(baseline or 'none')})</th><th></th></tr>"]  # fmt: skip
-    for _, r in rows.iterrows():
-        spread = f" ± {fmt(r.psnr_sd, 2)}" if pd.notna(r.get("psnr_sd")) else ""
-        vs_base = "baseline" if f"{r.model}/{r.cell}" == baseline else _interval(r, "vs_baseline")
-        out.append(f'<tr><td class="name">{html.escape(f"{r.model}/{r.cell}")}</td><td>{fmt(r.seeds)}</td>'
-                   f"<td>{fmt(r.psnr, 3)}{spread}</td><td>{_interval(r, 'vs_identity')}</td>"
-                   f"<td>{verdict(r, 'vs_identity')}</td><td>{vs_base}</td>"
-                   f"<td>{'' if vs_base == 'baseline' else verdict(r, 'vs_baseline')}</td></tr>")  # fmt: skip
-    out.append("</table>")
-    return "\n".join(out)
+    return _wide("\n".join(out))
 
 
 def full_table(table: pd.DataFrame) -> str:
@@ -166,172 +208,163 @@ def full_table(table: pd.DataFrame) -> str:
         cls = ' class="published"' if r["source"] == "published" else ""
         tds = "".join(f"<td>{html.escape(fmt(r[c], 4))}</td>" for c in table.columns)
         body.append(f"<tr{cls}>{tds}</tr>")
-    return f'<div class="wide"><table class="full"><tr>{head}</tr>' + "".join(body) + "</table></div>"
-
-
-# ---------------------------------------------------------------------------------------------- figures
-
-
-def metric_figure(table: pd.DataFrame, task: str) -> bytes | None:
-    """Three panels over the cells: the PSNR gain over the identity floor with its 95% bootstrap interval (the
-    scale that shows small differences), then PSNR and SSIM beside the identity floor (dashed) and the
-    published numbers (one line style per paper), on the scale where the published numbers are."""
-    rows = table[table["task"] == task]
-    measured = rows[(rows["source"] == "measured") & (rows["model"] != "identity")]
-    if measured.empty:
-        return None
-    floor = rows[(rows["source"] == "measured") & (rows["model"] == "identity")]
-    published = rows[rows["source"] == "published"]
-    labels = [f"{m}/{c}" for m, c in zip(measured["model"], measured["cell"], strict=True)]
-    y = np.arange(len(labels))
-    models = list(dict.fromkeys(measured["model"]))
-    colours = [plt.cm.tab10(models.index(m) % 10) for m in measured["model"]]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.28 * len(labels) + 2.2), sharey=True,
-                             gridspec_kw={"width_ratios": [1.1, 1, 1]})  # fmt: skip
-    gain = measured["vs_identity"].to_numpy(float)
-    err = np.vstack([gain - measured["vs_identity_lo"].to_numpy(float), measured["vs_identity_hi"].to_numpy(float) - gain])
-    axes[0].errorbar(gain, y, xerr=np.nan_to_num(err.clip(min=0)), fmt="none", ecolor="#666", lw=1, capsize=3)
-    axes[0].scatter(gain, y, c=colours, s=22, zorder=3)
-    axes[0].axvline(0, color="k", ls="--", lw=1)
-    axes[0].set_xlabel("PSNR gain over the identity floor (dB), 95% interval")
-    styles = [":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))]
-    for ax, metric, name in ((axes[1], "psnr", "PSNR (dB)"), (axes[2], "ssim_matlab3d", "SSIM (matlab3d)")):
-        ax.scatter(measured[metric].to_numpy(float), y, c=colours, s=22, zorder=3)
-        if not floor.empty:
-            ax.axvline(float(floor[metric].iloc[0]), color="k", ls="--", lw=1)
-            ax.text(float(floor[metric].iloc[0]), -0.6, " identity floor", fontsize=7, va="bottom")
-        for i, r in enumerate(published.itertuples()):
-            ax.axvline(getattr(r, metric), color=plt.cm.Oranges(0.45 + 0.5 * i / max(len(published), 1)),
-                       ls=styles[i % len(styles)], lw=1.3, label=f"{r.model} (published)")
-        ax.set_xlabel(name)
-    for ax in axes:
-        ax.grid(axis="x", alpha=0.3)
-    if len(published):  # one legend for the panels with published lines, below them
-        handles, names = axes[1].get_legend_handles_labels()
-        fig.legend(handles, names, fontsize=7, loc="upper center", bbox_to_anchor=(0.6, 0.0), ncol=5, frameon=False)
-    axes[0].set_yticks(y, labels, fontsize=7)
-    axes[0].set_ylim(-1.2, len(labels) - 0.4)
-    axes[0].invert_yaxis()
-    fig.suptitle(f"{task}: every cell's gain over the identity floor, and against the published numbers", fontsize=10)
-    return _png(fig)
-
-
-def _read_tsv(path: Path) -> pd.DataFrame | None:
-    try:
-        frame = pd.read_csv(path, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    return frame if {"step"} <= set(frame.columns) and len(frame.columns) >= 2 else None
-
-
-def _runs(runs: Path, task: str) -> list[tuple[str, str, Path]]:
-    """(model, cell, run folder) of every finetuned run of `task` (runs/finetune/{task}/{model}/{cell}/)."""
-    base = runs / "finetune" / task
-    return [(d.parent.name, d.name, d) for d in sorted(base.glob("*/*")) if (d / "dvclive").is_dir()]
-
-
-def _loss_kind(run: Path) -> str:
-    for name in ("config.json", "train.json"):
-        try:
-            kind = json.loads((run / name).read_text()).get("loss")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if kind:
-            return str(kind)
-    return "unknown kind"
-
-
-def curve_figures(runs: Path, task: str) -> tuple[bytes | None, bytes | None]:
-    """(val/psnr per cell, one panel per model; training loss, one panel per loss kind), legends model/cell."""
-    found = _runs(runs, task)
-    val: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    loss: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    for model, cell, run in found:
-        metrics = run / "dvclive" / "plots" / "metrics"
-        v = _read_tsv(metrics / "val" / "psnr.tsv")
-        if v is not None:
-            val.setdefault(model, []).append((f"{model}/{cell}", v))
-        t = _read_tsv(metrics / "train" / "loss.tsv")
-        if t is not None:
-            loss.setdefault(_loss_kind(run), []).append((f"{model}/{cell}", t))
-    return (_panels(val, f"{task}: held-out val/psnr (dB)", "val/psnr (dB)"),
-            _panels(loss, f"{task}: training loss, one axis per loss kind", "loss"))  # fmt: skip
-
-
-def _panels(groups: dict[str, list[tuple[str, pd.DataFrame]]], title: str, ylabel: str) -> bytes | None:
-    return _png(panels_figure(groups, title, ylabel)) if groups else None
-
-
-def panels_figure(groups: dict[str, list[tuple[str, pd.DataFrame]]], title: str, ylabel: str):
-    """One axis per group (a model, or a loss kind), one curve per (label, frame[step, value])."""
-    n = len(groups)
-    cols = min(n, 3)
-    # more curves than fit inside an axis: the legend goes below it, two columns, and the row grows to hold it
-    most = max(len(curves) for curves in groups.values())
-    below = most > LEGEND_INSIDE
-    row = 3.0 + (0.14 * math.ceil(most / 2) + 0.3 if below else 0.0)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, row * math.ceil(n / cols)), squeeze=False)
-    for ax, (name, curves) in zip(axes.flat, groups.items(), strict=False):
-        for label, frame in curves:
-            ax.plot(frame["step"], frame[frame.columns[-1]], lw=1.1, marker="." if len(frame) < 12 else None,
-                    label=label)  # fmt: skip
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.tick_params(labelsize=7)
-        if below:
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-        else:
-            ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _wide(f'<table class="full"><tr>{head}</tr>' + "".join(body) + "</table>")
 
 
 # ---------------------------------------------------------------------------------------------- crops
 
 
-def crop_panels(path: Path) -> list[tuple[str, bytes]]:
-    """The evaluate stage's strip (input | output | ground truth side by side) as three labelled PNGs."""
-    strip = Image.open(path).convert("RGB")
-    w, h = strip.size
-    s = w // 3
+def crop_panels(path: Path) -> list[tuple[str, np.ndarray]]:
+    """The evaluate stage's strip (input | output | ground truth side by side) as three HxWx3 uint8 arrays."""
+    strip = np.asarray(Image.open(path).convert("RGB"))
+    s = strip.shape[1] // 3
+    return [(label, strip[:, i * s : (i + 1) * s]) for i, label in enumerate(("input", "output", "ground truth"))]
+
+
+def crop_psnr(x: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR (dB) of the uint8 crop shown against its ground truth crop: float64 MSE over every pixel and
+    channel, data range 255, inf when equal (metrics.psnr's definition, without importing torch here)."""
+    mse = float(np.mean((x.astype(np.float64) - gt.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _cell_folder(evals: Path, task: str, model: str, cell: str) -> Path | None:
+    """A pooled row's evaluated folder: the cell's, or its first seed's (full-seed0) when it ran seeds."""
+    for folder in [evals / task / model / cell, *sorted((evals / task / model).glob(f"{cell}-seed*"))]:
+        if (folder / "crops").is_dir():
+            return folder
+    return None
+
+
+def crop_choices(table: pd.DataFrame, evals: Path, task: str) -> list[tuple[str, Path]]:
+    """(caption, evaluated folder) of the cells whose crops are shown, each once: the best cell, the best
+    baseline, the best cell of the other models (the study's subject) and the lowest-ranked cell."""
+    rows = ranked(table, task)
+    if rows.empty:
+        return []
+    name = lambda r: f"{r.model}/{r.cell}"  # noqa: E731
+    studied = rows[~rows["model"].isin(BASELINE_MODELS)]
+    baseline = next((b for b in rows["baseline"] if isinstance(b, str)), None)
+    picks: dict[str, str] = {name(rows.iloc[0]): "best"}
+    if baseline:
+        picks.setdefault(baseline, "best baseline")
+    if not studied.empty:
+        picks.setdefault(name(studied.iloc[0]), "best of the other models")
+    picks.setdefault(name(rows.iloc[-1]), "lowest")
     out = []
-    for i, label in enumerate(("input", "output", "ground truth")):
-        buf = _io.BytesIO()
-        strip.crop((i * s, 0, (i + 1) * s, h)).save(buf, format="PNG")
-        out.append((label, buf.getvalue()))
+    for name, role in picks.items():
+        model, _, cell = name.partition("/")
+        folder = _cell_folder(evals, task, model, cell)
+        if folder is not None:
+            out.append((f"{name} ({role})", folder))
     return out
 
 
-def crops_section(evals: Path, task: str) -> str:
-    """For every cell, its first crop as input | output | ground truth at CROP_SCALE x its pixel size."""
-    figures = []
-    for folder in sorted((evals / task).glob("*/*/crops"))[:MAX_CROP_CELLS]:
-        files = sorted(folder.glob("*.png"))
-        if not files:
-            continue
-        model, cell = folder.parts[-3], folder.parts[-2]
-        panels = crop_panels(files[0])
-        size = Image.open(files[0]).size[1] * CROP_SCALE
-        inner = "".join(f"<figure>{_img(png, f'{model}/{cell} {files[0].stem} {label}', size)}"
-                        f"<figcaption>{label}</figcaption></figure>" for label, png in panels)  # fmt: skip
-        figures.append(f'<div class="triplet"><div class="sub">{html.escape(f"{model}/{cell}")} · image '
-                       f"{html.escape(files[0].stem)}</div>{inner}</div>")  # fmt: skip
-    if not figures:
+def crops_section(table: pd.DataFrame, evals: Path, task: str) -> str:
+    """CROP_IMAGES images, each a row: input, the chosen cells' outputs, ground truth, at CROP_SCALE x their
+    pixel size, each captioned with the PSNR of the crop shown."""
+    chosen = crop_choices(table, evals, task)
+    if not chosen:
         return ""
-    return "<h3>Sample crops: input | output | ground truth</h3>" + f'<div class="crops">{"".join(figures)}</div>'
+    ids = [p.stem for p in sorted((chosen[0][1] / "crops").glob("*.png"))]
+    ids = [i for i in ids if all((f / "crops" / f"{i}.png").exists() for _, f in chosen)][:CROP_IMAGES]
+    rows = []
+    for image in ids:
+        strips = [(caption, crop_panels(folder / "crops" / f"{image}.png")) for caption, folder in chosen]
+        (_, lq), _, (_, gt) = strips[0][1]
+        # (caption, pixels, its ground truth): each output against the ground truth of its own strip
+        shown = [("input", lq, gt), *((c, panels[1][1], panels[2][1]) for c, panels in strips), ("ground truth", gt, None)]
+        figs = []
+        for caption, pixels, truth in shown:
+            buf = _io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="PNG")
+            label = html.escape(caption) + ("" if truth is None else f"<br>{crop_psnr(pixels, truth):.2f} dB")
+            figs.append(f"<figure>{_img(buf.getvalue(), f'{task} image {image} {caption}', pixels.shape[1] * CROP_SCALE)}"
+                        f"<figcaption>{label}</figcaption></figure>")  # fmt: skip
+        rows.append(f'<div class="triplet"><div class="sub">image {html.escape(image)}: a centre crop, drawn at '
+                    f"{CROP_SCALE}x; PSNR of the crop shown</div>{''.join(figs)}</div>")  # fmt: skip
+    return f'<div class="crops">{"".join(rows)}</div>' if rows else ""
 
 
 # ---------------------------------------------------------------------------------------------- page
 
 
+def reading_note(table: pd.DataFrame) -> str:
+    """How to read the intervals, by what the table holds: one seed per cell (no verdict, and why), or several."""
+    measured = table[(table["source"] == "measured") & (table["model"] != "identity")]
+    seeds = pd.to_numeric(measured.get("seeds"), errors="coerce").max() if not measured.empty else None
+    parts = ["<p>Measured rows are this pipeline's scores by each task's published protocol. Rows marked "
+             '<span class="badge">published</span> are the papers\' numbers on the real datasets with full '
+             "schedules: they compare with the paper profile only, never with the demo's tiny models.</p>"]
+    if seeds is not None and pd.notna(seeds) and seeds > 1:
+        parts.append(f'<p class="note">Each cell ran up to {int(seeds)} training seeds. The intervals are 95% '
+                     "two-level bootstrap intervals: the seeds are resampled, then the evaluation images within each "
+                     "resampled seed, so they cover training noise as well as the choice of images. <b>better</b> / "
+                     "<b>worse</b>: the interval excludes 0; <b>not distinguishable</b>: it holds 0. A cell trained "
+                     f"once gets none (&ldquo;{html.escape(ONE_SEED)}&rdquo;). With few seeds the interval is coarse "
+                     "and on the narrow side (resampling 3 seeds sees at most 3 distinct values): more seeds make the "
+                     "verdicts firmer.</p>")  # fmt: skip
+    else:
+        parts.append('<p class="note">Each cell was trained once (one seed). Its interval is a 95% paired bootstrap '
+                     "interval over the evaluation images: it covers which images were chosen, not training noise, "
+                     "and another seed can move a cell by as much as the gaps between cells. So no cell is called "
+                     "better or worse here. To get verdicts, train every cell with several seeds "
+                     "(<code>seeds: [0, 1, 2]</code> in params.yaml): the intervals then resample seeds, then images "
+                     "within each seed.</p>")  # fmt: skip
+    parts.append('<p>In each ranking the best value of a column is marked <span style="color:#2a7a2a">&#9733;'
+                 "</span>.</p>")
+    return "\n".join(parts)
+
+
+# Each task's subsections, in page order: (anchor suffix, heading); the contents list them all.
+SECTIONS = (("ranking", "Ranking"), ("grid", "PSNR (dB) / SSIM by model and cell"),
+            ("figures", "Compared with the floor, the best baseline and the published numbers"),
+            ("curves", "Training curves"), ("crops", "Crops"))  # fmt: skip
+
+
+def contents(tasks: list[str]) -> str:
+    items = ['<li><a href="#reading">How to read this page</a></li>']
+    for task in tasks:
+        t = html.escape(task)
+        sub = "".join(f'<li><a href="#{t}-{key}">{html.escape(title)}</a></li>' for key, title in SECTIONS)
+        items.append(f'<li><a href="#{t}">{t}</a><ol>{sub}</ol></li>')
+    items.append('<li><a href="#all-rows">All rows</a></li>')
+    return f'<nav class="toc" id="contents"><h2>Contents</h2><ol>{"".join(items)}</ol></nav>'
+
+
+def _comparison(table: pd.DataFrame, task: str) -> str:
+    fig = comparison_figure(table, task)
+    if fig is None:
+        return ""
+    return (f'<figure class="plot">{_img(png(fig), f"{task} comparison")}<figcaption>{task}: (a) gain over the '
+            "identity floor and (b) difference to the best baseline, dots with 95% interval bars and their values, "
+            "cells ranked as in the table; (c) the published numbers, on their own axis: real data and full "
+            "schedules.</figcaption></figure>")  # fmt: skip
+
+
+def _curves(runs: Path, task: str) -> str:
+    return "".join(f'<figure class="plot">{_img(data, f"{task} {what}")}<figcaption>{task}: {what}, one panel per '
+                   "model on one y-range; smoothed, raw values faint</figcaption></figure>"
+                   for what, data in curve_figures(runs, task))  # fmt: skip
+
+
+def task_section(table: pd.DataFrame, task: str, runs: Path, evals: Path) -> list[str]:
+    """The task's heading, then each of SECTIONS with its anchor (an empty one says so)."""
+    bodies = {"ranking": ranking_table(table, task), "grid": score_table(table, task),
+              "figures": _comparison(table, task), "curves": _curves(runs, task),
+              "crops": crops_section(table, evals, task)}  # fmt: skip
+    t = html.escape(task)
+    parts = [f'<h2 id="{t}">{t}</h2>']
+    for key, title in SECTIONS:
+        parts += [f'<h3 id="{t}-{key}">{html.escape(title)}</h3>', bodies[key] or '<p class="sub">nothing to show</p>']
+    return parts
+
+
 def build_report(table_path: Path, out: Path, *, runs: Path = Path("runs"), evals: Path = Path("results/eval"),
-                 meta: dict | None = None, now: dt.datetime | None = None) -> Path:  # fmt: skip
-    """Write the report for results/table.csv; `meta`: profile, git_revision, params_hash (shown on top)."""
+                 meta: dict | None = None, now: dt.datetime | None = None,
+                 tasks: list[str] | None = None) -> Path:  # fmt: skip
+    """Write the report for results/table.csv; `meta`: profile, git_revision, params_hash (shown on top);
+    `tasks`: their order (default: the table's, which aggregate writes in params order)."""
     try:
         table = pd.read_csv(table_path, dtype={"seeds": "Int64", "images": "Int64", "params": "Int64"})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
@@ -342,34 +375,20 @@ def build_report(table_path: Path, out: Path, *, runs: Path = Path("runs"), eval
         what = f"has no column(s) {missing}" if missing else "has no rows (only its header)"
         raise RestorebenchError(table_path, f"{what}; a report of it would be empty",
                                 "run `restorebench aggregate` again (after the evaluate stages)")
+    for col in ("cell", "baseline", "pretrain", "vs_identity_verdict", "vs_baseline_verdict"):
+        if col not in table.columns:
+            table[col] = None  # a table from before these columns: shown without them
+    order = [t for t in (tasks or []) if t in set(table["task"])]
+    order += [t for t in dict.fromkeys(table["task"]) if t not in order]
     meta = dict(meta or {})
     when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M UTC")
     facts = " · ".join(f"{k.replace('_', ' ')} <code>{html.escape(str(meta[k]))}</code>"
                        for k in ("profile", "git_revision", "params_hash") if k in meta)  # fmt: skip
-    parts = [
-        "<h1>restorebench report</h1>",
-        f'<p class="meta" id="meta">{facts} · built {when}</p>',
-        "<p>Measured rows are this pipeline's scores by each task's published protocol. Rows marked "
-        '<span class="badge">published</span> are the papers\' numbers on the real datasets with full schedules: '
-        "they compare with the paper profile only, never with the demo's tiny models. Intervals are 95% paired "
-        "bootstrap intervals over the evaluation images (see the README, 'Reading the report').</p>",
-    ]
-    for task in sorted(table["task"].unique()):
-        parts += [f'<h2 id="{html.escape(task)}">{html.escape(task)}</h2>',
-                  "<h3>PSNR (dB) / SSIM by model and cell</h3>", score_table(table, task),
-                  "<h3>Is the difference real?</h3>", significance_table(table, task)]  # fmt: skip
-        png = metric_figure(table, task)
-        if png is not None:
-            parts.append(f'<figure class="plot">{_img(png, f"{task} cells vs published")}<figcaption>{task}: cells '
-                         "(dots): gain over the identity floor with its 95% interval; PSNR and SSIM beside the floor "
-                         "(dashed) and the published numbers</figcaption></figure>")  # fmt: skip
-        val_png, loss_png = curve_figures(runs, task)
-        for png, what in ((val_png, "val/psnr curves"), (loss_png, "training loss by loss kind")):
-            if png is not None:
-                parts.append(f'<figure class="plot">{_img(png, f"{task} {what}")}<figcaption>{task}: {what}'
-                             "</figcaption></figure>")  # fmt: skip
-        parts.append(crops_section(evals, task))
-    parts += ["<h2>All rows</h2>", full_table(table)]
+    parts = ["<h1>restorebench report</h1>", f'<p class="meta" id="meta">{facts} · built {when}</p>',
+             contents(order), '<h2 id="reading">How to read this page</h2>', reading_note(table)]
+    for task in order:
+        parts += task_section(table, task, runs, evals)
+    parts += ['<h2 id="all-rows">All rows</h2>', full_table(table)]
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>restorebench report</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")  # fmt: skip
     io.write_text(out, page)

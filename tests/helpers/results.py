@@ -42,26 +42,33 @@ def write_grid(root: Path, *, images: int = 12, with_curves: bool = True) -> Non
              ("swin_upernet", "dcpt-full", "dcpt", 2.5)]  # fmt: skip
     for task, base in (("denoise", 28.0), ("deblur", 22.0)):
         floor = base + rng.normal(0, 1.0, images)
+        gt = (rng.random((48, 48, 3)) * 255).astype(np.uint8)  # the task's image, the same for every cell
+        lq = np.clip(gt + rng.normal(0, 25, gt.shape), 0, 255).astype(np.uint8)
         for model, cell, pretrain, gain in cells:
             strategy = cell.rpartition("-")[2]
             scores = floor + gain + rng.normal(0, 0.1, images) if model != "identity" else floor
             write_cell(root, task, model, cell, scores, strategy=strategy, pretrain=pretrain)
-            gt = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
-            lq = np.clip(gt + rng.normal(0, 25, gt.shape), 0, 255).astype(np.uint8)
-            save_crop(root / "results/eval" / task / model / cell / "crops" / "0000.png", EvalItem("0000", lq, gt),
-                      gt / 255.0, 48)  # fmt: skip
+            out = lq / 255.0 if model == "identity" else np.clip(gt / 255.0 + rng.normal(0, 0.1 / (1 + gain), gt.shape), 0, 1)
+            for image in ("0000", "0001", "0002"):
+                save_crop(root / "results/eval" / task / model / cell / "crops" / f"{image}.png",
+                          EvalItem(image, lq, gt), out, 48)  # fmt: skip
             if with_curves and model != "identity":
-                write_curves(root / "runs/finetune" / task / model / cell, loss="psnr" if model == "nafnet" else "l1")
+                write_curves(root / "runs/finetune" / task / model / cell, loss="psnr" if model == "nafnet" else "l1",
+                             shift=gain, seed=int(rng.integers(1 << 30)))  # fmt: skip
 
 
-def write_curves(run: Path, *, loss: str, steps: int = 40) -> None:
-    """dvclive's files (plots/metrics/train/loss.tsv, val/psnr.tsv) and the run's config.json loss kind."""
+def write_curves(run: Path, *, loss: str, steps: int = 40, shift: float = 0.0, seed: int = 0) -> None:
+    """dvclive's files (plots/metrics/train/loss.tsv every step, val/psnr.tsv every 5) and the run's config.json
+    loss kind; `shift` (dB) raises the run's curves, `seed` draws their noise."""
+    rng = np.random.default_rng(seed)
     metrics = run / "dvclive" / "plots" / "metrics"
     (metrics / "train").mkdir(parents=True, exist_ok=True)
     (metrics / "val").mkdir(parents=True, exist_ok=True)
-    step = np.arange(0, steps, 5)
-    value = -25 - np.log1p(step) if loss == "psnr" else 0.05 / (1 + 0.1 * step)
+    step = np.arange(steps)
+    value = -25 - shift - np.log1p(step) if loss == "psnr" else 0.05 / (1 + 0.1 * step) / (1 + shift / 10)
+    value = value + rng.normal(0, 0.3 if loss == "psnr" else 0.003, steps)
     pd.DataFrame({"timestamp": 0, "step": step, "loss": value}).to_csv(metrics / "train/loss.tsv", sep="\t", index=False)
-    pd.DataFrame({"timestamp": 0, "step": step, "psnr": 25 + np.log1p(step)}).to_csv(
+    val = step[::5]
+    pd.DataFrame({"timestamp": 0, "step": val, "psnr": 25 + shift / 4 + np.log1p(val)}).to_csv(
         metrics / "val/psnr.tsv", sep="\t", index=False)
     (run / "config.json").write_text(f'{{"loss": "{loss}"}}')
