@@ -86,13 +86,57 @@ def dvc_metrics(pipe: Pipeline) -> list[str]:
     in params order, per task), so `dvc metrics show` gives one row per cell: psnr, ssim_matlab3d,
     ssim_basicsr and gain (dB over the degraded input, evaluate.METRIC_KEYS). summary.json is not one: its
     keys would become columns of every row."""
-    return [metrics_json(c.task, c.model, c.name) for c in pipe.table_cells()]
+    cells = pipe.table_cells()
+    return [metrics_json(c.task, c.model, c.name) for t in pipe.cfg.tasks for c in cells if c.task == t]
 
 
-def metric_order(pipe: Pipeline) -> dict[str, int]:
-    """Metrics file -> its place in task, model, cell order (params order, the floor first): the order to show
-    `dvc metrics diff` rows in, which DVC itself sorts by path."""
-    return {path: n for n, path in enumerate(dvc_metrics(pipe))}
+# ---------------------------------------------------------------------------------------------- compare
+
+DIFF_HEADER = ("task", "model", "cell", "metric")
+
+
+def diff_rows(pipe: Pipeline, diff: dict[str, dict[str, dict]]) -> list[tuple]:
+    """`dvc metrics diff --json`'s {path: {metric: {old, new, diff}}} as rows (task, model, cell, metric, old,
+    new, change) in dvc_metrics' order (task, then the floor and the grid in params order), metrics by name;
+    a file outside the current grid (a cell only the other revision has) follows, by path. DVC prints the
+    files in set order, a different one each run (dvc/utils/diff.py, 3.67)."""
+    place = {path: n for n, path in enumerate(dvc_metrics(pipe))}
+    rows = []
+    for path in sorted(diff, key=lambda p: (place.get(p, len(place)), p)):
+        parts = Path(path).with_suffix("").parts
+        who = tuple(parts[-3:]) if len(parts) >= 3 and path.startswith("metrics/finetune/") else (path, "", "")
+        for metric, change in sorted(diff[path].items()):
+            rows.append((*who, metric, change.get("old"), change.get("new"), change.get("diff")))
+    return rows
+
+
+def format_rows(rows: list[tuple], a_rev: str, b_rev: str) -> str:
+    """Rows of diff_rows as an aligned text table (values to 4 decimals; "-" where a revision lacks one)."""
+
+    def text(v: object) -> str:
+        return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    table = [(*DIFF_HEADER, a_rev, b_rev, "change")] + [tuple(text(v) for v in r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.rjust(w) if i >= len(DIFF_HEADER) else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in table]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def compare(pipe: Pipeline, a_rev: str, b_rev: str = "workspace", *, cwd: Path | None = None) -> str:
+    """`dvc metrics diff a_rev b_rev` ordered by task, model and cell (diff_rows), as a text table."""
+    import json
+    import subprocess
+
+    from restorebench.errors import RestorebenchError
+
+    cmd = ["dvc", "metrics", "diff", a_rev, b_rev, "--json"]
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RestorebenchError(" ".join(cmd), (done.stderr.strip().splitlines() or ["failed"])[-1],
+                                "check both revisions exist (git branch -a, dvc exp list)")  # fmt: skip
+    diff = json.loads(done.stdout or "{}")
+    return format_rows(diff_rows(pipe, diff.get("diff", diff)), a_rev, b_rev)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -147,7 +191,15 @@ def page(tarballs: list[Path]) -> str:
                              plots="{plot_divs}")  # fmt: skip
 
 
-if __name__ == "__main__":  # python -m restorebench.views page TARBALL... > .dvc/plots/page.html
-    if len(sys.argv) < 2 or sys.argv[1] != "page":
-        raise SystemExit("usage: python -m restorebench.views page vega-X.tgz vega-lite-Y.tgz vega-embed-Z.tgz")
-    sys.stdout.write(page([Path(p) for p in sys.argv[2:]]))
+USAGE = """usage: python -m restorebench.views page vega-X.tgz vega-lite-Y.tgz vega-embed-Z.tgz > .dvc/plots/page.html
+       python -m restorebench.views compare A [B]   (dvc metrics diff A B, by task, model and cell)"""
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["page"]:
+        sys.stdout.write(page([Path(p) for p in sys.argv[2:]]))
+    elif sys.argv[1:2] == ["compare"] and 3 <= len(sys.argv) <= 4:
+        from restorebench.pipeline import load
+
+        sys.stdout.write(compare(load("params.yaml"), *sys.argv[2:]))
+    else:
+        raise SystemExit(USAGE)
