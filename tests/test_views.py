@@ -19,7 +19,7 @@ from PIL import Image
 
 from restorebench import pipeline, views
 from restorebench.aggregate import build_table, write_outputs
-from tests.helpers.project import copy_project, git_commit, git_init, run
+from tests.helpers.project import copy_project, git_commit, git_init, run, set_params
 from tests.helpers.results import write_cell, write_curves
 from tests.test_report import _chromium, _headless
 
@@ -46,7 +46,7 @@ def project(project_root, tmp_path_factory):
     repo = copy_project(project_root, tmp_path_factory.mktemp("views") / "repo",
                         files=("params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"))  # fmt: skip
     pipe = pipeline.load(repo / "params.yaml")
-    body = {"metrics": views.dvc_metrics(pipe), "plots": views.dvc_plots(pipe)}
+    body = {"params": ["params.yaml"], "metrics": views.dvc_metrics(pipe), "plots": views.dvc_plots(pipe)}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     _write_results(repo, pipe)
     (repo / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
@@ -162,13 +162,14 @@ def test_metrics_show_is_a_row_per_cell_within_120_columns(project):
 
 
 @pytest.mark.slow
-def test_compare_orders_metrics_diff_by_task_model_and_cell(project, tmp_path):
+def test_compare_and_experiments_order_cells_by_task_model_and_cell(project, tmp_path):
     repo, pipe = project
     branch = tmp_path / "branch"
     shutil.copytree(repo, branch)
     run(["git", "checkout", "-q", "-b", "exp"], branch)
     moved = [c for c in pipe.cells() if c.trained][::-7][:4]  # cells of both tasks, in reverse params order
     _write_results(branch, pipe, shift={(c.task, c.model, c.name): 0.25 for c in moved})
+    set_params(branch / "params.yaml", **{"profiles.demo.train.models.nafnet.lr": 0.004})
     git_commit(branch, "four cells moved")
     text = views.compare(pipe, "main", "exp", cwd=branch)
     lines = text.splitlines()
@@ -184,6 +185,20 @@ def test_compare_orders_metrics_diff_by_task_model_and_cell(project, tmp_path):
         assert (float(old), float(new), float(change)) == pytest.approx((ref["old"], ref["new"], ref["diff"]), abs=1e-4)
     gains = {tuple(r[:3]): float(r[6]) for r in rows if r[3] == "gain"}
     assert gains == pytest.approx(dict.fromkeys(gains, 0.25), abs=1e-4)
+    # the experiments' view: the changed parameter, then the moved cells' PSNR, a narrow column per revision
+    shown = json.loads(run(["dvc", "exp", "show", "-a", "--json"], branch))
+    table = views.experiments(pipe, shown).splitlines()
+    assert max(len(line) for line in table) < 200
+    head, param, blank, cells_head, *cell_lines = table
+    assert head.split() == ["parameter", "workspace", "exp", "main"] and blank == ""
+    lr = pipe.cfg.train.recipe("nafnet").lr
+    assert param.split() == ["profiles.demo.train.models.nafnet.lr", "0.004", "0.004", str(lr)]
+    assert [tuple(line.split()[:3]) for line in cell_lines] == cells
+    for line in cell_lines:
+        task, model, cell, *values = line.split()
+        new = json.loads((branch / f"metrics/finetune/{task}/{model}/{cell}.json").read_text())["psnr"]
+        old = json.loads((repo / f"metrics/finetune/{task}/{model}/{cell}.json").read_text())["psnr"]
+        assert [float(v) for v in values] == pytest.approx([new, new, old], abs=1e-4)
 
 
 def _tarball(folder, name: str, js: str):
@@ -219,3 +234,4 @@ def test_page_inlines_the_three_builds_in_load_order_and_dvc_fills_it(tmp_path, 
     assert set(re.findall(r"\{(plot_divs|scripts|refresh_tag)\}", shipped)) == {"plot_divs", "refresh_tag"}
     assert "BSD-3-Clause" in (project_root / ".dvc/plots/LICENSE-vega.txt").read_text()
     assert views.DVC_CONFIG.strip().splitlines()[1].strip() in (project_root / ".dvc/config").read_text()
+

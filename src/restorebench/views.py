@@ -139,6 +139,70 @@ def compare(pipe: Pipeline, a_rev: str, b_rev: str = "workspace", *, cwd: Path |
     return format_rows(diff_rows(pipe, diff.get("diff", diff)), a_rev, b_rev)
 
 
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def experiment_columns(shown: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(name, flat params, {metrics path: data}) of every revision in `dvc exp show --json` (its baselines and
+    their experiments, in DVC's order); a revision is named by its experiment or branch name, else its sha."""
+    out = []
+
+    def add(entry: dict) -> None:
+        data = entry.get("data") or {}
+        params = {f"{path}:{k}" if path != "params.yaml" else k: v for path, item in (data.get("params") or {}).items()
+                  for k, v in _flat(item.get("data") or {}).items()}  # fmt: skip
+        metrics = {path: item.get("data") or {} for path, item in (data.get("metrics") or {}).items()}
+        rev = str(entry.get("rev", "?"))
+        out.append((entry.get("name") or (rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev), params, metrics))
+
+    for baseline in shown:
+        add(baseline)
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                add(rev)
+    return out
+
+
+def experiments(pipe: Pipeline, shown: list[dict], *, metric: str = "psnr", only_changed: bool = True) -> str:
+    """`dvc exp show --json` turned on its side: a column per revision, a row per changed parameter, then a
+    row per cell (task, model, cell in dvc_metrics' order) with its `metric`. DVC's own table heads each
+    metric column with its file's path (45+ characters, never wrapped: dvc/commands/experiments/show.py, 3.67),
+    so ten cells' PSNR take 500 columns there; here each revision adds one narrow column. `only_changed`:
+    the parameters and cells whose value differs between the revisions shown (as --only-changed)."""
+    cols = experiment_columns(shown)
+    names = [name for name, _, _ in cols]
+
+    def text(v: object) -> str:
+        return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    keys = list(dict.fromkeys(k for _, params, _ in cols for k in params))
+    param_rows = [(k, ["-" if k not in params else str(params[k]) for _, params, _ in cols]) for k in keys]
+    paths = dvc_metrics(pipe)
+    parts = [Path(p).with_suffix("").parts[-3:] for p in paths]
+    part_w = [max(len(x[i]) for x in parts) for i in range(3)]
+    cell_rows = []
+    for path, who in zip(paths, parts, strict=True):
+        label = "  ".join(x.ljust(w) for x, w in zip(who, part_w, strict=True))
+        cell_rows.append((label, [text(metrics.get(path, {}).get(metric)) for _, _, metrics in cols]))
+    if only_changed:
+        param_rows = [r for r in param_rows if len(set(r[1])) > 1]
+        cell_rows = [r for r in cell_rows if len(set(r[1])) > 1]
+    label_w = max([len("parameter"), *(len(k) for k, _ in param_rows + cell_rows)])
+    widths = [max([len(n), *(len(v[i]) for _, v in param_rows + cell_rows)]) for i, n in enumerate(names)]
+
+    def line(label: str, values: list[str]) -> str:
+        cells = (v.rjust(w) for v, w in zip(values, widths, strict=True))
+        return f"{label.ljust(label_w)}  " + "  ".join(cells)
+
+    out = [line("parameter", names)] + [line(k, v) for k, v in param_rows]
+    head = "  ".join(x.ljust(w) for x, w in zip(("task", "model", f"cell: {metric}"), part_w, strict=True))
+    out += ["", line(head, names)] + [line(k, v) for k, v in cell_rows]
+    return "\n".join(x.rstrip() for x in out) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------- the page
 
 PAGE_SHELL = """<!DOCTYPE html>
@@ -192,7 +256,8 @@ def page(tarballs: list[Path]) -> str:
 
 
 USAGE = """usage: python -m restorebench.views page vega-X.tgz vega-lite-Y.tgz vega-embed-Z.tgz > .dvc/plots/page.html
-       python -m restorebench.views compare A [B]   (dvc metrics diff A B, by task, model and cell)"""
+       python -m restorebench.views compare A [B]   (dvc metrics diff A B, by task, model and cell)
+       python -m restorebench.views experiments [DVC EXP SHOW OPTIONS]   (changed params and cells' PSNR)"""
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["page"]:
@@ -201,5 +266,15 @@ if __name__ == "__main__":
         from restorebench.pipeline import load
 
         sys.stdout.write(compare(load("params.yaml"), *sys.argv[2:]))
+    elif sys.argv[1:2] == ["experiments"]:  # extra arguments go to `dvc exp show` (e.g. -a, --rev main)
+        import json
+        import subprocess
+
+        from restorebench.pipeline import load
+
+        shown = subprocess.run(["dvc", "exp", "show", "--json", *sys.argv[2:]], capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise SystemExit(shown.stderr.strip() or "error: dvc exp show failed")
+        sys.stdout.write(experiments(load("params.yaml"), json.loads(shown.stdout)))
     else:
         raise SystemExit(USAGE)
