@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from restorebench.aggregate import ONE_SEED, build_table, paired_bootstrap, two_level_bootstrap
@@ -61,10 +62,14 @@ def test_table_shows_intervals_against_the_floor_and_the_best_baseline(tmp_path)
     assert swin.vs_baseline_lo < -0.05 < swin.vs_baseline_hi  # 0.05 dB: within the interval, not distinguishable
     assert rows.loc["restormer"].vs_baseline_hi < 0  # 1 dB worse: clearly
     assert math.isnan(rows.loc["identity"].vs_identity)
-    # summary.json: the gain over the floor per cell, nothing the cell files already hold
-    assert summary == {"denoise": {m: {c: {"psnr_vs_identity": pytest.approx(d, abs=0.1)}}
-                                   for m, c, d in [("nafnet", "full", 2.0), ("restormer", "full", 1.0),
-                                                   ("swin_upernet", "llrd", 1.95)]}}  # fmt: skip
+    # summary.json: a glance per task (the floor, how many cells, the best with its gain and interval)
+    nafnet = rows.loc["nafnet"]
+    assert summary == {"denoise": {
+        "floor_psnr": pytest.approx(float(np.mean(floor)), abs=1e-4), "cells": 3,
+        "best": {"model": "nafnet", "cell": "full", "psnr": pytest.approx(nafnet.psnr, abs=1e-4),
+                 "ssim": pytest.approx(0.8), "gain": pytest.approx(2.0, abs=0.1),
+                 "gain_lo": pytest.approx(nafnet.vs_identity_lo, abs=1e-4),
+                 "gain_hi": pytest.approx(nafnet.vs_identity_hi, abs=1e-4)}}}  # fmt: skip
 
 
 def test_repeated_seeds_are_pooled_into_mean_and_spread(tmp_path):
@@ -82,7 +87,7 @@ def test_repeated_seeds_are_pooled_into_mean_and_spread(tmp_path):
     assert row.psnr == pytest.approx(np.mean(means), abs=1e-5)  # the metric files keep 6 decimals
     assert row.psnr_sd == pytest.approx(np.std(means, ddof=1), abs=1e-5)
     assert row.vs_identity_lo < row.vs_identity < row.vs_identity_hi
-    assert sorted(summary["deblur"]["nafnet"]) == ["full-seed0", "full-seed1", "full-seed2"]  # one per run
+    assert summary["deblur"]["cells"] == 1 and summary["deblur"]["best"]["cell"] == "full"  # seeds pooled
 
 
 def test_cells_argument_takes_exactly_the_listed_cells(tmp_path):
@@ -100,8 +105,14 @@ def test_metric_files_hold_only_numbers_and_provenance_sits_beside_per_image(tmp
     write_grid(tmp_path, images=4, with_curves=False)
     for path in (tmp_path / "metrics/finetune").rglob("*.json"):
         data = json.loads(path.read_text())
-        assert set(data) == {"psnr", "ssim_matlab3d", "ssim_basicsr"}, path
+        assert set(data) == {"psnr", "ssim_matlab3d", "ssim_basicsr", "gain"}, path
         assert all(isinstance(v, float) for v in data.values())
+        # the gain over the floor, from the same images' input PSNR (write_grid's floor): 0 for the floor itself
+        cell_dir = tmp_path / "results/eval" / path.relative_to(tmp_path / "metrics/finetune").with_suffix("")
+        per_image = pd.read_csv(cell_dir / "per_image.csv")
+        assert data["gain"] == pytest.approx((per_image["psnr"] - per_image["psnr_input"]).mean(), abs=1e-5)
+        if path.parent.name == "identity":
+            assert data["gain"] == 0.0
     prov = json.loads((tmp_path / "results/eval/denoise/nafnet/full/provenance.json").read_text())
     assert "timing" not in prov  # timings differ run to run: timing.json, which no orchestrator hashes
     timing = json.loads((tmp_path / "results/eval/denoise/nafnet/full/timing.json").read_text())

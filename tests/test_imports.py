@@ -25,7 +25,7 @@ LAYERS = (
     ("training", {"train", "estimate", "costs"}),
     ("pretraining", {"pretrain"}),
     ("results and tools", {"aggregate", "figures", "report", "restore", "doctor"}),
-    ("grid and entry points", {"pipeline", "dvcyaml", "snakemake_config", "plan", "cli", "__main__"}),
+    ("grid and entry points", {"pipeline", "views", "dvcyaml", "snakemake_config", "plan", "cli", "__main__"}),
 )
 
 
@@ -115,7 +115,7 @@ def test_imports_go_down_the_layers():
 
 def test_the_params_and_grid_modules_load_without_torch():
     """The Snakefile and `restorebench pipeline` read the grid and the params without paying for torch."""
-    code = ("import sys, restorebench.schema, restorebench.config, restorebench.pipeline; "
+    code = ("import sys, restorebench.schema, restorebench.config, restorebench.pipeline, restorebench.views; "
             "print(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -142,3 +142,24 @@ def test_mixup_is_restormers():
             torch.testing.assert_close(b - a, gt - lq)
             assert torch.all(a >= 0) and torch.all(a <= 3)
     assert outcomes == {True, False}  # identity half the time (use_identity), mixup otherwise
+
+
+@pytest.mark.parametrize("task", ["denoise", "deblur"])
+def test_gain_is_the_psnr_over_the_degraded_input_on_the_same_images(task):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(5)
+    gts = [rng.integers(30, 220, (16, 20, 3), dtype=np.uint8) for _ in range(3)]
+    lqs = [np.clip(g + rng.normal(0, 20, g.shape), 0, 255).astype(np.uint8) for g in gts]
+    items = [EvalItem(f"{i}", lq, gt) for i, (lq, gt) in enumerate(zip(lqs, gts, strict=True))]
+    halfway = {i: torch.from_numpy((lq.astype(np.float64) + gt) / 2 / 255).permute(2, 0, 1)[None].float()
+               for i, (lq, gt) in enumerate(zip(lqs, gts, strict=True))}  # fmt: skip
+    calls = iter(range(3))
+    table, summary = evaluate(lambda x: halfway[next(calls)], task, iter(items))
+    inputs = [peak_signal_noise_ratio(g, lq, data_range=255) for lq, g in zip(lqs, gts, strict=True)]
+    assert table["psnr_input"].to_numpy() == pytest.approx(inputs, abs=1e-6)
+    assert summary["gain"] == pytest.approx(float(np.mean(table["psnr"] - np.array(inputs))), abs=1e-9)
+    assert summary["gain"] > 3  # halfway to the target: about 6 dB over the input
+    _, floor = evaluate(lambda x: x, task, iter(items))
+    assert floor["gain"] == pytest.approx(0.0, abs=1e-6)  # the input itself (through float32 on denoise)
+    assert floor["psnr"] == pytest.approx(np.mean(inputs), abs=1e-6)

@@ -79,7 +79,7 @@ def test_push_pull_and_queued_sweep(project_root, tmp_path):
     psnr = {}
     for seed, exp in by_seed.items():
         metric = exp["data"]["metrics"][METRIC]["data"]
-        assert sorted(metric) == ["psnr", "ssim_basicsr", "ssim_matlab3d"]  # the metric file holds scores only
+        assert sorted(metric) == ["gain", "psnr", "ssim_basicsr", "ssim_matlab3d"]  # the metric file holds scores only
         psnr[seed] = metric["psnr"]
         assert 20 < psnr[seed] < 45, psnr
     # each seed draws its own sample noise, so each experiment scored different data

@@ -2,7 +2,7 @@
 
 Inputs per cell (cell = a strategy, or {pretrain}-{strategy}, restorebench.config.cell_name; a seed suffix is
 allowed when a grid repeats cells over seeds):
-  metrics/finetune/{task}/{model}/{cell}.json        PSNR / SSIM only (the DVC metric)
+  metrics/finetune/{task}/{model}/{cell}.json        PSNR / SSIM / gain over the input (the DVC metric)
   results/eval/{task}/{model}/{cell}/per_image.csv   per-image scores (the bootstrap resamples these)
   results/eval/{task}/{model}/{cell}/provenance.json what ran: strategy, pretrain, seed, params, ..., and the
                                                      sha256 of the per_image.csv and metrics file written
@@ -15,9 +15,11 @@ Outputs:
                         task's best baseline cell, each with a paired bootstrap 95% interval and a verdict;
                         published rows (docs/ARCHITECTURE.md) follow with source "published" and are never mixed
                         into measured ones.
-  metrics/summary.json  {task: {model: {cell: {"psnr_vs_identity": dB}}}}: only what the cell files do not
-                        already hold, so `dvc metrics diff` shows each measured number once. The difference to
-                        the best baseline is not a metric: it moves for every cell when the baseline moves.
+  metrics/summary.json  {task: {"floor_psnr", "cells", "best": {"model", "cell", "psnr", "ssim", "gain",
+                        "gain_lo", "gain_hi"}}} (dB; summarize): a glance at each task. It is not a DVC metric
+                        (restorebench.views.dvc_metrics): each cell's file already holds its PSNR, SSIM and gain
+                        over the floor, one `dvc metrics show` row per cell, and nested keys would add columns
+                        to every row.
 """
 
 from __future__ import annotations
@@ -328,21 +330,6 @@ def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("
         groups.setdefault((r["task"], r["model"], r["strategy"], r["pretrain"]), []).append(r)
     pooled = [_pool(g) for g in groups.values()]
     significance(pooled)
-    floors = {r["task"]: r for r in pooled if r["model"] == "identity"}
-    summary: dict = {}
-    for r in read:
-        if r["model"] == "identity" or r["task"] not in floors:
-            continue
-        runs = floors[r["task"]]["runs"]
-        floor = pd.concat(list(runs.values()), axis=1).mean(axis=1) if runs else None
-        if r["per_image"] is None or floor is None:
-            continue
-        a, b = r["per_image"].align(floor, join="inner")
-        d = (a - b).to_numpy()
-        delta = float(d[np.isfinite(d)].mean()) if np.isfinite(d).any() else float("nan")
-        if np.isfinite(delta):
-            summary.setdefault(r["task"], {}).setdefault(r["model"], {})[r["file_cell"]] = {
-                "psnr_vs_identity": round(delta, 4)}
     table = pd.DataFrame(pooled + published_rows(tasks, variants), columns=COLUMNS)
     order = {t: i for i, t in enumerate(dict.fromkeys([*tasks, *sorted(set(table["task"]))]))}  # params order
     table["_o"] = table["source"].map({"measured": 0, "published": 1})
@@ -350,7 +337,32 @@ def build_table(metrics_dir: Path, tasks: list[str], *, evals_dir: Path = Path("
     table = table.sort_values(["_o", "_t", "model", "pretrain", "strategy"], kind="stable").drop(columns=["_o", "_t"])
     for col in ("seeds", "images", "params"):
         table[col] = table[col].astype("Int64")  # integers print as integers, blanks stay blank
-    return table.reset_index(drop=True), summary
+    table = table.reset_index(drop=True)
+    return table, summarize(table)
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    """summary.json: per task, the floor's PSNR, how many cells were measured and the best one (highest mean
+    PSNR, seeds pooled) with its gain over the floor and that gain's interval, in dB. A handful of keys: the
+    per-cell numbers live in each cell's metrics file, one `dvc metrics show` row each."""
+    out: dict = {}
+    measured = table[table["source"] == "measured"]
+    for task, rows in measured.groupby("task", sort=False):
+        floor = rows[rows["model"] == "identity"]
+        cells = rows[rows["model"] != "identity"]
+        entry: dict = {"floor_psnr": _num(floor["psnr"].iloc[0]) if len(floor) else None, "cells": len(cells)}
+        if len(cells):
+            best = cells.loc[cells["psnr"].idxmax()]
+            entry["best"] = {"model": best["model"], "cell": best["cell"], "psnr": _num(best["psnr"]),
+                             "ssim": _num(best["ssim_matlab3d"]), "gain": _num(best["vs_identity"]),
+                             "gain_lo": _num(best["vs_identity_lo"]), "gain_hi": _num(best["vs_identity_hi"])}  # fmt: skip
+        out[str(task)] = entry
+    return out
+
+
+def _num(value: object) -> float | None:
+    """A table value for JSON: 4 decimals, None for a blank (NaN)."""
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 def write_outputs(table: pd.DataFrame, summary: dict, table_path: Path, summary_path: Path) -> None:

@@ -18,6 +18,7 @@ PROJECT_FILES = (
     "workflow",
     "src",
     ".dvc/config",
+    ".dvc/plots",  # the Vega-Lite templates and the offline page .dvc/config names
     ".dvcignore",
     ".gitignore",
 )

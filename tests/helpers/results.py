@@ -8,17 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from restorebench.evaluate import EvalItem, save_crop, write_results
+from restorebench.evaluate import EvalItem, mean_gain, save_crop, write_results
 
 
 def write_cell(root: Path, task: str, model: str, cell: str, per_image_psnr: np.ndarray, *, strategy: str,
-               pretrain: str = "none", seed: int | None = None, ssim: float = 0.8) -> None:  # fmt: skip
-    """metrics/finetune/T/M/C.json, results/eval/T/M/C/{per_image.csv, provenance.json} under `root`."""
+               pretrain: str = "none", seed: int | None = None, ssim: float = 0.8,
+               input_psnr: np.ndarray | None = None) -> None:  # fmt: skip
+    """metrics/finetune/T/M/C.json, results/eval/T/M/C/{per_image.csv, provenance.json} under `root`.
+    `input_psnr`: the degraded inputs' per-image PSNR (the floor; default 20 dB each)."""
     ids = [f"{i:04d}" for i in range(len(per_image_psnr))]
+    floor = np.full(len(ids), 20.0) if input_psnr is None else np.asarray(input_psnr, np.float64)
     table = pd.DataFrame({"id": ids, "psnr": per_image_psnr, "ssim_matlab3d": ssim, "ssim_basicsr": ssim - 0.05,
-                          "seconds": 0.01})  # fmt: skip
+                          "psnr_input": floor, "seconds": 0.01})  # fmt: skip
     summary = {"task": task, "psnr": float(np.mean(per_image_psnr)), "ssim": ssim, "ssim_matlab3d": ssim,
-               "ssim_basicsr": ssim - 0.05, "images": len(ids), "images_per_s": 12.5,
+               "ssim_basicsr": ssim - 0.05, "gain": mean_gain(table), "images": len(ids), "images_per_s": 12.5,
                "protocol": {"data_range": 1.0, "quantised": False, "headline_ssim": "matlab3d"}}  # fmt: skip
     record = {"model": model, "strategy": strategy, "pretrain": pretrain, "cell": cell, "params": 1234,
               "init": "random(seed=0)", "precision": "fp32", "train_seconds": 3.5, "git_revision": "abc",
@@ -47,7 +50,7 @@ def write_grid(root: Path, *, images: int = 12, with_curves: bool = True) -> Non
         for model, cell, pretrain, gain in cells:
             strategy = cell.rpartition("-")[2]
             scores = floor + gain + rng.normal(0, 0.1, images) if model != "identity" else floor
-            write_cell(root, task, model, cell, scores, strategy=strategy, pretrain=pretrain)
+            write_cell(root, task, model, cell, scores, strategy=strategy, pretrain=pretrain, input_psnr=floor)
             out = lq / 255.0 if model == "identity" else np.clip(gt / 255.0 + rng.normal(0, 0.1 / (1 + gain), gt.shape), 0, 1)
             for image in ("0000", "0001", "0002"):
                 save_crop(root / "results/eval" / task / model / cell / "crops" / f"{image}.png",
