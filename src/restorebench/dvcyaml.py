@@ -28,7 +28,6 @@ from restorebench.pipeline import (
     ITEM,
     MODEL_RULES,
     RULE_COMMAND,
-    TABLE,
     THREADS,
     Block,
     Out,
@@ -37,6 +36,7 @@ from restorebench.pipeline import (
     code_key,
     stage_sources,
 )
+from restorebench.views import dvc_metrics, dvc_plots
 
 CODE_DIR = ".restorebench/code"  # the fingerprints (git ignores .restorebench/)
 SOURCES = "src/restorebench"
@@ -102,10 +102,8 @@ def _entry(s: Stage) -> dict[str, Any]:
     entry["deps"] = list(s.deps) + [code_dep(s.code_id)]
     if s.params:
         entry["params"] = list(s.params)
-    for kind, section in (("out", "outs"), ("metric", "metrics")):
-        listed = [_dvc_out(o) for _, o in s.outs if o.kind == kind]
-        if listed:
-            entry[section] = listed
+    if s.outs:  # metrics files too: dvc.yaml's top-level `metrics` names them (restorebench.views)
+        entry["outs"] = [_dvc_out(o) for _, o in s.outs]
     return entry
 
 
@@ -163,7 +161,6 @@ def dvc_yaml(pipe: Pipeline) -> str:
             stages[block.name] = {"matrix": matrix, **_entry(block.template)}
         else:
             stages.update({s.name: _entry(s) for _, s in block.items})
-    body = {"stages": stages,
-            # `dvc plots show` / `dvc plots diff main my-branch`: every cell's score
-            "plots": [{TABLE: {"template": "scatter", "x": "model", "y": "psnr"}}]}  # fmt: skip
+    # `dvc metrics show`: one row per cell; `dvc plots show`: a chart per family (restorebench.views)
+    body = {"stages": stages, "metrics": dvc_metrics(pipe), "plots": dvc_plots(pipe)}
     return DVC_HEADER + yaml.safe_dump(body, sort_keys=False, width=120, default_flow_style=False)
