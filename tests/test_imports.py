@@ -25,7 +25,7 @@ LAYERS = (
     ("training", {"train", "estimate", "costs"}),
     ("pretraining", {"pretrain"}),
     ("results and tools", {"aggregate", "report", "restore", "doctor"}),
-    ("grid and entry points", {"pipeline", "plan", "cli", "__main__"}),
+    ("grid and entry points", {"pipeline", "plan", "cli", "cli_support", "__main__"}),
 )
 
 
