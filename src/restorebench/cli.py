@@ -385,7 +385,7 @@ def restore(
     """Restore your own images with a finetuned cell; writes images of each input's bit depth. Replaces no
     existing file without --overwrite. Memory: an image over --tile pixels on a side is restored tile by tile,
     never held as float: about twice the image's own bytes plus one tile (restorebench.restore)."""
-    from restorebench.restore import describe, require_project, restore_images
+    from restorebench.restore import require_project, restore_images
 
     if cell is not None and weights is not None:
         raise RestorebenchError("--cell / --weights", "pass one, not both")
@@ -398,9 +398,32 @@ def restore(
                                                                    "or pass --weights")  # fmt: skip
     jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
                           tile=tile or None, overlap=overlap, overwrite=overwrite, max_pixels=max_pixels,
-                          on_start=lambda w, c: typer.echo(f"weights: {w} ({describe(c)})"))  # fmt: skip
+                          on_start=lambda w, c: _describe_weights(w, c))  # fmt: skip
     where = jobs[0].dest if len(jobs) == 1 else output
     typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")
+
+
+def _describe_weights(weights: Path, config: dict) -> None:
+    """Which weights restore, how they were trained and scored; demo weights get a warning line (stderr)."""
+    from restorebench.restore import describe
+
+    text, warning = describe(weights, config, recipe_steps=_published_steps(config))
+    typer.echo(f"weights: {weights} ({text})")
+    if warning:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+
+
+def _published_steps(config: dict) -> int | None:
+    """The steps of the run's model on its task in the params file's paper profile (the published recipe),
+    to tell weights trained for a small share of it; None for a demo run (warned anyway) or where the params
+    file or its paper profile cannot say."""
+    if config.get("profile") == "demo" or not state.params.is_file():
+        return None
+    try:
+        paper = load_config(state.params, ["profile=paper"])
+        return sum(stage.iters for stage in paper.train.stages(config["model"], config["task"]))
+    except (RestorebenchError, KeyError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- tools

@@ -25,7 +25,6 @@ the architecture (restorebench.card) and the weights load strictly.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from restorebench.bounds import did_you_mean
-from restorebench.card import read_run_config
+from restorebench.card import demo_warning, floor_text, read_run_config, run_facts
 from restorebench.errors import RestorebenchError
 from restorebench.images import SUFFIXES, read_image, write_png
 from restorebench.schema import PRETRAIN_METHODS, STRATEGIES, cell_name
@@ -251,12 +250,19 @@ def restore_images(source: Path, dest: Path, *, task: str | None, model: str | N
     return jobs
 
 
-def describe(config: dict) -> str:
-    """One line naming the weights that ran (and how they scored, from the model card's run folder)."""
-    text = f"{config['model']} ({config['variant']}) {config['task']}/{config['cell']}"
-    prov = Path("results/eval") / config["task"] / config["model"] / config["cell"] / "provenance.json"
-    metrics = Path("metrics/finetune") / config["task"] / config["model"] / f"{config['cell']}.json"
-    if prov.exists() and metrics.exists():
-        scores = json.loads(metrics.read_text())
-        text += f", scored PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim_matlab3d']:.4f} by the {config['task']} protocol"
-    return text
+def describe(weights: Path, config: dict, recipe_steps: int | None = None) -> tuple[str, str | None]:
+    """What `restore` says about the weights that run (restorebench.card.run_facts): one line (the run, its
+    profile, steps and learning rate, its scored PSNR beside the task's identity floor) and the demo-weights
+    warning (None for real weights; `recipe_steps`: see card.demo_warning)."""
+    facts = run_facts(weights)
+    train = facts["train"]
+    text = f"{config['model']} ({config['variant']}) {config['task']}/{config['cell']}: profile {config.get('profile', '?')}"
+    if train.get("steps") is not None:
+        text += f", {train['steps']} steps" + (f" at peak LR {train['lr']:.3g}" if train.get("lr") is not None else "")
+    scores = facts["scores"]
+    if scores and "psnr" in scores:
+        text += (f"; scored PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim_matlab3d']:.4f} by the {config['task']} "
+                 f"protocol, identity floor {floor_text(facts)}")  # fmt: skip
+    else:
+        text += "; no scores found beside these weights (not evaluated in this project)"
+    return text, demo_warning(facts, recipe_steps)
