@@ -53,14 +53,15 @@ def test_config_show_one_section_and_a_misspelt_one(project_root, monkeypatch):
     ] and "did you mean 'evaluate'" in result.output
 
 
-def test_models_filter_prints_rows_of_the_named_models_only():
+def test_models_filter_prints_rows_of_the_named_models_only(project_root, monkeypatch):
+    monkeypatch.chdir(project_root)
     result = runner.invoke(app, ["models", "nafnet", "restormer"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     rows = [r for r in lines if not r.startswith(("from ckpt:", "("))]  # the legend and notes follow the rows
     assert rows[0].split()[:3] == ["model", "variant", "params"] and "from ckpt" in rows[0]
     assert {r.split()[0] for r in rows[1:]} == {"nafnet", "restormer"}
-    assert lines[-1].startswith("from ckpt: share of the parameters")
+    assert lines[-1].startswith("from ckpt: share of the parameters the checkpoint it loads fills")
     nafnet = {r.split()[1]: float(r.split()[2]) for r in rows[1:] if r.startswith("nafnet")}
     assert nafnet["sidd-width32"] == pytest.approx(29.16, abs=0.01)  # counted on the meta device, as published
     result = runner.invoke(app, ["models", "nafnett"])
@@ -277,3 +278,41 @@ def test_config_show_says_what_a_zero_means(project_root, monkeypatch):
     steps = next(line for line in lines[start:] if line.strip().startswith("steps:"))
     total = sum(s.iters for s in paper.train.models[progressive[0]].stages)
     assert steps == f"      steps: 0  # set by its stages: {total} steps"
+
+
+def test_models_reports_what_the_active_profile_loads(project_root, monkeypatch, tmp_path):
+    from restorebench.config import load_config
+    from restorebench.models.summary import summarize
+
+    def rows(output: str) -> dict[tuple[str, str], list[str]]:
+        lines = [r for r in output.strip().splitlines()[1:] if not r.startswith(("from ckpt:", "("))]
+        return {(r.split()[0], r.split()[1]): r.split("  ")[-1].strip() for r in lines} | {
+            ("share", r.split()[0], r.split()[1]): r.split()[6] for r in lines}
+
+    monkeypatch.chdir(project_root)
+    demo = load_config(project_root / "params.yaml")
+    assert demo.pretrained["swin_upernet"] is None and demo.variants["swin_upernet"]["denoise"] == "demo"
+    result = runner.invoke(app, ["models", "swin_upernet", "nafnet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].endswith("from ckpt  loads (profile demo)")
+    got = rows(result.output)
+    # a random init fills nothing from a checkpoint, though the variant could load one
+    assert summarize("swin_upernet", "demo", macs=False)["from_checkpoint"] > 0.5
+    assert got["swin_upernet", "demo"] == "random init" and got["share", "swin_upernet", "demo"] == "-"
+    assert got["nafnet", "demo"] == "random init" and got["swin_upernet", "swin-t"] == "- (not used)"
+    # a checkpoint named in the profile: its source and the share it fills
+    result = runner.invoke(app, ["models", "swin_upernet", "-S", "profiles.demo.pretrained.swin_upernet=ckpt/seg"])
+    got = rows(result.output)
+    share = summarize("swin_upernet", "demo", macs=False)["from_checkpoint"]
+    assert got["swin_upernet", "demo"] == "ckpt/seg" and got["share", "swin_upernet", "demo"] == f"{100 * share:.1f}%"
+    paper = load_config(project_root / "params.yaml", ["profile=paper"])
+    result = runner.invoke(app, ["-S", "profile=paper", "models", "swin_upernet"])
+    got = rows(result.output)
+    variant = paper.variants["swin_upernet"]["denoise"]
+    assert got["swin_upernet", variant] == paper.pretrained["swin_upernet"] and got["swin_upernet", "demo"] == "- (not used)"
+    # outside a project there is no profile: each variant's possible share, and the legend says so
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["models", "swin_upernet"])
+    got = rows(result.output)
+    assert got["share", "swin_upernet", "demo"] == f"{100 * share:.1f}%"
+    assert "would fill (no params.yaml here: no profile)" in result.output
