@@ -86,9 +86,7 @@ class Group(SubGroup):
         """Each global option's names -> whether it takes a value."""
         names: dict[str, bool] = {}
         for param in self.params:
-            if isinstance(param, click.Option) or getattr(param, "param_type_name", "") == "option":
-                if getattr(param, "is_eager", False):
-                    continue
+            if param.param_type_name == "option" and not param.is_eager:
                 for name in (*param.opts, *param.secondary_opts):
                     names[name] = not param.is_flag
         return names
