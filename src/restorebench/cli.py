@@ -439,49 +439,14 @@ def models(
     that checkpoint fills; one row as soon as it is counted (on the meta device: no weights are allocated);
     GMACs with --macs. `-S profile=paper models` shows the paper profile's."""
     from restorebench.models import VARIANTS
-    from restorebench.models.summary import summarize
+    from restorebench.models.summary import table_lines
 
     for name in names or []:
         check_choice("MODEL", name, tuple(VARIANTS))
     cfg = load() if state.params.is_file() else None  # outside a project: what each variant could load
-    used = {(m, v) for m, per_task in cfg.variants.items() for v in per_task.values()} if cfg else set()
-    cols = [("model", 18, "<"), ("variant", 14, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
-            ("decoder", 9, ">"), ("head", 8, ">"), ("from ckpt", 9, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
-    loads_header = f"loads (profile {cfg.profile})" if cfg else "loads"
-
-    def line(values, loads: str) -> str:
-        cells = "  ".join(f"{v:{align}{width}}" for v, (_, width, align) in zip(values, cols, strict=True))
-        return f"{cells}  {loads}"
-
-    typer.echo(line([c[0] for c in cols], loads_header))
-    notes: list[str] = []
-    for name, variants in VARIANTS.items():
-        if names and name not in names:
-            continue
-        for variant in variants:
-            row = summarize(name, variant, macs=macs)
-            if row["note"]:  # a variant that does not start from a segmentation checkpoint says so
-                notes.append(f"({len(notes) + 1}) {name} {variant}: {row['note']}")
-            share, source = row["from_checkpoint"], None
-            if cfg is None:
-                loads = "-"
-            elif (name, variant) not in used:
-                loads, share = "- (not used)", None
-            else:
-                source = cfg.pretrained.get(name)
-                loads = source or "random init"
-                share = share if source else None  # a random init fills nothing from a checkpoint
-            values = [name, variant + (f" ({len(notes)})" if row["note"] else ""), f"{row['params'] / 1e6:.2f}",
-                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
-                      f"{100 * share:.1f}%" if share is not None else "-"]  # fmt: skip
-            if macs:
-                values.append(f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-")
-            typer.echo(line(values, loads))
-    legend = ("from ckpt: share of the parameters the checkpoint it loads fills (-: none loaded)" if cfg else
-              f"from ckpt: share of the parameters its segmentation checkpoint would fill (no {state.params} here: "
-              "no profile)")  # fmt: skip
-    for note in [legend, *notes]:
-        typer.echo(note)
+    for text in table_lines(names, macs=macs, profile=cfg and cfg.profile, variants=cfg and cfg.variants,
+                            pretrained=cfg and cfg.pretrained, params=state.params):  # fmt: skip
+        typer.echo(text)
 
 
 @app.command(cls=Command)
