@@ -286,3 +286,21 @@ def test_the_card_states_what_is_missing_and_warns_on_a_short_paper_run(tmp_path
         "demo weights (5000 training steps of the published recipe's 200000): they show that the pipeline runs end "
         "to end; they are not a real restorer")
     assert demo_warning(paper, recipe_steps=40000) is None and demo_warning(paper) is None
+
+
+def test_restore_warns_on_weights_trained_for_a_small_share_of_the_published_recipe(project_root, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    run = _fake_run(tmp_path)
+    config = {**json.loads((run / "config.json").read_text()), "profile": "paper"}
+    write_run_config(run, config)
+    (run / "train.json").write_text(json.dumps({"steps": 50, "lr": 1e-3, "lr_schedule": "cosine"}))
+    paper = load_config(project_root / "params.yaml", ["profile=paper"])
+    recipe = sum(st.iters for st in paper.train.stages("nafnet", "denoise"))
+    assert recipe > 500  # the published budget dwarfs the 50 steps
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.chdir(project_root)  # its params.yaml holds the paper profile's recipe
+    result = runner.invoke(app, ["restore", str(tmp_path / "x.png"), str(tmp_path / "y.png"), "--weights", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "(nafnet (demo) denoise/full: profile paper, 50 steps at peak LR 0.001; no scores found beside these " \
+           "weights (not evaluated in this project))" in result.output
+    assert f"warning: demo weights (50 training steps of the published recipe's {recipe})" in result.output
