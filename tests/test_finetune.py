@@ -61,6 +61,9 @@ def test_finetune_validates_on_held_out_images_only(cell, tmp_path, monkeypatch)
     store = open_store(tmp_path / "data/store/sidd/train")
     images = store.index["image"]
     assert summary["holdout_images"] == 2
+    # what the model card states: the data it trained on (3 of the 5 images, 2 sub-images each), the peak LR
+    assert (summary["dataset"], summary["train_images"], summary["train_subimages"]) == ("sidd", 3, 6)
+    assert summary["lr"] == cell.train.recipe("nafnet", "denoise").lr and summary["lr_schedule"] == "cosine"
     assert 0.0 <= summary["data_wait"] < 1.0  # the share of wall time spent waiting for the loader
     assert seen and {images[i] for i in seen} <= set(SIDD_IMAGES[:3])  # no held-out image was ever trained on
     history = json.loads((run / "history.json").read_text())

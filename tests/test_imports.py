@@ -25,7 +25,8 @@ LAYERS = (
     ("training", {"train", "estimate", "costs"}),
     ("pretraining", {"pretrain"}),
     ("results and tools", {"aggregate", "figures", "report", "restore", "doctor"}),
-    ("grid and entry points", {"pipeline", "views", "dvcyaml", "snakemake_config", "plan", "cli", "__main__"}),
+    ("grid and entry points", {"pipeline", "views", "dvcyaml", "snakemake_config", "plan", "cli", "cli_support",
+                               "__main__"}),
 )
 
 

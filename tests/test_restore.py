@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from restorebench.card import FORMAT, run_config, safetensors_metadata, write_run_config
 from restorebench.cli import app
+from restorebench.config import load_config
 from restorebench.errors import RestorebenchError
 from restorebench.images import read_image, read_png16, write_png
 from restorebench.models import build_model
@@ -148,7 +149,8 @@ def _mixed_folder(folder: Path) -> dict[str, tuple[tuple[int, ...], type]]:
 
 @pytest.fixture(scope="module")
 def finetuned(project_root, tmp_path_factory):
-    """A real (6-step) finetuned demo NAFNet cell, evaluated on one synthetic item; returns its run folder
+    """A real (6-step) finetuned demo NAFNet cell, evaluated (after the identity floor) on one synthetic item;
+    returns its run folder
     (relative paths under the module's own folder, where each test using it runs)."""
     import restorebench.evaluate as ev
 
@@ -163,6 +165,8 @@ def finetuned(project_root, tmp_path_factory):
         rng = np.random.default_rng(0)
         item = ev.EvalItem("0000_00", *(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)))
         mp.setattr(ev, "eval_items", lambda task, data_root: iter([item]))
+        result = runner.invoke(app, [*params, "evaluate", "--task", "denoise", "--model", "identity"])  # the floor
+        assert result.exit_code == 0, result.output
         result = runner.invoke(app, [*params, "evaluate", "--task", "denoise", "--model", "nafnet", "--strategy", "full"])
         assert result.exit_code == 0, result.output
     return root / "runs/finetune/denoise/nafnet/full"
@@ -187,6 +191,23 @@ def test_finetune_writes_config_metadata_and_evaluate_the_model_card(in_cell):
     card = (finetuned / "README.md").read_text()
     scores = json.loads(Path("metrics/finetune/denoise/nafnet/full.json").read_text())
     assert "# nafnet (demo) for denoise, cell full" in card and f"{scores['psnr']:.3f}" in card
+    # what the weights are: demo weights say so first; profile, steps, data, LR, time; the identity floor
+    train = json.loads((finetuned / "train.json").read_text())
+    lines = card.splitlines()
+    assert lines[2] == ("> **Warning: demo weights (6 training steps under the demo profile): they show that the "
+                        "pipeline runs end to end; they are not a real restorer.**")
+    held = train["holdout_images"]
+    assert 0 < held < 5  # write_sidd_store: 5 source images, 2 sub-images each
+    assert "| profile | `demo` |" in lines and "| steps | 6 |" in lines
+    assert f"| data | sidd training set: {5 - held} image pairs ({2 * (5 - held)} sub-images), {held} held out " \
+           "for val/psnr |" in lines
+    demo = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert demo.train.models["nafnet"].lr == 0.002 and demo.train.models["nafnet"].schedule == "cosine"
+    assert "| learning rate | 0.002 peak (cosine) |" in lines
+    assert f"| training time | {train['train_seconds']:.1f} s on {train['device']} |" in lines
+    floor = json.loads(Path("metrics/finetune/denoise/identity/none.json").read_text())["psnr"]
+    assert (f"Identity floor (the degraded input, scored by the same protocol): {floor:.2f} dB on the same 1 "
+            f"image (this cell {scores['psnr'] - floor:+.2f} dB).") in lines
     assert "restorebench restore INPUT OUTPUT --weights runs/finetune/denoise/nafnet/full" in card
     net = build_model(pretrained=str(finetuned))
     assert sum(p.numel() for p in net.parameters()) == json.loads(
@@ -200,7 +221,13 @@ def test_restore_a_mixed_folder_keeps_sizes_and_bit_depth(in_cell, tmp_path):
     result = runner.invoke(app, ["restore", str(tmp_path / "mine"), str(tmp_path / "restored"), "--task", "denoise",
                                  "--model", "nafnet", "--cell", "full", "--tile", "32", "--overlap", "8"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "weights: runs/finetune/denoise/nafnet/full (nafnet (demo) denoise/full, scored PSNR" in result.output
+    scores = json.loads(Path("metrics/finetune/denoise/nafnet/full.json").read_text())
+    floor = json.loads(Path("metrics/finetune/denoise/identity/none.json").read_text())["psnr"]
+    assert (f"weights: runs/finetune/denoise/nafnet/full (nafnet (demo) denoise/full: profile demo, 6 steps at peak "
+            f"LR 0.002; scored PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim_matlab3d']:.4f} by the denoise "
+            f"protocol, identity floor {floor:.2f} dB on the same 1 image (this cell {scores['psnr'] - floor:+.2f} "
+            "dB))") in result.output  # fmt: skip
+    assert "warning: demo weights (6 training steps under the demo profile)" in result.output
     assert "restored 7 images" in result.output
     for name, (shape, dtype) in expected.items():
         out = read_image(tmp_path / "restored" / f"{name}.png")
@@ -216,3 +243,64 @@ def test_restore_a_mixed_folder_keeps_sizes_and_bit_depth(in_cell, tmp_path):
     assert result.exit_code == 1 and "a nafnet run for denoise, not task 'deblur'" in result.output
     result = runner.invoke(app, ["restore", str(tmp_path / "mine"), str(tmp_path / "mine"), "--weights", str(finetuned)])
     assert result.exit_code == 1 and "the output folder is the input folder" in result.output
+
+
+def test_one_image_to_a_file_name_writes_that_file(in_cell, tmp_path):
+    src = tmp_path / "x.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / "out" / "a.jpg"
+    result = runner.invoke(app, ["restore", str(src), str(out), "--weights", str(in_cell)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and Image.open(out).format == "JPEG" and Image.open(out).size == (28, 20)
+    assert f"restored 1 image -> {out}" in result.output
+    result = runner.invoke(app, ["restore", str(tmp_path / "out"), str(tmp_path / "b.png"), "--weights", str(in_cell)])
+    assert result.exit_code == 1 and not (tmp_path / "b.png").exists()
+    assert f"error: {tmp_path / 'b.png'}: a folder of inputs (1 image) needs an output folder, not the image file " \
+           "name 'b.png' (name a folder (no image suffix), or restore one image to a file)" in result.output
+
+
+def test_the_card_states_what_is_missing_and_warns_on_a_short_paper_run(tmp_path):
+    from restorebench.card import demo_warning, model_card, run_facts
+
+    run = _fake_run(tmp_path)  # config.json only: no train.json, no metrics in the project
+    facts = run_facts(run)
+    assert facts["train"] == {} and facts["scores"] is None and facts["floor"] is None
+    scores = {"psnr": 30.0, "ssim_matlab3d": 0.8, "ssim_basicsr": 0.8}
+    card = model_card(facts["config"], scores, {"images": 3}, facts)
+    assert "| data | not recorded |" in card and "| learning rate | not recorded |" in card
+    assert ("Identity floor (the degraded input, scored by the same protocol): not known: "
+            "metrics/finetune/denoise/identity/none.json not found (`restorebench evaluate --task denoise --model "
+            "identity` writes it).") in card  # fmt: skip
+    # a floor on other images is not set beside the score
+    floor = tmp_path / "metrics/finetune/denoise/identity/none.json"
+    floor.parent.mkdir(parents=True)
+    floor.write_text(json.dumps({"psnr": 28.5}))
+    prov = tmp_path / "results/eval/denoise/identity/none/provenance.json"
+    prov.parent.mkdir(parents=True)
+    prov.write_text(json.dumps({"images": 5}))
+    card = model_card(facts["config"], scores, {"images": 3}, run_facts(run))
+    assert "28.50 dB, but on 5 images, not this cell's 3: not comparable" in card
+    # paper-profile weights warn only when trained for a small share of the published recipe
+    paper = {**run_facts(run), "config": {**facts["config"], "profile": "paper"}, "train": {"steps": 5000}}
+    assert demo_warning(paper, recipe_steps=200000) == (
+        "demo weights (5000 training steps of the published recipe's 200000): they show that the pipeline runs end "
+        "to end; they are not a real restorer")
+    assert demo_warning(paper, recipe_steps=40000) is None and demo_warning(paper) is None
+
+
+def test_restore_warns_on_weights_trained_for_a_small_share_of_the_published_recipe(project_root, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    run = _fake_run(tmp_path)
+    config = {**json.loads((run / "config.json").read_text()), "profile": "paper"}
+    write_run_config(run, config)
+    (run / "train.json").write_text(json.dumps({"steps": 50, "lr": 1e-3, "lr_schedule": "cosine"}))
+    paper = load_config(project_root / "params.yaml", ["profile=paper"])
+    recipe = sum(st.iters for st in paper.train.stages("nafnet", "denoise"))
+    assert recipe > 500  # the published budget dwarfs the 50 steps
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.chdir(project_root)  # its params.yaml holds the paper profile's recipe
+    result = runner.invoke(app, ["restore", str(tmp_path / "x.png"), str(tmp_path / "y.png"), "--weights", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "(nafnet (demo) denoise/full: profile paper, 50 steps at peak LR 0.001; no scores found beside these " \
+           "weights (not evaluated in this project))" in result.output
+    assert f"warning: demo weights (50 training steps of the published recipe's {recipe})" in result.output

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
-from typer.core import TyperGroup
 
 from restorebench import __version__, logs
+from restorebench.cli_support import Command, Group, SubGroup, choices
 from restorebench.config import (
     DATASETS,
     MODEL_NAMES,
     PRETRAIN_METHODS,
     STRATEGIES,
+    TASK_DATASET,
     TASKS,
     Config,
     check_choice,
@@ -30,36 +30,16 @@ from restorebench.config import (
 )
 from restorebench.errors import RestorebenchError
 
-
-def _debug() -> bool:
-    return os.environ.get("RESTOREBENCH_DEBUG", "") not in ("", "0")
-
-
-class _Group(TyperGroup):
-    """Prints a known failure (RestorebenchError) as one line and exits with its code (1; 143 for a
-    preempted run); the traceback only with --debug or RESTOREBENCH_DEBUG=1. Other exceptions are bugs
-    and keep their traceback. Here, not around the app, so `CliRunner` tests see what users see."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except RestorebenchError as err:
-            if _debug():
-                raise
-            typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-            ctx.exit(err.exit_code)
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=Group,
     help="restorebench: do segmentation transformers make good image restorers? One subcommand per stage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+config_app = typer.Typer(cls=SubGroup, help="Inspect the resolved configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-pipeline_app = typer.Typer(help="The pipeline's definition (restorebench.pipeline) for the orchestrators.",
+pipeline_app = typer.Typer(cls=SubGroup, help="The pipeline's definition (restorebench.pipeline) for the orchestrators.",
                            no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 
@@ -119,39 +99,42 @@ def load() -> Config:
     return load_config(state.params, state.overrides)
 
 
-def _choices(values) -> str:
-    return "[" + "|".join(values) + "]"
-
-
 # the allowed values show in --help; a wrong one is refused by check_choice with a did-you-mean
-Dataset = Annotated[str, typer.Option("--dataset", "-d", metavar=_choices(DATASETS), help="the dataset")]
-Task = Annotated[str, typer.Option("--task", "-t", metavar=_choices(TASKS), help="denoise (SIDD) or deblur (GoPro)")]
-Model = Annotated[str, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES), help="the model")]
+Dataset = Annotated[str, typer.Option("--dataset", "-d", metavar=choices(DATASETS), help="the dataset")]
+# the datasets with paired training sets (prepare packs them; ImageNet's pretraining set is `degrade`'s)
+PAIRED = tuple(dict.fromkeys(TASK_DATASET.values()))
+PairedDataset = Annotated[str, typer.Option("--dataset", "-d", metavar=choices(PAIRED),
+                                            help="a dataset with paired training images")]  # fmt: skip
+Task = Annotated[str, typer.Option("--task", "-t", metavar=choices(TASKS), help="denoise (SIDD) or deblur (GoPro)")]
+Model = Annotated[str, typer.Option("--model", "-m", metavar=choices(MODEL_NAMES), help="the model")]
 EvalModel = Annotated[
-    str, typer.Option("--model", "-m", metavar=_choices(("identity", *MODEL_NAMES)), help="the model, or identity")
+    str, typer.Option("--model", "-m", metavar=choices(("identity", *MODEL_NAMES)), help="the model, or identity")
 ]
-Strategy = Annotated[str, typer.Option("--strategy", "-s", metavar=_choices(STRATEGIES), help="finetuning strategy")]
+Strategy = Annotated[str, typer.Option("--strategy", "-s", metavar=choices(STRATEGIES), help="finetuning strategy")]
 EvalStrategy = Annotated[
-    str, typer.Option("--strategy", "-s", metavar=_choices(("none", *STRATEGIES, "official")),
+    str, typer.Option("--strategy", "-s", metavar=choices(("none", *STRATEGIES, "official")),
                       help="finetuning strategy (none for identity; official: the released checkpoint)")  # fmt: skip
 ]
 Pretrain = Annotated[
-    str, typer.Option("--pretrain", "-p", metavar=_choices(PRETRAIN_METHODS),
+    str, typer.Option("--pretrain", "-p", metavar=choices(PRETRAIN_METHODS),
                       help="the restoration-pretrained init (none: the model's own)")  # fmt: skip
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="one of `seeds`: trains in place of `seed`, the cell "
                                                           "named STRATEGY-seedN")]  # fmt: skip
+EvalSeed = Annotated[int | None, typer.Option("--seed", help="one of `seeds`: scores the cell trained with that "
+                                                              "seed (STRATEGY-seedN); without it, the cell "
+                                                              "trained with `seed`")]  # fmt: skip
 
 
-def _check(**choices: tuple[str, tuple[str, ...] | list[str]]) -> None:
-    for name, (value, allowed) in choices.items():
+def _check(**given: tuple[str, tuple[str, ...] | list[str]]) -> None:
+    for name, (value, allowed) in given.items():
         check_choice(f"--{name}", value, allowed)
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 
-@app.command()
+@app.command(cls=Command)
 def fetch(dataset: Dataset) -> None:
     """Fetch DATASET into data/raw/{dataset}/ (sample, official URL, or a path) and write its manifest."""
     from restorebench.data.fetch import fetch_and_index
@@ -167,7 +150,7 @@ def fetch(dataset: Dataset) -> None:
     typer.echo(f"fetch {dataset}: {len(manifest)} pairs listed in {out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def validate(dataset: Dataset) -> None:
     """Validate DATASET against its manifest; write data/validation/{dataset}.json; fail if invalid."""
     from restorebench.data.validate import validate_stage
@@ -180,7 +163,7 @@ def validate(dataset: Dataset) -> None:
     typer.echo(f"validate {dataset}: valid, {counts} pairs, {report['files_checked']} files decoded -> {out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def degrade() -> None:
     """ImageNet's pretraining set (clean patches; degradations synthesised per draw): data/store/imagenet/train/."""
     from restorebench.data.prepare import degrade_imagenet, describe_degrade
@@ -193,14 +176,19 @@ def degrade() -> None:
     typer.echo(describe_degrade(stats))
 
 
-@app.command()
-def prepare(dataset: Dataset) -> None:
-    """Crop DATASET's training pairs into packed sub-images: data/store/{dataset}/train/."""
-    from restorebench.data.prepare import PAIRED, describe_prepare, prepare_dataset
+@app.command(cls=Command)
+def prepare(dataset: PairedDataset) -> None:
+    """Crop DATASET's training pairs into packed sub-images: data/store/{dataset}/train/ (ImageNet's
+    pretraining set is packed by `restorebench degrade`)."""
+    from restorebench.data.prepare import describe_prepare, prepare_dataset
 
+    if dataset == "imagenet":
+        raise RestorebenchError("--dataset", "'imagenet' has no paired training set for prepare; its pretraining "
+                                "set (clean patches) is packed by `restorebench degrade`",
+                                f"run `restorebench degrade`, or prepare --dataset {' or '.join(PAIRED)}")  # fmt: skip
+    _check(dataset=(dataset, PAIRED))
     cfg = load()
     cfg.data.dataset(dataset)
-    _check(dataset=(dataset, PAIRED))
     crop = getattr(cfg.prepare, dataset)
     stats = prepare_dataset(dataset, root=Path(cfg.data.root), size=crop.size, step=crop.step,
                             gopro_input=cfg.prepare.gopro_input, workers=cfg.data.workers)  # fmt: skip
@@ -230,12 +218,12 @@ def _trained(what: str, summary: dict, dest: Path) -> str:
     return f"{text} -> {dest}"
 
 
-@app.command()
+@app.command(cls=Command)
 def pretrain(
-    method: Annotated[str, typer.Option("--method", metavar="[ipt|dcpt]", help="the pretraining method")],
-    model: Annotated[str, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES),
+    method: Annotated[str, typer.Option("--method", metavar=choices(("ipt", "dcpt")), help="the pretraining method")],
+    model: Annotated[str, typer.Option("--model", "-m", metavar=choices(MODEL_NAMES),
                                        help="DCPT: the model to pretrain (IPT: ipt)")] = "ipt",  # fmt: skip
-    task: Annotated[str | None, typer.Option("--task", "-t", metavar=_choices(TASKS),
+    task: Annotated[str | None, typer.Option("--task", "-t", metavar=choices(TASKS),
                                              help="DCPT: the task whose variant and init it pretrains")] = None,  # fmt: skip
 ) -> None:
     """Restoration pretraining on the degraded ImageNet store: IPT (multi-task + contrastive) or DCPT
@@ -266,7 +254,7 @@ def pretrain(
         typer.echo(_trained(what, summary, run_dir / "model.safetensors"))
 
 
-@app.command()
+@app.command(cls=Command)
 def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = "none", seed: Seed = None) -> None:
     """Finetune one grid cell (TASK x MODEL x STRATEGY, from PRETRAIN's weights); resumes from its last
     good checkpoint. Writes runs/finetune/{task}/{model}/{cell}/ (cell: STRATEGY, or PRETRAIN-STRATEGY)."""
@@ -294,9 +282,9 @@ def finetune(task: Task, model: Model, strategy: Strategy, pretrain: Pretrain = 
 # ---------------------------------------------------------------------------------------------- results
 
 
-@app.command()
+@app.command(cls=Command)
 def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pretrain: Pretrain = "none",
-             seed: Seed = None) -> None:
+             seed: EvalSeed = None) -> None:
     """Evaluate MODEL (finetuned with STRATEGY from PRETRAIN's init) on TASK by the published protocol.
 
     Writes metrics/finetune/{task}/{model}/{cell}.json (PSNR/SSIM only) and, under
@@ -309,7 +297,8 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
     from restorebench.train.cells import cell_model
 
     cfg = load()
-    _check(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]), pretrain=(pretrain, PRETRAIN_METHODS))
+    _check(task=(task, TASKS), model=(model, ["identity", *MODEL_NAMES]),
+           strategy=(strategy, ["none", *STRATEGIES, "official"]), pretrain=(pretrain, PRETRAIN_METHODS))  # fmt: skip
     cell = cell_name(strategy, pretrain, seed)
     e = cfg.evaluate
     official = None
@@ -336,7 +325,7 @@ def evaluate(task: Task, model: EvalModel, strategy: EvalStrategy = "none", pret
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def aggregate() -> None:
     """Collect the evaluated cells of the current grid (restorebench.pipeline) into results/table.csv (with
     paired-bootstrap significance against the identity floor and each task's best baseline) and
@@ -358,7 +347,7 @@ def aggregate() -> None:
     typer.echo(f"aggregate: {measured} measured rows -> results/table.csv, metrics/summary.json")
 
 
-@app.command()
+@app.command(cls=Command)
 def report() -> None:
     """Write results/report.html (tables, figures against the published numbers, training curves, sample
     crops; one self-contained file, readable offline)."""
@@ -374,14 +363,14 @@ def report() -> None:
     typer.echo(f"report -> {out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def restore(
     input: Annotated[Path, typer.Argument(help="an image (PNG, JPEG, TIFF; 8- or 16-bit) or a folder of them")],
     output: Annotated[Path, typer.Argument(help="a file with an image suffix (one input: out/a.jpg writes a.jpg) "
                                                "or a folder (never an input)")],
-    task: Annotated[str | None, typer.Option("--task", "-t", metavar=_choices(TASKS),
+    task: Annotated[str | None, typer.Option("--task", "-t", metavar=choices(TASKS),
                                              help="the cell's task (with --weights: checked)")] = None,  # fmt: skip
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar=_choices(MODEL_NAMES),
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar=choices(MODEL_NAMES),
                                               help="the cell's model (with --weights: checked)")] = None,  # fmt: skip
     cell: Annotated[str | None, typer.Option(help="grid cell (STRATEGY or PRETRAIN-STRATEGY); default: the "
                                                   "model's best cell in results/table.csv, else full")] = None,
@@ -396,62 +385,71 @@ def restore(
     """Restore your own images with a finetuned cell; writes images of each input's bit depth. Replaces no
     existing file without --overwrite. Memory: an image over --tile pixels on a side is restored tile by tile,
     never held as float: about twice the image's own bytes plus one tile (restorebench.restore)."""
-    from restorebench.restore import describe, restore_images
+    from restorebench.restore import require_project, restore_images
 
     if cell is not None and weights is not None:
         raise RestorebenchError("--cell / --weights", "pass one, not both")
-    if weights is None and (task is None or model is None):
-        raise RestorebenchError("--task / --model", "missing", "name the cell's --task and --model (and --cell), "
-                                                               "or pass --weights")  # fmt: skip
+    _check(**{k: (v, allowed) for k, v, allowed in (("task", task, TASKS), ("model", model, MODEL_NAMES))
+              if v is not None})  # fmt: skip
+    if weights is None:
+        require_project()
+        if task is None or model is None:
+            raise RestorebenchError("--task / --model", "missing", "name the cell's --task and --model (and --cell), "
+                                                                   "or pass --weights")  # fmt: skip
     jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
                           tile=tile or None, overlap=overlap, overwrite=overwrite, max_pixels=max_pixels,
-                          on_start=lambda w, c: typer.echo(f"weights: {w} ({describe(c)})"))  # fmt: skip
+                          on_start=lambda w, c: _describe_weights(w, c))  # fmt: skip
     where = jobs[0].dest if len(jobs) == 1 else output
     typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")
+
+
+def _describe_weights(weights: Path, config: dict) -> None:
+    """Which weights restore, how they were trained and scored; demo weights get a warning line (stderr)."""
+    from restorebench.restore import describe
+
+    text, warning = describe(weights, config, recipe_steps=_published_steps(config))
+    typer.echo(f"weights: {weights} ({text})")
+    if warning:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+
+
+def _published_steps(config: dict) -> int | None:
+    """The steps of the run's model on its task in the params file's paper profile (the published recipe),
+    to tell weights trained for a small share of it; None for a demo run (warned anyway) or where the params
+    file or its paper profile cannot say."""
+    if config.get("profile") == "demo" or not state.params.is_file():
+        return None
+    try:
+        paper = load_config(state.params, ["profile=paper"])
+        return sum(stage.iters for stage in paper.train.stages(config["model"], config["task"]))
+    except (RestorebenchError, KeyError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- tools
 
 
-@app.command()
+@app.command(cls=Command)
 def models(
     names: Annotated[list[str] | None, typer.Argument(metavar="[MODEL]...", help="only these models")] = None,
     macs: Annotated[bool, typer.Option("--macs", help="also count GMACs at 256x256 (slow for paper models)")] = False,
 ) -> None:
-    """List models and variants: parameter counts (total, per group) and the share a segmentation checkpoint
-    fills, one row as soon as it is counted (on the meta device: no weights are allocated); GMACs with --macs."""
+    """List models and variants: parameter counts (total, per group), what the active profile loads into each
+    variant it uses (its `pretrained` entry: a checkpoint, or a random init) and the share of the parameters
+    that checkpoint fills; one row as soon as it is counted (on the meta device: no weights are allocated);
+    GMACs with --macs. `-S profile=paper models` shows the paper profile's."""
     from restorebench.models import VARIANTS
-    from restorebench.models.summary import summarize
+    from restorebench.models.summary import table_lines
 
     for name in names or []:
         check_choice("MODEL", name, tuple(VARIANTS))
-    cols = [("model", 18, "<"), ("variant", 14, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
-            ("decoder", 9, ">"), ("head", 8, ">"), ("from ckpt", 9, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
-
-    def line(values) -> str:
-        return "  ".join(f"{v:{align}{width}}" for v, (_, width, align) in zip(values, cols, strict=True))
-
-    typer.echo(line([c[0] for c in cols]))
-    notes: list[str] = []
-    for name, variants in VARIANTS.items():
-        if names and name not in names:
-            continue
-        for variant in variants:
-            row = summarize(name, variant, macs=macs)
-            if row["note"]:  # a variant that does not start from a segmentation checkpoint says so
-                notes.append(f"({len(notes) + 1}) {name} {variant}: {row['note']}")
-            share = row["from_checkpoint"]
-            values = [name, variant + (f" ({len(notes)})" if row["note"] else ""), f"{row['params'] / 1e6:.2f}",
-                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
-                      f"{100 * share:.1f}%" if share is not None else "-"]  # fmt: skip
-            if macs:
-                values.append(f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-")
-            typer.echo(line(values))
-    for note in ["from ckpt: share of the parameters its segmentation checkpoint fills", *notes]:
-        typer.echo(note)
+    cfg = load() if state.params.is_file() else None  # outside a project: what each variant could load
+    for text in table_lines(names, macs=macs, profile=cfg and cfg.profile, variants=cfg and cfg.variants,
+                            pretrained=cfg and cfg.pretrained, params=state.params):  # fmt: skip
+        typer.echo(text)
 
 
-@app.command()
+@app.command(cls=Command)
 def doctor() -> None:
     """Report Python, torch, CUDA/GPU, disk space, the environment against requirements.lock, datasets
     present and valid, and hub reachability."""
@@ -461,7 +459,7 @@ def doctor() -> None:
     raise typer.Exit(0 if ok else 1)
 
 
-@pipeline_app.command("dvc")
+@pipeline_app.command("dvc", cls=Command)
 def pipeline_dvc(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here (default: print)")] = None,
     check: Annotated[bool, typer.Option(help="exit 1 if --output (dvc.yaml) differs from a fresh generation")] = False,
@@ -482,7 +480,7 @@ def pipeline_dvc(
             tmp.write_text(text)
 
 
-@pipeline_app.command("code")
+@pipeline_app.command("code", cls=Command)
 def pipeline_code(
     output: Annotated[Path, typer.Option("--output", "-o", help="the folder of fingerprints")] = Path(".restorebench/code"),
 ) -> None:
@@ -492,7 +490,7 @@ def pipeline_code(
     typer.echo(f"pipeline code: {write_fingerprints(output)} fingerprints -> {output}")
 
 
-@app.command()
+@app.command(cls=Command)
 def plan(
     gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory of the GPU each cell runs on")] = 80.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (stages, cells, total) instead of tables")] = False,
@@ -506,18 +504,22 @@ def plan(
     run_plan(pipeline.load(state.params, state.overrides), gpu_memory_gib=gpu_memory, as_json=as_json)
 
 
-@config_app.command("show")
+@config_app.command("show", cls=Command)
 def config_show(
     section: Annotated[str | None, typer.Argument(help="one top-level section (e.g. train), or all")] = None,
 ) -> None:
-    """Print the resolved configuration of the active profile (or one SECTION of it) as YAML."""
+    """Print the resolved configuration of the active profile (or one SECTION of it) as YAML; a 0 whose
+    meaning is not a plain zero (a recipe's `steps: 0` takes train.steps) carries a comment saying it."""
     import yaml
 
-    resolved = load().to_dict()
+    from restorebench.cli_support import annotate_zeros
+
+    cfg = load()
+    resolved = cfg.to_dict()
     if section is not None:
         check_choice("SECTION", section, tuple(resolved))
         resolved = {section: resolved[section]}
-    typer.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+    typer.echo(annotate_zeros(yaml.safe_dump(resolved, sort_keys=False).rstrip(), cfg))
 
 
 if __name__ == "__main__":  # pragma: no cover

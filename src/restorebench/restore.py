@@ -25,7 +25,7 @@ the architecture (restorebench.card) and the weights load strictly.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorebench.card import read_run_config
+from restorebench.bounds import did_you_mean
+from restorebench.card import demo_warning, floor_text, read_run_config, run_facts
 from restorebench.errors import RestorebenchError
 from restorebench.images import SUFFIXES, read_image, write_png
+from restorebench.schema import PRETRAIN_METHODS, STRATEGIES, cell_name
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,42 @@ class Job:
     dest: Path
 
 
+def find_project(root: Path = Path(".")) -> bool:
+    """Whether `root` is a restorebench project: it has params.yaml or finetuned runs (runs/finetune/)."""
+    return (root / "params.yaml").is_file() or (root / "runs" / "finetune").is_dir()
+
+
+def require_project(root: Path = Path(".")) -> None:
+    """Refuse, in one line, to look up a grid cell where there is no project to hold one."""
+    if not find_project(root):
+        raise RestorebenchError(root.resolve(), "no restorebench project here (no params.yaml, no runs/finetune/)",
+                                "run from the project's root, or give the weights explicitly with --weights PATH: a "
+                                "finetuned run folder runs/finetune/TASK/MODEL/CELL or its model.safetensors")  # fmt: skip
+
+
+def trained_cells(task: str, model: str, runs: Path = Path("runs")) -> list[str]:
+    """The cells of `model` on `task` that have finetuned weights under runs/finetune/{task}/{model}/."""
+    folder = runs / "finetune" / task / model
+    return sorted(p.name for p in folder.iterdir() if (p / "model.safetensors").is_file()) if folder.is_dir() else []
+
+
+def check_cell(cell: str, task: str, model: str, runs: Path = Path("runs")) -> None:
+    """Refuse a --cell that names no grid cell (STRATEGY or PRETRAIN-STRATEGY, optionally -seedN), with a
+    did-you-mean among the cell names and the trained cells."""
+    base = re.sub(r"-seed\d+$", "", cell)
+    names = [cell_name(s, p) for p in PRETRAIN_METHODS for s in STRATEGIES]
+    if base not in names:
+        trained = trained_cells(task, model, runs)
+        hint = f"trained here: {trained}" if trained else "a cell is STRATEGY or PRETRAIN-STRATEGY, e.g. full, dcpt-full"
+        raise RestorebenchError("--cell", f"{cell!r} is not a grid cell{did_you_mean(cell, trained + names)}", hint)
+
+
 def run_folder(task: str, model: str, cell: str | None, runs: Path = Path("runs"),
                table: Path = Path("results/table.csv")) -> Path:  # fmt: skip
     """runs/finetune/{task}/{model}/{cell}; without a cell, the model's best cell of `task` by the results
-    table (highest PSNR), or `full` when there is no table."""
+    table (highest PSNR), or `full` when there is no table. Outside a project (find_project) a one-line error
+    says so and how to pass weights."""
+    require_project(runs.parent)
     if cell is None:
         cell = "full"
         if table.exists():
@@ -58,9 +92,14 @@ def run_folder(task: str, model: str, cell: str | None, runs: Path = Path("runs"
             if not rows.empty:
                 best = rows.loc[rows["psnr"].idxmax()]
                 cell = str(best["cell"]) if "cell" in rows else str(best["strategy"])
+    else:
+        check_cell(cell, task, model, runs)
     folder = runs / "finetune" / task / model / cell
     if not (folder / "model.safetensors").exists():
-        raise RestorebenchError(folder / "model.safetensors", "no finetuned weights",
+        trained = trained_cells(task, model, runs)
+        what = "no finetuned weights" + (f"; trained cells of {task}/{model}: {trained}{did_you_mean(cell, trained)}"
+                                         if trained else "")  # fmt: skip
+        raise RestorebenchError(folder / "model.safetensors", what,
                                 f"run `restorebench finetune --task {task} --model {model} ...` first, or pass --weights")  # fmt: skip
     return folder
 
@@ -94,8 +133,11 @@ def plan(source: Path, dest: Path, *, overwrite: bool = False) -> list[Job]:
         inputs = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
         if not inputs:
             raise RestorebenchError(source, "no images here", f"looked for {list(SUFFIXES)}")
-        if dest.suffix.lower() == ".png" and not dest.is_dir():
-            raise RestorebenchError(dest, "a folder of inputs needs an output folder, not a .png file")
+        if dest.suffix.lower() in SUFFIXES and not dest.is_dir():
+            many = f"{len(inputs)} image{'s' if len(inputs) != 1 else ''}"
+            raise RestorebenchError(dest, f"a folder of inputs ({many}) needs an output folder, not the image file "
+                                          f"name {dest.name!r}",
+                                    "name a folder (no image suffix), or restore one image to a file")  # fmt: skip
         if dest.resolve() == source.resolve():
             raise RestorebenchError(dest, "the output folder is the input folder", "name another output folder")
         jobs = [Job(p, dest / f"{p.stem}.png") for p in inputs]
@@ -208,12 +250,19 @@ def restore_images(source: Path, dest: Path, *, task: str | None, model: str | N
     return jobs
 
 
-def describe(config: dict) -> str:
-    """One line naming the weights that ran (and how they scored, from the model card's run folder)."""
-    text = f"{config['model']} ({config['variant']}) {config['task']}/{config['cell']}"
-    prov = Path("results/eval") / config["task"] / config["model"] / config["cell"] / "provenance.json"
-    metrics = Path("metrics/finetune") / config["task"] / config["model"] / f"{config['cell']}.json"
-    if prov.exists() and metrics.exists():
-        scores = json.loads(metrics.read_text())
-        text += f", scored PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim_matlab3d']:.4f} by the {config['task']} protocol"
-    return text
+def describe(weights: Path, config: dict, recipe_steps: int | None = None) -> tuple[str, str | None]:
+    """What `restore` says about the weights that run (restorebench.card.run_facts): one line (the run, its
+    profile, steps and learning rate, its scored PSNR beside the task's identity floor) and the demo-weights
+    warning (None for real weights; `recipe_steps`: see card.demo_warning)."""
+    facts = run_facts(weights)
+    train = facts["train"]
+    text = f"{config['model']} ({config['variant']}) {config['task']}/{config['cell']}: profile {config.get('profile', '?')}"
+    if train.get("steps") is not None:
+        text += f", {train['steps']} steps" + (f" at peak LR {train['lr']:.3g}" if train.get("lr") is not None else "")
+    scores = facts["scores"]
+    if scores and "psnr" in scores:
+        text += (f"; scored PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim_matlab3d']:.4f} by the {config['task']} "
+                 f"protocol, identity floor {floor_text(facts)}")  # fmt: skip
+    else:
+        text += "; no scores found beside these weights (not evaluated in this project)"
+    return text, demo_warning(facts, recipe_steps)

@@ -3,6 +3,9 @@ for `restorebench models`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,3 +54,50 @@ def summarize(name: str, variant: str, *, macs: bool = True, size: int = 256) ->
             model = build_model(name, variant=variant).eval()
             row["gmacs"] = count_macs(model, size) / 1e9
     return row
+
+
+def table_lines(names: list[str] | None = None, *, macs: bool = False, profile: str | None = None,
+                variants: dict[str, dict[str, str]] | None = None, pretrained: dict[str, str | None] | None = None,
+                params: Path = Path("params.yaml")) -> Iterator[str]:  # fmt: skip
+    """`restorebench models`' table, a line as soon as each variant is counted: per variant of the registry
+    (only `names`' models when given) its parameters (total, per group), what the profile loads into it
+    (`pretrained[model]`: that source, or "random init" for None; a variant outside the profile's `variants`
+    is "not used") and the share of its parameters that checkpoint fills (only where one is loaded);
+    then the legend and the variants' notes. Without a profile (no params file), each variant's possible share."""
+    from restorebench.models import VARIANTS
+
+    used = {(m, v) for m, per_task in (variants or {}).items() for v in per_task.values()}
+    cols = [("model", 18, "<"), ("variant", 14, "<"), ("params (M)", 11, ">"), ("backbone", 9, ">"),
+            ("decoder", 9, ">"), ("head", 8, ">"), ("from ckpt", 9, ">")] + ([("GMACs@256", 10, ">")] if macs else [])  # fmt: skip
+
+    def line(values: list[str], loads: str) -> str:
+        cells = "  ".join(f"{v:{align}{width}}" for v, (_, width, align) in zip(values, cols, strict=True))
+        return f"{cells}  {loads}"
+
+    yield line([c[0] for c in cols], f"loads (profile {profile})" if profile else "loads")
+    notes: list[str] = []
+    for name, names_of_variants in VARIANTS.items():
+        if names and name not in names:
+            continue
+        for variant in names_of_variants:
+            row = summarize(name, variant, macs=macs)
+            if row["note"]:  # a variant that does not start from a segmentation checkpoint says so
+                notes.append(f"({len(notes) + 1}) {name} {variant}: {row['note']}")
+            share = row["from_checkpoint"]
+            if profile is None:
+                loads = "-"
+            elif (name, variant) not in used:
+                loads, share = "- (not used)", None
+            else:
+                source = (pretrained or {}).get(name)
+                loads = source or "random init"
+                share = share if source else None  # a random init fills nothing from a checkpoint
+            values = [name, variant + (f" ({len(notes)})" if row["note"] else ""), f"{row['params'] / 1e6:.2f}",
+                      *(f"{row['groups'][g] / 1e6:.2f}" for g in ("backbone", "decoder", "head")),
+                      f"{100 * share:.1f}%" if share is not None else "-"]  # fmt: skip
+            if macs:
+                values.append(f"{row['gmacs']:.1f}" if row["gmacs"] is not None else "-")
+            yield line(values, loads)
+    yield ("from ckpt: share of the parameters the checkpoint it loads fills (-: none loaded)" if profile else
+           f"from ckpt: share of the parameters its segmentation checkpoint would fill (no {params} here: no profile)")  # fmt: skip
+    yield from notes

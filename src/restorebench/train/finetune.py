@@ -27,6 +27,7 @@ from restorebench.metrics import psnr_torch
 from restorebench.train.cells import cell_kwargs, cell_model
 from restorebench.train.loop import LoopConfig, to_device
 from restorebench.train.session import train_and_save
+from restorebench.train.strategies import behaviour
 
 
 @torch.no_grad()
@@ -151,6 +152,8 @@ class TrainingData:
     patch: int  # the first stage's crop
     holdout_images: int
     stages: list[StageConfig]
+    train_images: int = 0  # the source images (pairs) the training crops come from, held-out ones excluded
+    train_subimages: int = 0  # the packed sub-images drawn from
 
 
 def mixup_batch(lq: torch.Tensor, gt: torch.Tensor, beta: float, rng: np.random.Generator):
@@ -215,7 +218,8 @@ def training_data(cfg: Config, task: str, model: str, accumulate: int | None = N
             begin = end
 
     holdout_images = len(set(store.index["image"][i] for i in held_idx))
-    return TrainingData(batches, held, stages[0].patch, holdout_images, stages)
+    train_images = len(np.unique(np.asarray(store.index["image"])[train_idx]))
+    return TrainingData(batches, held, stages[0].patch, holdout_images, stages, train_images, len(train_idx))
 
 
 def _memory_record(memory, accumulate: int, batch: int) -> dict:
@@ -280,6 +284,12 @@ def finetune(
         "last_loss": result.last_loss,
         "val_psnr": (result.history[-1].get("val/psnr") if result.history else None),
         "holdout_images": params["holdout_images"],
+        # what the model card states (restorebench.card): the data, and the peak LR of this strategy's schedule
+        "dataset": TASK_DATASET[task],
+        "train_images": data.train_images,
+        "train_subimages": data.train_subimages,
+        "lr": loop_cfg.lr * behaviour(strategy).lr_scale,
+        "lr_schedule": loop_cfg.schedule,
         "device": device,
         "gpus": cfg.train.gpus,
         "wall_seconds": time.time() - started,
