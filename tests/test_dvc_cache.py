@@ -61,7 +61,7 @@ def test_a_rerun_keeps_every_cached_output_intact_and_checkout_restores_it(tmp_p
     types = configparser.ConfigParser()
     types.read(project_root / ".dvc" / "config")
     chosen = [t.strip() for t in types["cache"]["type"].strip('"').split(",")]
-    assert chosen[0] == "hardlink"  # the repository's first choice (README: why), as it is
+    assert chosen[0] == "hardlink"  # the repository's first choice (docs/paper.md: why), as it is
     _dvc(repo, "config", "cache.type", ",".join(chosen))
     (repo / "writer.py").write_text(WRITER)
     (repo / "params.yaml").write_text("value: 1\n")

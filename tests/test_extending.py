@@ -1,4 +1,4 @@
-"""README "Extending": a model is added through exactly the documented steps (one file in models/, one registry
+"""docs/extending.md: a model is added through exactly the documented steps (one file in models/, one registry
 line, its params.yaml entries) in a throwaway copy of the project, and one of its cells then runs through both
 orchestrators by their public commands (Snakemake to the cell's metrics file; `dvc repro` of the stage that
 writes it, with what it needs upstream)."""
@@ -69,7 +69,7 @@ CELL = "metrics/finetune/denoise/toy/full.json"
 
 
 def add_toy_model(repo: Path) -> None:
-    """The README's three steps for a new model, and the grid cut to its one cell (denoise, full, 4 steps)."""
+    """docs/extending.md's steps for a new model, and the grid cut to its one cell (denoise, full, 4 steps)."""
     (repo / "src/restorebench/models/toy.py").write_text(TOY_MODEL)  # 1. the file
     registry = repo / "src/restorebench/models/__init__.py"  # 2. the registry line
     text = registry.read_text()
@@ -101,7 +101,7 @@ def copy_with_toy(project_root: Path, dest: Path) -> tuple[Path, dict[str, str]]
     env = tool_env(PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1")
     help_text = run(["restorebench", "--help"], repo, env)
     if re.search(r"^\W*pipeline\b", help_text, re.M):
-        # dvc.yaml is generated from the pipeline module: regenerate it, as the README says to
+        # dvc.yaml is generated from the pipeline module: regenerate it, as docs/extending.md says to
         # after changing the grid, so that the copy's DVC plan has the toy's stages
         out = run(["restorebench", "pipeline", "dvc"], repo, env)
         if out.lstrip().startswith(("stages:", "#")) and "stages:" in out:
