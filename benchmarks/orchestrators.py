@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a 2-cell grid (a smoke run)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--keep", type=Path, default=None, help="copy each run's results/table.csv and dvc.lock here")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="rb-orch-") as tmp:
@@ -109,6 +110,11 @@ def main() -> None:
                 subprocess.run([str(BIN / "dvc"), "status"], cwd=repo, env=env, capture_output=True, check=True)
                 row["dvc_status_s"] = time.time() - start
                 rows.append(row)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(repo / "results/table.csv", args.keep / f"table_{name}.csv")
+                if (repo / "dvc.lock").exists():
+                    shutil.copy2(repo / "dvc.lock", args.keep / "dvc.lock")
     snake, dvc = rows
     print(f"{'':22}{'snakemake':>12}{'dvc':>12}")
     for key in ("wall_s", "commands_s", "overhead_s", "stages", "overhead_per_stage_s", "median_gap_s"):
