@@ -172,6 +172,7 @@ def test_compare_and_experiments_order_cells_by_task_model_and_cell(project, tmp
     set_params(branch / "params.yaml", **{"profiles.demo.train.models.nafnet.lr": 0.004})
     git_commit(branch, "four cells moved")
     text = views.compare(pipe, "main", "exp", cwd=branch)
+    assert run(["restorebench", "compare", "main", "exp"], branch) == text  # the CLI's command prints the same
     lines = text.splitlines()
     assert lines[0].split() == ["task", "model", "cell", "metric", "main", "exp", "change"]
     rows = [line.split() for line in lines[1:]]
@@ -188,6 +189,7 @@ def test_compare_and_experiments_order_cells_by_task_model_and_cell(project, tmp
     # the experiments' view: the changed parameter, then the moved cells' PSNR, a narrow column per revision
     shown = json.loads(run(["dvc", "exp", "show", "-a", "--json"], branch))
     table = views.experiments(pipe, shown).splitlines()
+    assert run(["restorebench", "experiments", "-a"], branch).splitlines() == table
     assert max(len(line) for line in table) < 200
     head, param, blank, cells_head, *cell_lines = table
     assert head.split() == ["parameter", "workspace", "exp", "main"] and blank == ""

@@ -364,6 +364,36 @@ def report() -> None:
 
 
 @app.command(cls=Command)
+def compare(
+    a_rev: Annotated[str, typer.Argument(metavar="A", help="a git revision, branch or experiment")],
+    b_rev: Annotated[str, typer.Argument(metavar="B", help="another one (default: the workspace)")] = "workspace",
+) -> None:
+    """`dvc metrics diff A B` by task, model and cell (DVC prints its files in no fixed order)."""
+    from restorebench import pipeline
+    from restorebench.views import compare as compare_revisions
+
+    typer.echo(compare_revisions(pipeline.load(state.params, state.overrides), a_rev, b_rev), nl=False)
+
+
+@app.command(cls=Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def experiments(ctx: typer.Context) -> None:
+    """The experiments' changed params and each changed cell's PSNR, one narrow column per revision; extra
+    arguments go to `dvc exp show` (e.g. -a, --rev main)."""
+    import json
+    import subprocess
+
+    from restorebench import pipeline
+    from restorebench.views import experiments as experiment_table
+
+    cmd = ["dvc", "exp", "show", "--json", *ctx.args]
+    shown = subprocess.run(cmd, capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise RestorebenchError(" ".join(cmd), (shown.stderr.strip().splitlines() or ["failed"])[-1],
+                                "run it inside a DVC project with experiments (dvc exp run)")  # fmt: skip
+    typer.echo(experiment_table(pipeline.load(state.params, state.overrides), json.loads(shown.stdout)), nl=False)
+
+
+@app.command(cls=Command)
 def restore(
     input: Annotated[Path, typer.Argument(help="an image (PNG, JPEG, TIFF; 8- or 16-bit) or a folder of them")],
     output: Annotated[Path, typer.Argument(help="a file with an image suffix (one input: out/a.jpg writes a.jpg) "

@@ -488,7 +488,9 @@ class Pipeline:
             evaluate_keys.append(f"{P}.official.{m}.{t}")
         rule = "evaluate" if cell.trained else "evaluate_official"  # an official cell has no run folder
         w = w if cell.trained else {"task": t, "model": m}
-        stages.append(self._stage(rule, w, f"evaluate {cmd}", weights + [validation(root, cell.dataset)],
+        # the task's floor: the model card sets the cell's score beside it (restorebench.card)
+        floor = [metrics_json(t, "identity", "none")] if cell.trained else []
+        stages.append(self._stage(rule, w, f"evaluate {cmd}", weights + [validation(root, cell.dataset)] + floor,
                                   evaluate_keys, model=m, template=template))
         return stages
 

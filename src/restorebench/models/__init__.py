@@ -8,7 +8,7 @@ the rest of the pipeline needs to know about it (DCPT's hook points, its identit
 state maps into it), so nothing outside this folder is keyed by a model's name.
 
 Adding a model: its file here (a `Restorer` subclass, `VARIANTS` with a tiny "demo", `build`), one line in
-`_MODULES` below, and its entries in params.yaml (README "Extending").
+`_MODULES` below, and its entries in params.yaml (docs/extending.md).
 
 Builders take `variant=` (a named size from the module's VARIANTS, "demo" is the tiny CPU one),
 `pretrained=` (hub id, hub-snapshot folder, .safetensors/.pth file, or a finetuned run folder) and the architecture's own keyword
