@@ -157,7 +157,8 @@ def test_degrade_store_deterministic_and_seed_dependent(tmp_path, pngs):
 
 
 def test_degraded_inputs_are_synthesised_per_seed_item_task_and_draw(tmp_path, pngs):
-    from restorebench.degrade.pipeline import build_pipeline, derive_rng
+    from restorebench.degrade.chain import build_pipeline
+    from restorebench.degrade.rng import derive_rng
 
     images = [(i, gt) for i, _, gt in pngs]
     degrade_store(images, tmp_path / "a", tasks=TASKS, patch=48, patches_per_image=2, seed=3, workers=1,

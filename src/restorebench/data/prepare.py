@@ -22,7 +22,7 @@ from restorebench.data.parallel import parallel_map
 from restorebench.data.store import StoreWriter, crop_subimages, decode_rgb, read_rgb
 from restorebench.data.synth import CLEAN
 from restorebench.data.validate import require_valid
-from restorebench.degrade.pipeline import derive_rng
+from restorebench.degrade.rng import derive_rng
 from restorebench.errors import RestorebenchError
 
 PAIRED = ("sidd", "gopro")
@@ -141,7 +141,7 @@ def degrade_store(
     for any worker count. `images` is consumed as a stream (ImageNet-scale works in bounded memory);
     `total` sizes the progress bar when it has no len().
     """
-    from restorebench.degrade.pipeline import build_pipeline
+    from restorebench.degrade.chain import build_pipeline
 
     if not tasks:
         raise ValueError("tasks: need at least one task -> pipeline spec")
