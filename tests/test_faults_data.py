@@ -243,8 +243,8 @@ def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp
 
 def test_prepare_and_degrade_refuse_a_dataset_never_validated_or_fetched_again_since(tmp_path):
     from restorebench.config import load_config
-    from restorebench.data.prepare import degrade_imagenet
     from restorebench.data.validate import NotValidated
+    from restorebench.degrade.stage import degrade_imagenet
     from restorebench.train.finetune import training_data
 
     work = tmp_path / "project"

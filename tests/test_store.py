@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from restorebench.data.manifest import ROWS
-from restorebench.data.prepare import degrade_store, prepare_store
+from restorebench.data.prepare import prepare_store
 from restorebench.data.store import StoreWriter, crop_subimages, holdout_split, source_group
 from restorebench.data.synth import open_store
+from restorebench.degrade.stage import degrade_store
 
 TASKS = {
     "dn30": [{"name": "gaussian_noise", "sigma": 30}],
