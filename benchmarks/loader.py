@@ -10,6 +10,7 @@ All three do the same random 256 crop + dihedral augmentation + float CHW conver
 `step_loader`. Prints a table and writes results/bench_loader.json.
 
     python benchmarks/loader.py [--images 8] [--seconds 2] [--workers 0,1,2,16] [--out results/bench_loader.json]
+    python benchmarks/run_all.py --only loader     # `section`: per core only, in bench.json
 """
 
 from __future__ import annotations
@@ -144,6 +145,31 @@ def rate(ds: Dataset, workers: int, seconds: float, batch: int = 16) -> float:
     elapsed = time.perf_counter() - start
     del it
     return done / elapsed
+
+
+def section(*, quick: bool = False) -> dict:
+    """The loader part of run_all.py: pairs/s per core of each format (workers=0, one thread); the ceiling is
+    `store_u8`, what training reads."""
+    images, seconds = (2, 0.3) if quick else (8, 2.0)
+    formats = ("store", "store_u8", "png")
+    print(f"\n== loader: {PATCH}x{PATCH} pairs/s per core (workers=0, 1 thread), "
+          f"{images} sub-images of {SUB}, {seconds} s per format", flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sets = build(Path(tmp), images)
+            per_core = {n: rate(sets[n], 0, seconds) for n in formats}
+    finally:
+        torch.set_num_threads(threads)
+    for n, v in per_core.items():
+        print(f"  {n:>9}: {v:8.0f} pairs/s per core", flush=True)
+    ratio = per_core["store"] / per_core["png"]
+    print(f"  ceiling (store_u8, what training uses): {per_core['store_u8']:.0f} pairs/s per core; "
+          f"store/png {ratio:.1f}x", flush=True)
+    return {"patch": PATCH, "subimage": SUB, "images": images, "seconds": seconds,
+            "per_core_pairs_per_s": per_core, "ceiling_pairs_per_s_per_core": per_core["store_u8"],
+            "store_over_png": ratio}
 
 
 def main() -> None:

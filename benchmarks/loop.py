@@ -126,6 +126,9 @@ def section(*, profile: str, models: list[str], steps: int, syncs: list[int], de
     """Rows for every model x sync_every, on one synthetic store; `syncs` entries of 0 mean the profile's.
     Once `stop()` is true no further row starts (those rows are listed under "skipped"); `on_row(rows)`
     follows every row."""
+    asked = " vs ".join(str(s) if s else "the profile's" for s in syncs)
+    print(f"\n== loop: the finetuning loop end to end ({profile} profile, task denoise, {steps} steps per row, "
+          f"steady state after the first window), sync_every {asked}, {device}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = tmp / "data" / "store" / "sidd" / "train"
@@ -148,6 +151,17 @@ def section(*, profile: str, models: list[str], steps: int, syncs: list[int], de
         r["over_sync_every_1"] = r["images_per_s"] / base[r["model"]] if r["model"] in base else None
     return {"profile": profile, "device": device, "steps": steps, "store_images": images, "rows": rows,
             "skipped": skipped}
+
+
+def against_step(loop: dict, models: dict | None, device: str) -> None:
+    """Add `loop_over_step` to each loop row: its rate over the models part's eager rate of the same model,
+    batch, patch and precision (bf16 on CUDA, fp32 on a CPU: what the loop trains in); None without one."""
+    step_rates = {} if models is None else {
+        (r["model"], r["batch"], r["size"]): r["images_per_s"] for r in models["rows"]
+        if r["status"] == "ok" and not r["compiled"] and r["dtype"] == ("bf16" if device == "cuda" else "fp32")}
+    for r in loop["rows"]:
+        step = step_rates.get((r["model"], r["batch"], r["patch"]))
+        r["loop_over_step"] = r["images_per_s"] / step if step else None
 
 
 def line(r: dict) -> str:

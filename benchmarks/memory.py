@@ -6,8 +6,8 @@ torch.cuda.max_memory_allocated of real training steps, for a few paper cells; p
 
 A cell is model:patch:micro_batch (the paper profile's variant for denoising, strategy full). Each real
 step is the loop's (train/loop.py): bf16 autocast, the fp32 L1 loss, backward, fused AdamW, gradients
-set to None; the peak is over the second and third steps (AdamW's moments exist by then). The issue's
-target: the estimate within 25% of the measurement.
+set to None; the peak is over the second and third steps (AdamW's moments exist by then). The target:
+the estimate within 25% of the measurement (benchmarks/NOTES.md, the plan's memory figures).
 """
 
 from __future__ import annotations

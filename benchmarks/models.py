@@ -1,7 +1,7 @@
-"""Training-step speed of every model: images/s, achieved TFLOP/s, MFU and peak memory.
+"""Training-step speed of every model: images/s, achieved TFLOP/s, MFU and peak memory (the models part).
 
-    python benchmarks/models.py                      # CPU: demo variants, fp32 eager (this machine)
-    python benchmarks/models.py --paper --batch 8    # GPU: paper variants, fp32 and bf16, eager and compiled
+    python benchmarks/run_all.py --only models                  # CPU: demo variants, fp32 and bf16 eager
+    python benchmarks/run_all.py --only models --paper --batch 8   # paper variants (the default on a GPU)
 
 A step is the training loop's own (src/restorebench/train/loop.py): a uint8 batch converted to float on the
 device, the model's pixel objective (its recipe's loss, bf16 autocast on CUDA), backward, fused AdamW on
@@ -11,14 +11,12 @@ and recipes come from params.yaml (`--task`'s variant of the demo or paper profi
 torch.utils.flop_counter (forward + backward of one step, counted, not estimated as 3x forward); MFU divides
 the achieved rate by the device's dense peak (--peak-tflops, else `device_peak`: H100/H200 SXM bf16 989,
 TF32 494, fp32 without tensor cores 67; none for a CPU).
-Prints a table, writes JSON.
+`section` times every row run_all.py asks for and prints a line per row.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import re
 import statistics
 import time
@@ -54,20 +52,21 @@ def device_peak(device: str, dtype: str) -> tuple[float | None, str]:
 
 
 @functools.cache
-def _config(profile: str, params: str | Path) -> Config:
+def profile_config(profile: str, params: str | Path) -> Config:
+    """params.yaml loaded with `profile` chosen (cached: every part asks for it)."""
     return load_config(params, [f"profile={profile}"])
 
 
 def profile_variants(profile: str, task: str = "denoise", params: str | Path = "params.yaml") -> dict[str, str]:
     """model -> the variant `profile` trains for `task` (params.yaml's `variants` section)."""
-    cfg = _config(profile, params)
+    cfg = profile_config(profile, params)
     return {m: cfg.variant(m, task) for m in MODEL_NAMES}
 
 
 def profile_recipe(profile: str, model: str, params: str | Path = "params.yaml") -> dict:
     """The model's training recipe (loss, lr, betas, weight decay), the profile's batch and patch, and the
     recipe's own patch where it names one (`own_patch`, else None: IPT's cells train on its tiles)."""
-    cfg = _config(profile, params)
+    cfg = profile_config(profile, params)
     r = cfg.train.recipe(model)
     return {"loss": r.loss, "lr": r.lr, "betas": (float(r.betas[0]), float(r.betas[1])),
             "weight_decay": r.weight_decay, "batch": cfg.train.batch, "patch": cfg.train.patch,
@@ -286,59 +285,141 @@ def bench(name: str, variant: str, *, batch: int, size: int, dtype: str, compile
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--paper", action="store_true", help="paper variants (default: demo variants)")
-    ap.add_argument("--task", default="denoise", help="whose variant (NAFNet and Restormer differ per task)")
-    ap.add_argument("--models", nargs="*", default=list(MODEL_NAMES))
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
-    ap.add_argument("--peak-tflops", type=float, default=None)
-    ap.add_argument("--out", default="results/bench_models.json")
-    args = ap.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    batch = args.batch or (8 if device == "cuda" else 2)
-    size = args.size or (256 if device == "cuda" else 64)
-    steps = args.steps or (10 if device == "cuda" else 3)
-    dtypes = ["fp32", "bf16"] if device == "cuda" else ["fp32"]
-    profile = "paper" if args.paper else "demo"
-    variants = profile_variants(profile, args.task)
-    rows = []
-    for name in args.models:
-        variant = variants[name]
-        recipe = profile_recipe(profile, name)
+def section(*, paper: bool, task: str, device: str, models: list[str], dtypes: list[str], modes: list[str],
+            plain: list[str], compiled: bool | None, params: Path, quick: bool = False, batch: int | None = None,
+            size: int | None = None, steps: int | None = None, row_budget: float | None = None,
+            peak_tflops: float | None = None, stop: Callable[[], str | None] = lambda: None,
+            on_row: Callable[[list[dict]], None] = lambda rows: None) -> dict:
+    """The models part: a row per model x dtype x (eager, compiled), plus the `plain` models' plain fp32 eager
+    row, at the profile's batch (paper on CUDA or with `paper`, else demo) and each model's training crop.
+    compiled: time torch.compile too (None: on CUDA only). A row is skipped, with why, when its mode is not
+    in `modes` or once `stop()` says why no new row starts; `on_row(rows)` follows every row."""
+    paper = paper or device == "cuda"
+    profile = "paper" if paper else "demo"
+    variants = profile_variants(profile, task, params)
+    train = profile_recipe(profile, "nafnet", params)  # batch and patch are the profile's
+    if quick:
+        batch_, size_, warmup, steps_ = 2, 32, 1, 1
+    elif device == "cuda":  # two windows of the loop's sync_every (10) steps
+        batch_, size_, warmup, steps_ = train["batch"], train["patch"], 3, 20
+    else:  # the demo profile's batch and patch; a paper-size batch takes minutes per step on a CPU
+        demo = profile_recipe("demo", "nafnet", params)
+        batch_, size_, warmup, steps_ = demo["batch"], demo["patch"], 1, 5
+    asked = size  # --size: every model at this crop
+    batch, size, steps = batch or batch_, size or size_, steps or steps_
+    compile_on = compiled if compiled is not None else device == "cuda"
+    # the loss is read every sync_every steps, as the loop does; on a CPU a step is synchronous anyway, and
+    # windows of one step keep the median's resistance to other jobs' bursts
+    sync_every = profile_config(profile, params).train.sync_every if device == "cuda" else 1
+    # a CPU row stops timing after `budget` s (>= 2 steps): bf16 is emulated on most CPUs and very slow
+    budget = row_budget if row_budget is not None else (None if device == "cuda" else 20.0)
+
+    def crop(recipe: dict) -> int:  # what the model's cells train on: its recipe's own patch (IPT's tiles)
+        return asked or recipe["own_patch"] or size
+
+    def peak_of(dtype: str) -> tuple[float | None, str]:
+        return (peak_tflops, "--peak-tflops") if peak_tflops else device_peak(device, dtype)
+
+    own = {m: crop(profile_recipe(profile, m, params)) for m in models}
+    own = {m: p for m, p in own.items() if p != size}
+    note = (f"{profile} variants ({task}) on {device}"
+            + ("" if paper else "; CPU: demo variants by default, --paper forces the paper ones")
+            + f"; batch {batch} x {size}x{size}"
+            + "".join(f" ({m}: {p}x{p}, its cells' crop)" for m, p in own.items())
+            + f", {warmup} warm-up + {steps} timed steps"
+            + (f" (at most {budget:.0f} s of them, >= 2 steps)" if budget else ""))
+    print(f"\n== models: {note}", flush=True)
+    rows: list[dict] = []
+    timing = dict(batch=batch, steps=steps, device=device, budget=budget)
+    # first (cheap, and a target's baseline): the NAFNet speed target is against "a plain fp32 eager loop
+    # of the same architecture": fp32, eager, contiguous (NCHW) memory, torch's default AdamW, the loss read
+    # every step
+    for name in [m for m in plain if m in models] if "fp32" in dtypes and "eager" in modes else []:
+        base = {"model": name, "variant": variants[name], "dtype": "fp32", "compiled": False, "plain": True}
+        recipe = profile_recipe(profile, name, params)
+        kwargs = dict(compiled=False, warmup=warmup, recipe=recipe, sync_every=1, channels_last=False, fused=False)
+        rows.append(_row(base, stop(), kwargs, size=crop(recipe), dtype="fp32", peak=peak_of("fp32"), **timing))
+        on_row(rows)
+    for name in models:
+        recipe = profile_recipe(profile, name, params)
         for dtype in dtypes:
-            for compiled in [False, True] if args.compile else [False]:
-                peak = args.peak_tflops or device_peak(device, dtype)[0]
-                try:
-                    rows.append(bench(name, variant, batch=batch, size=size, dtype=dtype, compiled=compiled,
-                                      steps=steps, device=device, peak=peak, recipe=recipe))
-                except torch.OutOfMemoryError as err:
-                    rows.append({"model": name, "variant": variant, "dtype": dtype, "compiled": compiled,
-                                 "error": f"out of memory: {str(err).splitlines()[0]}"})
-                print(_fmt(rows[-1]), flush=True)
-    base = {r["model"]: r["images_per_s"] for r in rows if r.get("dtype") == "fp32" and not r.get("compiled")
-            and "images_per_s" in r}
-    for r in rows:
-        if "images_per_s" in r and r["model"] in base:
-            r["speedup_vs_fp32_eager"] = r["images_per_s"] / base[r["model"]]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-                               "torch": torch.__version__, "rows": rows}, indent=2))
-    print(f"-> {out}")
+            for compile_row in (False, True):
+                base = {"model": name, "variant": variants[name], "dtype": dtype, "compiled": compile_row}
+                why = None
+                if compile_row and not compile_on:
+                    why = "--no-compile" if compiled is False else \
+                        "off by default on a CPU to keep the run short; pass --compile"
+                elif ("compiled" if compile_row else "eager") not in modes:
+                    why = f"not in --modes {','.join(modes)}"
+                else:
+                    why = stop()
+                kwargs = dict(compiled=compile_row, warmup=max(warmup, 2) if compile_row else warmup,  # + recompile
+                              recipe=recipe, sync_every=sync_every)
+                rows.append(_row(base, why, kwargs, size=crop(recipe), dtype=dtype, peak=peak_of(dtype), **timing))
+                on_row(rows)
+    rates = ratios(rows)
+    for r in rates:
+        print("  ratios " + f"{r['model']:>17}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()
+                                                           if k != "model" and v is not None), flush=True)
+    return {"profile": profile, "task": task, "device": device, "batch": batch, "size": size,
+            "warmup_steps": warmup, "timed_steps": steps, "row_budget_s": budget, "compile": compile_on, "note": note,
+            "bf16_on_cpu": "CPU autocast; the training loop itself runs fp32 on a CPU" if device == "cpu" else None,
+            "rows": rows, "ratios": rates}
 
 
-def _fmt(r: dict) -> str:
-    if "error" in r:
-        return f"{r['model']:>17} {r['variant']:>12} {r['dtype']:>5} {'compiled' if r['compiled'] else 'eager':>8}  {r['error']}"
-    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
-    mem = f"{r['peak_mem_gb']:.1f}GB" if r.get("peak_mem_gb") else "-"
-    return (f"{r['model']:>17} {r['variant']:>12} {r['dtype']:>5} {'compiled' if r['compiled'] else 'eager':>8} "
-            f"{r['params_m']:7.2f}M {r['images_per_s']:9.2f} img/s {r['tflops']:8.3f} TFLOP/s MFU {mfu:>6} mem {mem}")
+def _row(base: dict, why: str | None, kwargs: dict, *, batch: int, size: int, dtype: str, steps: int, device: str,
+         peak: tuple[float | None, str], budget: float | None) -> dict:
+    """One timed row (or a skipped one when `why`); an OOM or a compile failure is a result, not a crash."""
+    if why is not None:
+        row = {**base, "status": "skipped", "reason": why}
+    else:
+        try:
+            r = bench(base["model"], base["variant"], batch=batch, size=size, dtype=dtype, steps=steps,
+                      device=device, peak=peak[0], budget_s=budget, **kwargs)
+            row = {**base, **r, "status": "ok", "peak_name": peak[1]}
+        except torch.OutOfMemoryError as err:
+            row = {**base, "status": "oom", "reason": str(err).splitlines()[0]}
+        except Exception as err:  # noqa: BLE001
+            row = {**base, "status": "failed",
+                   "reason": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+        finally:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    print("  " + line(row), flush=True)
+    return row
 
 
-if __name__ == "__main__":
-    main()
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per model: bf16/fp32 (eager, compiled) and compiled/eager (fp32, bf16) rates, None where a row is missing."""
+    ok = {(r["model"], r["dtype"], r["compiled"]): r["images_per_s"] for r in rows
+          if r["status"] == "ok" and not r.get("plain")}
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        def ratio(a, b):
+            return ok[a] / ok[b] if a in ok and b in ok else None
+        out.append({"model": name,
+                    "bf16/fp32 eager": ratio((name, "bf16", False), (name, "fp32", False)),
+                    "bf16/fp32 compiled": ratio((name, "bf16", True), (name, "fp32", True)),
+                    "compiled/eager fp32": ratio((name, "fp32", True), (name, "fp32", False)),
+                    "compiled/eager bf16": ratio((name, "bf16", True), (name, "bf16", False))})
+    return out
+
+
+def line(r: dict) -> str:
+    """One row as the section prints it."""
+    mode = "plain" if r.get("plain") else "compiled" if r["compiled"] else "eager"
+    head = f"{r['model']:>17} {r['variant']:>13} {r['dtype']:>5} {mode:>8}"
+    if r["status"] != "ok":
+        return f"{head}  {r['status']}: {r['reason']}"
+    syncs = "" if r.get("host_syncs_per_step") is None else f", host syncs/step {r['host_syncs_per_step']}"
+    k = r.get("kernels") or {}
+    if k.get("gpu_busy_share") is not None:  # CUDA: one profiled step (kernel_breakdown)
+        kinds = ", ".join(f"{kind} {100 * v:.0f}%" for kind, v in list(k["by_kind"].items())[:3])
+        syncs += f"; GPU busy {100 * k['gpu_busy_share']:.0f}% of a profiled step: {kinds}"
+    elif "error" in k:
+        syncs += f"; kernel profile failed: {k['error'][:80]}"
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+    mem = f"{r['peak_mem_gb']:.2f} GiB" if r.get("peak_mem_gb") is not None else "n/a"
+    return (f"{head} {r['params_m']:7.2f}M {r['images_per_s']:9.2f} img/s {r['tflops']:8.4f} TFLOP/s "
+            f"MFU {mfu:>6}  peak mem {mem}  ({r['batch']} x {r['size']}^2, {r['timed_steps']} steps, "
+            f"host cpu/wall {r['cpu_per_wall']:.2f}{syncs})")

@@ -170,8 +170,9 @@ def _child(stage: str, root: Path, archive: Path, profile: str = "paper") -> dic
     from restorebench.config import SampleConfig, load_config
     from restorebench.data.fetch import fetch_and_index
     from restorebench.data.manifest import read_manifest
-    from restorebench.data.prepare import degrade_imagenet, prepare_dataset
+    from restorebench.data.prepare import prepare_dataset
     from restorebench.data.validate import validate_stage
+    from restorebench.degrade.stage import degrade_imagenet
 
     dataset = STAGES[stage][0]
     cfg = load_config(ROOT / "params.yaml", [f"profile={profile}"])

@@ -24,7 +24,7 @@ from PIL import Image
 
 from restorebench.config import load_config
 from restorebench.data.datasets import PairedPatchDataset
-from restorebench.data.prepare import degrade_store
+from restorebench.degrade.stage import degrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

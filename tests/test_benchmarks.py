@@ -172,7 +172,7 @@ def test_step_flops_count_a_conv_backward_as_two_forwards(groups):
 
 
 def test_speed_targets_judge_gpu_rows_and_say_why_not_elsewhere():
-    from benchmarks.run_all import speed_targets
+    from benchmarks.summary import speed_targets
 
     def row(model, dtype, rate, mfu=None, compiled=False, plain=False):
         # bench() records the model's is_transformer: the MFU target is for the transformers only

@@ -120,7 +120,8 @@ def test_missing_weights_and_a_missing_manifest_are_one_line(project_root, monke
 
 
 def test_summaries_are_sentences():
-    from restorebench.data.prepare import describe_degrade, describe_prepare
+    from restorebench.data.prepare import describe_prepare
+    from restorebench.degrade.stage import describe_degrade
 
     stats = {"images": 12, "subimages": 480, "size": 64, "step": 48, "bytes": 11_796_480, "path": "data/store/sidd/train"}
     assert describe_prepare("sidd", stats) == (

@@ -17,8 +17,8 @@ from restorebench.data.datasets import (
     step_loader,
     to_tensor,
 )
-from restorebench.data.prepare import degrade_store
 from restorebench.data.store import StoreWriter
+from restorebench.degrade.stage import degrade_store
 
 
 @pytest.fixture()

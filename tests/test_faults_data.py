@@ -29,13 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from restorebench.config import SampleConfig
 from restorebench.data import archives, fetch
 from restorebench.data.archives import InsufficientSpace, UnsafeArchive, extract_into
+from tests.helpers.data_stages import fetch_tiny, prepare_tiny, validate_tiny
 
-TINY = SampleConfig(gopro_train_sequences=1, gopro_test_sequences=1, gopro_frames=2, gopro_height=32,
-                    gopro_width=48, gopro_average=3, sidd_instances=2, sidd_height=32, sidd_width=32,
-                    sidd_val_images=1, sidd_val_blocks=2, sidd_val_block_size=16)  # fmt: skip
 ZEROS = 20 * 10**6  # a 20 MB zero stream: about 20 KB deflated
 
 
@@ -43,12 +40,6 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     text = str(err.value)
     assert "\n" not in text and "Traceback" not in text, text
     return text
-
-
-def _fetch(dataset: str, source: str | Path, work: Path, seed: int = 0):
-    return fetch.fetch_and_index(dataset, str(source), work / "data/raw" / dataset,
-                                 work / f"data/manifests/{dataset}.parquet", cache_dir=work / "cache", sample=TINY,
-                                 seed=seed, min_free_bytes=0, expected_pairs={})  # fmt: skip
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -71,13 +62,13 @@ def _gopro_zip(path: Path, extra: dict[str, bytes]) -> Path:
 
 def test_a_zip_expanding_past_100_to_1_is_refused_naming_the_member_and_the_good_copy_kept(tmp_path):
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
+    fetch_tiny("gopro", "sample", work)
     raw, manifest = work / "data/raw/gopro", work / "data/manifests/gopro.parquet"
     before = {**_files(raw), "manifest": manifest.read_bytes()}
     bomb = _gopro_zip(tmp_path / "bomb.zip", {"GOPRO_Large/train/GOPR0001_00_00/blur/zeros.png": bytes(ZEROS)})
     assert bomb.stat().st_size < ZEROS / 100
     with pytest.raises(UnsafeArchive) as err:
-        _fetch("gopro", bomb, work)
+        fetch_tiny("gopro", bomb, work)
     line = _one_line(err)
     assert "member 'GOPRO_Large/train/GOPR0001_00_00/blur/zeros.png' expands" in line and "compression bomb" in line
     assert {**_files(raw), "manifest": manifest.read_bytes()} == before
@@ -191,29 +182,17 @@ def test_a_sidd_folder_missing_one_ground_truth_image_fails_fetch_and_keeps_the_
     import shutil
 
     work = tmp_path / "project"
-    _fetch("sidd", "sample", work)
+    fetch_tiny("sidd", "sample", work)
     raw, manifest = work / "data/raw/sidd", work / "data/manifests/sidd.parquet"
     before = {**_files(raw), "manifest": manifest.read_bytes()}
     source = Path(shutil.copytree(raw, tmp_path / "user_copy"))
     gone = sorted(source.rglob("*_GT_SRGB_*.PNG"))[0]
     gone.unlink()
     with pytest.raises(fetch.IncompleteDataset) as err:
-        _fetch("sidd", source, work)
+        fetch_tiny("sidd", source, work)
     assert f"1 file(s) of a pair missing: {gone.relative_to(source)}" in _one_line(err)
     assert {**_files(raw), "manifest": manifest.read_bytes()} == before
     assert sorted(p.name for p in (work / "data/raw").iterdir()) == ["sidd"]
-
-
-def _validated(work: Path, dataset: str) -> None:
-    from restorebench.data.validate import validate_stage
-
-    validate_stage(dataset, root=work / "data", expected_pairs={}, expected_groups={}, workers=1)
-
-
-def _prepare(work: Path, dataset: str = "gopro", workers: int = 1):
-    from restorebench.data.prepare import prepare_dataset
-
-    return prepare_dataset(dataset, root=work / "data", size=16, step=16, workers=workers)
 
 
 def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp_path):
@@ -225,17 +204,17 @@ def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp
     from restorebench.images import write_png
 
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
+    fetch_tiny("gopro", "sample", work)
     source = Path(shutil.copytree(work / "data/raw/gopro", tmp_path / "user_copy"))
     frame = sorted(source.rglob("train/*/sharp/*.png"))[0]
     write_png(frame, np.full((32, 48, 3), 40000, np.uint16))  # 16-bit RGB: a uint8 reader sees 255s
-    _fetch("gopro", source, work)  # fetch checks pairs, not bit depths
+    fetch_tiny("gopro", source, work)  # fetch checks pairs, not bit depths
     with pytest.raises(ValidationFailed, match="16-bit PNG"):
-        _validated(work, "gopro")
+        validate_tiny(work, "gopro")
     report = work / "data/validation/gopro.json"
     assert json.loads(report.read_text())["success"] is False
     with pytest.raises(NotValidated) as err:
-        _prepare(work)
+        prepare_tiny(work)
     line = _one_line(err)
     assert line.startswith(f"{report}: gopro failed validation") and "16-bit PNG" in line, line
     assert not (work / "data/store/gopro").exists()
@@ -243,25 +222,25 @@ def test_prepare_refuses_a_dataset_whose_validation_failed_on_a_16_bit_frame(tmp
 
 def test_prepare_and_degrade_refuse_a_dataset_never_validated_or_fetched_again_since(tmp_path):
     from restorebench.config import load_config
-    from restorebench.data.prepare import degrade_imagenet
     from restorebench.data.validate import NotValidated
+    from restorebench.degrade.stage import degrade_imagenet
     from restorebench.train.finetune import training_data
 
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
+    fetch_tiny("gopro", "sample", work)
     with pytest.raises(NotValidated) as err:
-        _prepare(work)
+        prepare_tiny(work)
     assert (f"{work}/data/validation/gopro.json: gopro has no validation report; prepare reads only validated "
             "data (run `restorebench validate --dataset gopro` before prepare)") == _one_line(err)
-    _validated(work, "gopro")
-    assert _prepare(work)["subimages"] > 0  # validated: it packs
-    _fetch("gopro", "sample", work, seed=1)  # other frames: the report does not vouch for them
+    validate_tiny(work, "gopro")
+    assert prepare_tiny(work)["subimages"] > 0  # validated: it packs
+    fetch_tiny("gopro", "sample", work, seed=1)  # other frames: the report does not vouch for them
     with pytest.raises(NotValidated, match=r"gopro\.json: made for another .*gopro\.parquet"):
-        _prepare(work)
+        prepare_tiny(work)
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml", [f"profiles.demo.data.root={work / 'data'}"])
     with pytest.raises(NotValidated, match=r"gopro\.json: made for another .*gopro\.parquet.* before finetune"):
         training_data(cfg, "deblur", "nafnet")  # the prepared store's dataset no longer passes
-    _fetch("imagenet", "sample", work)
+    fetch_tiny("imagenet", "sample", work)
     with pytest.raises(NotValidated, match=r"imagenet\.json: imagenet has no validation report; degrade"):
         degrade_imagenet(root=work / "data", tasks={"n": [{"name": "gaussian_noise", "sigma": 30}]}, patch=16,
                          patches_per_image=1, workers=1)  # fmt: skip
@@ -272,7 +251,7 @@ def test_evaluate_refuses_data_that_failed_validation(tmp_path):
     from restorebench.evaluate import eval_items
 
     work = tmp_path / "project"
-    _fetch("sidd", "sample", work)
+    fetch_tiny("sidd", "sample", work)
     report = work / "data/validation/sidd.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"dataset": "sidd", "success": False,
@@ -345,10 +324,10 @@ def test_a_killed_fetch_leaves_staging_that_the_next_fetch_removes(tmp_path):
     work = tmp_path / "project"
     work.mkdir()
     code = BLOCK + f"""
-from restorebench.data import fetch, manifest
-from tests.test_faults_data import _fetch
+from restorebench.data import manifest
+from tests.helpers.data_stages import fetch_tiny
 manifest.build_manifest = block  # killed after the copy is staged, before the swap
-_fetch("gopro", "sample", Path({str(work)!r}))
+fetch_tiny("gopro", "sample", Path({str(work)!r}))
 """
     _killed_midway(work, code)
     raw = work / "data/raw"
@@ -357,7 +336,7 @@ _fetch("gopro", "sample", Path({str(work)!r}))
     mine = Path(raw / ".gopro.live.fetch")  # a staging folder of a process still running is kept
     mine.mkdir()
     staging.claim(mine)
-    _fetch("gopro", "sample", work)
+    fetch_tiny("gopro", "sample", work)
     assert sorted(p.name for p in raw.iterdir()) == [".gopro.live.fetch", ".gopro.live.fetch.owner", "gopro"]
 
 
@@ -368,13 +347,13 @@ def test_a_killed_prepare_leaves_no_workers_and_its_staging_goes_at_the_next_pre
     from restorebench.lock import process_alive as alive
 
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
-    _validated(work, "gopro")
+    fetch_tiny("gopro", "sample", work)
+    validate_tiny(work, "gopro")
     code = BLOCK + f"""
 from restorebench.data import store
-from tests.test_faults_data import _prepare
+from tests.helpers.data_stages import prepare_tiny
 store.StoreWriter.add = block  # killed with the workers' first results in hand
-_prepare(Path({str(work)!r}), workers=2)
+prepare_tiny(Path({str(work)!r}), workers=2)
 """
     kids = _killed_midway(work, code)
     assert len(kids) >= 3, kids  # the fork server and two workers (and maybe the resource tracker)
@@ -385,7 +364,7 @@ _prepare(Path({str(work)!r}), workers=2)
     assert not [pid for pid in kids if alive(pid)]
     store_dir = work / "data/store/gopro"
     assert len(list(store_dir.glob(".train.*.tmp"))) == 1 and len(list(store_dir.glob(".train.*.tmp.owner"))) == 1
-    _prepare(work)
+    prepare_tiny(work)
     assert sorted(p.name for p in store_dir.iterdir()) == ["train"]
 
 
@@ -418,15 +397,15 @@ def test_a_read_only_store_folder_at_prepare_is_one_line(tmp_path, monkeypatch):
     from restorebench.errors import RestorebenchError
 
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
-    _validated(work, "gopro")
+    fetch_tiny("gopro", "sample", work)
+    validate_tiny(work, "gopro")
 
     def denied(*args, dir=None, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
 
     monkeypatch.setattr(tempfile, "mkdtemp", denied)
     with pytest.raises(RestorebenchError) as err:
-        _prepare(work)
+        prepare_tiny(work)
     assert _one_line(err) == (f"{work / 'data/store/gopro'}: prepare gopro: permission denied (make the folder "
                               "writable, or point data.root at a writable folder)")
 
@@ -436,9 +415,9 @@ def test_a_full_disk_during_prepare_names_the_disk_and_the_bytes_needed(tmp_path
     from restorebench.data.archives import mount_point
 
     work = tmp_path / "project"
-    _fetch("gopro", "sample", work)
-    _validated(work, "gopro")
-    need = _prepare(work)["bytes"]  # what the stage really writes: the figure the message must give
+    fetch_tiny("gopro", "sample", work)
+    validate_tiny(work, "gopro")
+    need = prepare_tiny(work)["bytes"]  # what the stage really writes: the figure the message must give
     real_add, added = store.StoreWriter.add, []
 
     def add_then_full(self, **item):
@@ -450,7 +429,7 @@ def test_a_full_disk_during_prepare_names_the_disk_and_the_bytes_needed(tmp_path
     monkeypatch.setattr(store.StoreWriter, "add", add_then_full)
     before = _files(work / "data/store")
     with pytest.raises(InsufficientSpace) as err:
-        _prepare(work)
+        prepare_tiny(work)
     line = _one_line(err)
     disk = mount_point(work)
     assert line.startswith(f"{work / 'data/store/gopro/train'}: prepare gopro: the disk {disk} is full (")

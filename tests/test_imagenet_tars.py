@@ -15,9 +15,9 @@ from PIL import Image
 from restorebench.config import SampleConfig
 from restorebench.data.fetch import fetch_dataset
 from restorebench.data.manifest import build_manifest, read_image_bytes, write_manifest
-from restorebench.data.prepare import degrade_imagenet
 from restorebench.data.synth import open_store
 from restorebench.data.validate import validate_dataset, validate_stage
+from restorebench.degrade.stage import degrade_imagenet
 from restorebench.errors import RestorebenchError
 
 CLASSES = ("n01440764", "n01443537", "n01484850")

@@ -546,7 +546,7 @@ def degrade_root(tmp_path_factory, project_root) -> Path:
         img = np.clip(127 + 100 * base + rng.normal(0, 10, (96, 96, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(root / f"{i}.png")
         images.append((f"im{i}", root / f"{i}.png"))
-    from restorebench.data.prepare import degrade_store
+    from restorebench.degrade.stage import degrade_store
 
     degrade_store(images, root / "store" / "imagenet" / "train", tasks=cfg.degrade.tasks, patch=cfg.degrade.patch,
                   patches_per_image=1, seed=cfg.seed, progress=False)  # fmt: skip
@@ -649,7 +649,7 @@ def test_dcpt_nine_type_option_from_params_comment(project_root, tmp_path, monke
     four more degrade tasks and nine classes run end to end, with chance 1/9."""
     import yaml
 
-    from restorebench.data.prepare import degrade_store
+    from restorebench.degrade.stage import degrade_store
 
     monkeypatch.chdir(tmp_path)
     base = load_config(project_root / "params.yaml")

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from restorebench.data.manifest import ROWS
-from restorebench.data.prepare import degrade_store, prepare_store
+from restorebench.data.prepare import prepare_store
 from restorebench.data.store import StoreWriter, crop_subimages, holdout_split, source_group
 from restorebench.data.synth import open_store
+from restorebench.degrade.stage import degrade_store
 
 TASKS = {
     "dn30": [{"name": "gaussian_noise", "sigma": 30}],
@@ -157,7 +158,8 @@ def test_degrade_store_deterministic_and_seed_dependent(tmp_path, pngs):
 
 
 def test_degraded_inputs_are_synthesised_per_seed_item_task_and_draw(tmp_path, pngs):
-    from restorebench.degrade.pipeline import build_pipeline, derive_rng
+    from restorebench.degrade.chain import build_pipeline
+    from restorebench.degrade.rng import derive_rng
 
     images = [(i, gt) for i, _, gt in pngs]
     degrade_store(images, tmp_path / "a", tasks=TASKS, patch=48, patches_per_image=2, seed=3, workers=1,

@@ -166,7 +166,7 @@ def validate(dataset: Dataset) -> None:
 @app.command(cls=Command)
 def degrade() -> None:
     """ImageNet's pretraining set (clean patches; degradations synthesised per draw): data/store/imagenet/train/."""
-    from restorebench.data.prepare import degrade_imagenet, describe_degrade
+    from restorebench.degrade.stage import degrade_imagenet, describe_degrade
 
     cfg = load()
     d = cfg.degrade

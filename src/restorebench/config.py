@@ -228,7 +228,7 @@ def _check_relations(prof: ProfileConfig, at: str) -> None:
 def _check_degradations(prof: ProfileConfig, at: str) -> None:
     """degrade.tasks pipelines name known degradations with known parameters; the pretraining sections name
     degrade tasks that exist; IPT's heads name IPT tasks."""
-    from restorebench.degrade.pipeline import DEGRADATIONS, allowed_params
+    from restorebench.degrade.chain import DEGRADATIONS, allowed_params
 
     tasks = prof.degrade.tasks
     for task, spec in tasks.items():

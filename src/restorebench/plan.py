@@ -29,7 +29,7 @@ from restorebench.pipeline import Pipeline, Stage
 
 FIGURES = Path(__file__).with_name("scale_figures.json")
 BENCH_GPU = Path("results/bench_gpu.json")  # benchmarks/gpu_check.sh's merged results, when a GPU ran them
-ASSUMED_MFU = 0.35  # an assumption until benchmarks/ measures one (issue targets 40% for transformers)
+ASSUMED_MFU = 0.35  # assumed until benchmarks/ measures one (benchmarks/summary.py targets 40%: transformers)
 PEAK_TFLOPS = {True: 989.0, False: 494.0}  # H100 SXM dense: bf16 (amp) / TF32 (benchmarks/NOTES.md)
 
 

@@ -129,7 +129,7 @@ IPT_TASKS: dict[str, list[dict[str, Any]]] = {
 
 @dataclass
 class DegradeConfig:
-    """ImageNet's pretraining set (restorebench.data.prepare.degrade_store): clean patches stored, the tasks'
+    """ImageNet's pretraining set (restorebench.degrade.stage.degrade_store): clean patches stored, the tasks'
     degraded inputs synthesised per draw."""
 
     patch: int = bounded(48, ge=8)  # IPT's patch size

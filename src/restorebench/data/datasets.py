@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from restorebench.data.store import Store
 from restorebench.data.synth import open_store
-from restorebench.degrade.pipeline import derive_rng
+from restorebench.degrade.rng import derive_rng
 
 
 def to_tensor(img: np.ndarray, k: int = 0, *, uint8: bool = False) -> torch.Tensor:

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from restorebench.data.store import Store
-from restorebench.degrade.pipeline import build_pipeline, derive_rng
+from restorebench.degrade.chain import build_pipeline
+from restorebench.degrade.rng import derive_rng
 from restorebench.images import to_uint8
 
 CLEAN = "clean"  # the one array of a synthesising store: N x (patch + 2 margin)^2 x 3

@@ -1,5 +1,6 @@
 """Degradations: pure functions f(img, rng, **params) on HxWx3 float32 images in [0, 1], with an explicit
-numpy Generator; a registry (`DEGRADATIONS`, `LABELS`) and spec-built pipelines (`build_pipeline`)."""
+numpy Generator; a registry (`DEGRADATIONS`, `LABELS`) and chains of them built from specs (`chain.build_pipeline`);
+seeded generators (`rng.derive_rng`)."""
 
 from restorebench.degrade.blur import (
     defocus_blur,
@@ -10,20 +11,20 @@ from restorebench.degrade.blur import (
     motion_blur,
     motion_kernel,
 )
-from restorebench.degrade.haze import haze
-from restorebench.degrade.jpeg import jpeg
-from restorebench.degrade.lowlight import low_light
-from restorebench.degrade.noise import camera_noise, gaussian_noise
-from restorebench.degrade.pipeline import (
+from restorebench.degrade.chain import (
     DEGRADATIONS,
     LABELS,
     Pipeline,
     Step,
     build_pipeline,
-    derive_rng,
 )
+from restorebench.degrade.haze import haze
+from restorebench.degrade.jpeg import jpeg
+from restorebench.degrade.lowlight import low_light
+from restorebench.degrade.noise import camera_noise, gaussian_noise
 from restorebench.degrade.rain import rain_streaks
 from restorebench.degrade.resize import bicubic_down, imresize
+from restorebench.degrade.rng import derive_rng
 
 __all__ = [
     "DEGRADATIONS",

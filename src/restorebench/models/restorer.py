@@ -13,7 +13,7 @@ train/strategies.py reads (`parameter_groups()`, `layer_ids()`, `num_layers`):
   (activation checkpointing, switched by `set_activation_checkpointing`; restorebench.estimate decides when);
 - `attention`: "token" (attention over spatial tokens, through torch's scaled_dot_product_attention),
   "channel" (Restormer's transposed attention) or None; `is_transformer` (attention of either kind) says
-  whether the transformer speed target (MFU >= 40%) applies (benchmarks/run_all.py).
+  whether the transformer speed target (MFU >= 40%) applies (benchmarks/summary.py).
 
 A model module may also define `finetune_kwargs(task, *, head) -> dict`: builder keywords for the
 architecture a cell of `task` finetunes (IPT: one same-size task); without it, the variant's own.
@@ -59,7 +59,7 @@ class Restorer(nn.Module):
 
     @property
     def is_transformer(self) -> bool:
-        """Built on attention (either kind): the MFU speed target (benchmarks/run_all.py) applies, not to plain CNNs."""
+        """Built on attention (either kind): the MFU speed target (benchmarks/summary.py) applies, not to plain CNNs."""
         return self.attention is not None
 
     def decoder_features(self) -> list[tuple[str, nn.Module]]:

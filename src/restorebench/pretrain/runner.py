@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from restorebench import io
 from restorebench.config import Config, PretrainRunConfig
-from restorebench.degrade.pipeline import derive_rng
+from restorebench.degrade.rng import derive_rng
 from restorebench.train.loop import LoopConfig, Objective
 from restorebench.train.session import guarded, train_and_save
 

@@ -22,7 +22,7 @@ from restorebench.data.datasets import Items, PairedPatchDataset, step_loader
 from restorebench.data.store import holdout_split
 from restorebench.data.synth import open_store
 from restorebench.data.validate import require_valid
-from restorebench.degrade.pipeline import derive_rng
+from restorebench.degrade.rng import derive_rng
 from restorebench.metrics import psnr_torch
 from restorebench.train.cells import cell_kwargs, cell_model
 from restorebench.train.loop import LoopConfig, to_device
