@@ -21,7 +21,12 @@ TASKS = ("denoise", "deblur")
 TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
 MODEL_NAMES = tuple(MODELS)  # the registry's names (restorebench.models; importing it loads no model)
 STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
-PRETRAIN_METHODS = ("none", "ipt", "dcpt")
+# A cell's init before finetuning: `none` the profile's own (its `pretrained` checkpoint, or a seeded random
+# init where that is null), `ipt` / `dcpt` a restoration pretraining run, `scratch` the control: the same
+# architecture from a seeded random init, the checkpoint of `pretrained` not loaded (no pretraining run)
+PRETRAIN_METHODS = ("none", "ipt", "dcpt", "scratch")
+# the methods `pretrain_models` must list (scratch may be left out: no scratch cells)
+REQUIRED_PRETRAIN_METHODS = ("ipt", "dcpt")
 LOSS_NAMES = ("l1", "charbonnier", "psnr")
 # torch.compile's modes (train.compile_mode); "reduce-overhead" captures CUDA graphs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
