@@ -372,10 +372,27 @@ class DCPTPretrainConfig(PretrainRunConfig):
 
 
 @dataclass
+class SegmentationPretrainConfig:
+    """The demo's segmentation pretraining (restorebench.pretrain.segmentation): each tiny segmentation model
+    trained with its own segmentation head on a synthetic set generated from `seed` (textured shapes, one class
+    per texture and shape, class 0 the background), its checkpoint written in the published format that
+    `pretrained` reads. The paper profile starts from the published checkpoints instead."""
+
+    steps: int = bounded(300, ge=1)
+    batch: int = bounded(4, ge=1)
+    size: int = bounded(64, ge=32)  # image side in pixels (a multiple of 32, the models' padding multiple)
+    classes: int = bounded(4, ge=2, le=64)  # the background and classes - 1 textured shapes
+    lr: float = bounded(1e-3, gt=0)  # AdamW, linear decay to 0 (mmseg's poly, power 1)
+    weight_decay: float = bounded(0.01, ge=0)
+    held_out: int = bounded(32, ge=1)  # synthetic images scored after training (pixel accuracy, mIoU)
+
+
+@dataclass
 class PretrainConfig:
     holdout: float = bounded(0.1, ge=0, lt=1)  # fraction of the degrade store's source images held out for validation / k-NN
     ipt: IPTPretrainConfig = field(default_factory=IPTPretrainConfig)
     dcpt: DCPTPretrainConfig = field(default_factory=DCPTPretrainConfig)
+    segmentation: SegmentationPretrainConfig = field(default_factory=SegmentationPretrainConfig)
 
 
 def _demo_variants() -> dict[str, dict[str, str]]:
