@@ -515,16 +515,16 @@ def segpretrain(model: Model) -> None:
     and write its checkpoint in the published format to runs/segmentation/{model}/ (the hub snapshot layout;
     ViT-Adapter's mmseg .pth), the checkpoint the demo's `pretrained` entries name."""
     from restorebench.lock import take_project_lock
-    from restorebench.pretrain.segmentation import SEGMENTATION_MODELS, checkpoint_path, output_path, segmentation_stage
+    from restorebench.pretrain import segmentation as seg
 
     take_project_lock("segpretrain")  # a stage command: one orchestrator per tree
     cfg = load()
-    _check(model=(model, SEGMENTATION_MODELS))
-    summary = segmentation_stage(cfg, model, output_path(model))
+    _check(model=(model, seg.SEGMENTATION_MODELS))
+    summary = seg.segmentation_stage(cfg, model, seg.output_path(model))
     held = summary["held_out"]
     typer.echo(f"segpretrain {model}: {summary['steps']} steps in {summary['train_seconds']:.1f} s, held-out pixel "
                f"accuracy {held['pixel_accuracy']:.3f} (chance {held['chance_accuracy']:.3f}), mIoU {held['miou']:.3f} "
-               f"-> {checkpoint_path(model)}")
+               f"-> {seg.checkpoint_path(model)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

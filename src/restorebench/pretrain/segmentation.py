@@ -15,8 +15,10 @@ vit_adapter.py).
                          mask-classification loss (transformers' Mask2FormerLoss, the head's weights 2 / 5 / 5)
     -> runs/segmentation/{model}/: config.json + model.safetensors (save_pretrained: the hub's snapshot
        layout, as openmmlab/upernet-swin-* and facebook/mask2former-swin-*-ade-semantic) for the Swin models;
-       CHECKPOINT_FILE (mmcv's save_checkpoint layout: meta, state_dict in the released ViT-Adapter key
-       names, optimizer) for vit_adapter; segmentation.json (what ran, held-out pixel accuracy and mIoU).
+       CHECKPOINT_FILE (mmcv 1.x save_checkpoint's layout: meta, state_dict in the released ViT-Adapter key
+       names, optimizer; the meta holds the fields a training run writes, without mmcv_version and
+       mmseg_version, since neither library wrote it) for vit_adapter; segmentation.json (what ran, how long,
+       held-out pixel accuracy and mIoU beside chance). FIDELITY.md lists what differs from the publications.
 
 The synthetic set: a smooth colour ramp with noise (class 0), then two to four shapes drawn over it; shape
 class k (1..classes-1) has its own outline (ellipse, rectangle, triangle, in turn) and its own texture
@@ -162,7 +164,7 @@ class UperNetSegmenter(Segmenter):
         return self.net(pixel_values=self.normalize(images)).logits.argmax(1)
 
     def save(self, folder: Path, meta: dict, optimizer: dict) -> None:
-        self.net.save_pretrained(folder)  # the hub snapshot: config.json + model.safetensors
+        save_snapshot(self.net, folder)
 
 
 class Mask2FormerSegmenter(Segmenter):
@@ -189,7 +191,7 @@ class Mask2FormerSegmenter(Segmenter):
         return semantic_map(out.class_queries_logits, out.masks_queries_logits, images.shape[-2:])
 
     def save(self, folder: Path, meta: dict, optimizer: dict) -> None:
-        self.net.save_pretrained(folder)  # the hub snapshot: config.json + model.safetensors
+        save_snapshot(self.net, folder)
 
 
 class ViTAdapterSegmenter(Segmenter):
@@ -250,6 +252,19 @@ class ViTAdapterSegmenter(Segmenter):
                 "optimizer": optimizer}
         with io.atomic_path(folder / CHECKPOINT_FILE) as tmp:
             torch.save(blob, tmp)
+
+
+def save_snapshot(net: nn.Module, folder: Path) -> None:
+    """The hub snapshot layout: transformers' save_pretrained (config.json + model.safetensors), no progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        net.save_pretrained(folder)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 SEGMENTERS = {"swin_upernet": UperNetSegmenter, "swin_mask2former": Mask2FormerSegmenter,
