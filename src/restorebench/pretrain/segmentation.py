@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -142,6 +143,10 @@ class Segmenter(nn.Module):
     def predict(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def trainable(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates."""
+        return list(self.parameters())
+
 
 class UperNetSegmenter(Segmenter):
     """transformers' UperNetForSemanticSegmentation of the restorer's Swin and UperNet sizes."""
@@ -213,10 +218,10 @@ class ViTAdapterSegmenter(Segmenter):
         nn.init.normal_(self.conv_seg.weight, 0, 0.01)
         nn.init.zeros_(self.conv_seg.bias)
         config = mask2former_config(num_labels=classes, train_num_points=M2F_TRAIN_POINTS)
-        self.criterion = Mask2FormerLoss(config, {"loss_cross_entropy": config.class_weight,
-                                                  "loss_mask": config.mask_weight, "loss_dice": config.dice_weight})
+        # as Mask2FormerForUniversalSegmentation weighs them (its get_loss_dict), every layer's terms alike
         self.weights = {"loss_cross_entropy": config.class_weight, "loss_mask": config.mask_weight,
                         "loss_dice": config.dice_weight}
+        self.criterion = Mask2FormerLoss(config, self.weights)
 
     def trainable(self) -> list[nn.Parameter]:
         """What the segmentation loss reaches: not the restoration head nor its 3-way class predictor."""
@@ -265,6 +270,8 @@ def save_snapshot(net: nn.Module, folder: Path) -> None:
     finally:
         if was:
             hf_logging.enable_progress_bar()
+    for path in folder.iterdir():  # safetensors writes 0600; give the mode every other output has (io.py)
+        os.chmod(path, 0o666 & ~io._umask())
 
 
 SEGMENTERS = {"swin_upernet": UperNetSegmenter, "swin_mask2former": Mask2FormerSegmenter,
@@ -318,8 +325,7 @@ def segmentation_stage(cfg: Config, model: str, out_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     seg = SEGMENTERS[model](build_model(model, variant=variant), s.classes)
     seg.train()
-    params = seg.trainable() if hasattr(seg, "trainable") else list(seg.parameters())
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(seg.trainable(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / s.steps)  # mmseg's poly, power 1
     started = time.time()
     losses = []
