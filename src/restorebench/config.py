@@ -31,6 +31,7 @@ from restorebench.schema import (
     OPTIMIZERS,
     OPTIONAL_TOP_LEVEL,
     PRETRAIN_METHODS,
+    REQUIRED_PRETRAIN_METHODS,
     SCHEDULES,
     STRATEGIES,
     TASK_DATASET,
@@ -180,8 +181,8 @@ def read_params(path: str | Path = "params.yaml") -> dict:
 
 def _check_pretrain_models(pretrain_models: dict, models: list[str]) -> None:
     """pretrain_models maps each restoration pretraining to the models finetuned from it. IPT trains the ipt
-    model only; DCPT any model of the grid (a subset of `models`, so that cutting `models` for a sweep cannot
-    leave DCPT cells of models the sweep dropped)."""
+    model only; DCPT and the scratch control any model of the grid (a subset of `models`, so that cutting
+    `models` for a sweep cannot leave cells of models the sweep dropped). `scratch` may be left out."""
     methods = [m for m in PRETRAIN_METHODS if m != "none"]
     for method, listed in pretrain_models.items():
         check_choice(f"pretrain_models.{method}", method, methods)
@@ -189,13 +190,26 @@ def _check_pretrain_models(pretrain_models: dict, models: list[str]) -> None:
             raise ConfigError(f"pretrain_models.{method}: expected a list of models ([] turns it off), got {listed!r}")
         allowed = ["ipt"] if method == "ipt" else list(models)
         for i, model in enumerate(listed):
-            if method == "dcpt" and model in MODEL_NAMES and model not in models:
-                raise ConfigError(f"pretrain_models.dcpt[{i}]: {model!r} is not in `models` {models}; "
-                                  "DCPT cells are a subset of the grid's models (drop it here too)")
+            if method != "ipt" and model in MODEL_NAMES and model not in models:
+                raise ConfigError(f"pretrain_models.{method}[{i}]: {model!r} is not in `models` {models}; "
+                                  f"{method} cells are a subset of the grid's models (drop it here too)")
             check_choice(f"pretrain_models.{method}[{i}]", model, allowed)
-    for method in methods:
+    for method in REQUIRED_PRETRAIN_METHODS:
         if method not in pretrain_models:
             raise ConfigError(f"pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
+
+
+def _check_scratch(pretrain_models: dict, profiles: dict[str, ProfileConfig]) -> None:
+    """The scratch control drops a model's segmentation checkpoint: it means something only where the
+    model's `pretrained` names one, in every profile (a null entry already trains from a seeded random init,
+    as the plain cells)."""
+    for i, model in enumerate(pretrain_models.get("scratch", [])):
+        for name, prof in profiles.items():
+            if prof.pretrained.get(model) is None:
+                raise ConfigError(f"pretrain_models.scratch[{i}]",
+                                  f"{model!r} has no checkpoint in profiles.{name}.pretrained (null: its plain "
+                                  "cells already start from a seeded random init)",
+                                  f"drop {model} from pretrain_models.scratch, or name its checkpoint there")
 
 
 SPLITS = ("train", "val", "test")
@@ -321,6 +335,7 @@ def resolve(raw: dict) -> Config:
                 check_recipe(resolved_recipe, at)
         check_bounds(prof, f"profiles.{name}")
         _check_relations(prof, f"profiles.{name}")
+    _check_scratch(raw["pretrain_models"], resolved)
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],

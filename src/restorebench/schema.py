@@ -21,7 +21,12 @@ TASKS = ("denoise", "deblur")
 TASK_DATASET = {"denoise": "sidd", "deblur": "gopro"}
 MODEL_NAMES = tuple(MODELS)  # the registry's names (restorebench.models; importing it loads no model)
 STRATEGIES = ("frozen", "full_lowlr", "full", "llrd")
-PRETRAIN_METHODS = ("none", "ipt", "dcpt")
+# A cell's init before finetuning: `none` the profile's own (its `pretrained` checkpoint, or a seeded random
+# init where that is null), `ipt` / `dcpt` a restoration pretraining run, `scratch` the control: the same
+# architecture from a seeded random init, the checkpoint of `pretrained` not loaded (no pretraining run)
+PRETRAIN_METHODS = ("none", "ipt", "dcpt", "scratch")
+# the methods `pretrain_models` must list (scratch may be left out: no scratch cells)
+REQUIRED_PRETRAIN_METHODS = ("ipt", "dcpt")
 LOSS_NAMES = ("l1", "charbonnier", "psnr")
 # torch.compile's modes (train.compile_mode); "reduce-overhead" captures CUDA graphs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -367,10 +372,27 @@ class DCPTPretrainConfig(PretrainRunConfig):
 
 
 @dataclass
+class SegmentationPretrainConfig:
+    """The demo's segmentation pretraining (restorebench.pretrain.segmentation): each tiny segmentation model
+    trained with its own segmentation head on a synthetic set generated from `seed` (textured shapes, one class
+    per texture and shape, class 0 the background), its checkpoint written in the published format that
+    `pretrained` reads. The paper profile starts from the published checkpoints instead."""
+
+    steps: int = bounded(300, ge=1)
+    batch: int = bounded(4, ge=1)
+    size: int = bounded(64, ge=32)  # image side in pixels (a multiple of 32, the models' padding multiple)
+    classes: int = bounded(4, ge=2, le=64)  # the background and classes - 1 textured shapes
+    lr: float = bounded(1e-3, gt=0)  # AdamW, linear decay to 0 (mmseg's poly, power 1)
+    weight_decay: float = bounded(0.01, ge=0)
+    held_out: int = bounded(32, ge=1)  # synthetic images scored after training (pixel accuracy, mIoU)
+
+
+@dataclass
 class PretrainConfig:
     holdout: float = bounded(0.1, ge=0, lt=1)  # fraction of the degrade store's source images held out for validation / k-NN
     ipt: IPTPretrainConfig = field(default_factory=IPTPretrainConfig)
     dcpt: DCPTPretrainConfig = field(default_factory=DCPTPretrainConfig)
+    segmentation: SegmentationPretrainConfig = field(default_factory=SegmentationPretrainConfig)
 
 
 def _demo_variants() -> dict[str, dict[str, str]]:

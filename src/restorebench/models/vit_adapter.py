@@ -665,6 +665,40 @@ def convert_mmseg_state(sd: dict[str, Tensor], source: str = "checkpoint") -> tu
     return out, dropped
 
 
+_INVERSE = [(_pattern(ours), mm, part) for mm, ours, part in MMSEG_KEY_TABLE if ours is not None]
+
+
+def to_mmseg_state(model: BeitAdapterMask2Former) -> dict[str, Tensor]:
+    """`model`'s segmentation tensors under the released checkpoint's names: MMSEG_KEY_TABLE read backwards
+    (the first row whose name here matches; the q / k / v thirds packed back into one in_proj tensor), plus
+    each block's `relative_position_index` (a non-persistent buffer in timm's Beit, stored in the release).
+    Left out: the restoration head and the 3-way class predictor; a segmentation checkpoint adds its own
+    `decode_head.cls_embed` and `decode_head.conv_seg`. A tensor no row maps raises WeightsError."""
+    out: dict[str, Tensor] = {}
+    packed: dict[str, dict[str, Tensor]] = {}
+    unknown = []
+    for key, value in model.state_dict().items():
+        if key.startswith(("head.", "query_decoder.class_predictor.")):
+            continue
+        hit = next(((m, mm, part) for pat, mm, part in _INVERSE if (m := pat.fullmatch(key))), None)
+        if hit is None:
+            unknown.append(key)
+            continue
+        m, mm, part = hit
+        name = mm.format(**m.groupdict())
+        if part:
+            packed.setdefault(name, {})[part] = value
+        else:
+            out[name] = value
+    if unknown:
+        raise WeightsError(f"{len(unknown)} tensor(s) without a row in MMSEG_KEY_TABLE: {', '.join(unknown[:8])}")
+    for name, parts in packed.items():
+        out[name] = torch.cat([parts[p] for p in "qkv"], dim=0)
+    for i, block in enumerate(model.backbone.blocks):
+        out[f"backbone.blocks.{i}.attn.relative_position_index"] = block.attn.relative_position_index.clone()
+    return out
+
+
 def build(*, variant: str | None = None, pretrained: str | None = None, **kwargs: Any) -> BeitAdapterMask2Former:
     """Build a BEiTv2 + ViT-Adapter + Mask2Former restorer.
 

@@ -23,6 +23,7 @@ from restorebench.data.store import holdout_split
 from restorebench.data.synth import open_store
 from restorebench.data.validate import require_valid
 from restorebench.degrade.rng import derive_rng
+from restorebench.errors import RestorebenchError
 from restorebench.metrics import psnr_torch
 from restorebench.train.cells import cell_kwargs, cell_model
 from restorebench.train.loop import LoopConfig, to_device
@@ -93,14 +94,22 @@ def pretrain_dir(method: str, model: str, task: str | None = None) -> Path:
     raise ValueError(f"pretrain method {method!r} unknown; choose from ['ipt', 'dcpt']")
 
 
-def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str]:
+def init_model(cfg: Config, model: str, task: str, *, scratch: bool = False) -> tuple[torch.nn.Module, str]:
     """The model a cell (or a DCPT run) starts from, before any restoration pretraining: the profile's
     checkpoint when `pretrained` names one, else a seeded random init, started at the identity where the model
     can (`start_at_identity_`) when the recipe's identity_start says so (the demo's short runs; the paper
-    profile keeps the official initialisation). Returns (model, init description)."""
+    profile keeps the official initialisation). `scratch`: the control init, the same architecture from the
+    seeded random init with the checkpoint not loaded (only for a model whose `pretrained` names one).
+    Returns (model, init description)."""
     from restorebench.models.weights import WeightsError
 
     pretrained = cfg.pretrained.get(model)
+    if scratch:
+        if pretrained is None:
+            raise RestorebenchError("--pretrain", f"scratch drops {model}'s checkpoint, but profiles.{cfg.profile}"
+                                    f".pretrained.{model} is null (its plain cells already start from a seeded "
+                                    "random init)", "use --pretrain none")  # fmt: skip
+        pretrained = None
     try:
         net = cell_model(cfg, model, task, pretrained)
     except WeightsError as err:  # missing, cut, refused or mismatched: name the params key that chose it
@@ -108,7 +117,8 @@ def init_model(cfg: Config, model: str, task: str) -> tuple[torch.nn.Module, str
                            hint="fix the path or hub id, or set it to null for a seeded random init") from None
     if pretrained is None and cfg.train.recipe(model, task).identity_start:
         net.start_at_identity_()
-    return net, pretrained or f"random(seed={cfg.seed})"
+    init = pretrained or f"random(seed={cfg.seed})"
+    return net, f"scratch: {init}, {cfg.pretrained[model]} not loaded" if scratch else init
 
 
 def load_pretrained_init(net: torch.nn.Module, cfg: Config, model: str, task: str, pretrain: str) -> str:
@@ -238,8 +248,8 @@ def finetune(
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)  # the seeded init of everything not loaded from a checkpoint
     variant = cfg.variant(model, task)
-    net, init = init_model(cfg, model, task)
-    if pretrain != "none":
+    net, init = init_model(cfg, model, task, scratch=pretrain == "scratch")
+    if pretrain not in ("none", "scratch"):
         init = load_pretrained_init(net, cfg, model, task, pretrain)
     from restorebench.train.fit import fit_to_device
 
