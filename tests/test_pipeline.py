@@ -43,15 +43,16 @@ def test_committed_dvc_yaml_is_a_fresh_generation(project_root):
 def test_the_grid_follows_every_params_list(project_root):
     full = _load(project_root)
     n = {r: sum(s.rule == r for s in full.stages()) for r in ("fetch", "prepare", "degrade", "finetune",
-                                                              "pretrain_dcpt", "pretrain_ipt")}  # fmt: skip
-    assert n == {"fetch": 3, "prepare": 2, "degrade": 1, "finetune": 52, "pretrain_dcpt": 10, "pretrain_ipt": 1}
+                                                              "pretrain_dcpt", "pretrain_ipt", "segpretrain")}  # fmt: skip
+    assert n == {"fetch": 3, "prepare": 2, "degrade": 1, "finetune": 58, "pretrain_dcpt": 10, "pretrain_ipt": 1,
+                 "segpretrain": 3}  # fmt: skip
     cut = _load(project_root, "tasks=[denoise]")
-    assert {c.task for c in cut.cells()} == {"denoise"} and len(cut.cells()) == 26
+    assert {c.task for c in cut.cells()} == {"denoise"} and len(cut.cells()) == 29
     assert [s.name for s in cut.stages() if s.rule == "prepare"] == ["prepare.sidd"]
-    cut = _load(project_root, "models=[nafnet]", "pretrain_models.dcpt=[nafnet]")
+    cut = _load(project_root, "models=[nafnet]", "pretrain_models.dcpt=[nafnet]", "pretrain_models.scratch=[]")
     assert {c.model for c in cut.cells()} == {"nafnet", "ipt"}
     cut = _load(project_root, "strategies=[full]", "pretrain_strategies=[llrd]")
-    assert {c.name for c in cut.cells()} == {"full", "ipt-llrd", "dcpt-llrd"}
+    assert {c.name for c in cut.cells()} == {"full", "ipt-llrd", "dcpt-llrd", "scratch-llrd"}
     off = _load(project_root, "pretrain_models={ipt: [], dcpt: []}", "datasets=[sidd, gopro]")
     assert not [s for s in off.stages() if s.rule in ("degrade", "pretrain_ipt", "pretrain_dcpt")]
     assert [s.name for s in off.stages() if s.rule == "fetch"] == ["fetch.sidd", "fetch.gopro"]
@@ -146,6 +147,29 @@ def test_dvc_yaml_is_one_block_per_family(project_root):
     names = dvc_names(_load(project_root))
     assert names["finetune.denoise.nafnet.full"] == "finetune_denoise@nafnet-full"
     assert names["finetune.denoise.ipt.ipt-full"] == "finetune.denoise.ipt.ipt-full"  # IPT's own params key
+
+
+def test_segmentation_cells_load_the_demos_checkpoint_and_scratch_cells_do_not(project_root):
+    """The demo's seg models finetune (and DCPT-pretrain) from the checkpoint a segpretrain job writes; their
+    scratch controls load nothing; dvc.yaml's templates depend on the checkpoints' folder."""
+    import yaml
+
+    pipe = _load(project_root)
+    assert pipe.segmentation_runs() == ["swin_upernet", "swin_mask2former", "vit_adapter"]
+    seg = pipe.stage("segpretrain", model="vit_adapter")
+    assert seg.args == "segpretrain --model vit_adapter" and dict(seg.outs)["checkpoint"].path == "runs/segmentation/vit_adapter"
+    assert "profiles.demo.pretrain.segmentation" in seg.params  # the demo profile's only
+    ft = pipe.stage("finetune", task="denoise", model="vit_adapter", cell="full")
+    assert "runs/segmentation/vit_adapter" in ft.deps
+    assert "runs/segmentation/vit_adapter" in pipe.stage("pretrain_dcpt", task="deblur", model="vit_adapter").deps
+    scratch = pipe.stage("finetune", task="denoise", model="vit_adapter", cell="scratch-full")
+    assert scratch.args.endswith("--pretrain scratch") and not [d for d in scratch.deps if "segmentation" in d]
+    assert not [d for d in pipe.stage("finetune", task="denoise", model="nafnet", cell="full").deps if "segm" in d]
+    stages = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"]
+    assert "runs/segmentation" in stages["finetune_denoise"]["deps"]
+    assert "runs/segmentation" not in stages["finetune_denoise_scratch"]["deps"]
+    # without the demo's checkpoints (the paper profile's hub ids) there is no segpretrain job
+    assert _load(project_root, "profile=paper").segmentation_runs() == []
 
 
 def test_seeds_repeat_the_training_cells(project_root):

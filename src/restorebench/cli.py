@@ -59,7 +59,8 @@ def _version(value: bool) -> None:
 
 
 # the pipeline's stage commands: each takes the project lock (restorebench.lock.take_project_lock)
-STAGES = ("fetch", "validate", "degrade", "prepare", "pretrain", "finetune", "evaluate", "aggregate", "report")
+STAGES = ("fetch", "validate", "degrade", "prepare", "segpretrain", "pretrain", "finetune", "evaluate", "aggregate",
+          "report")
 
 
 @app.callback()
@@ -557,10 +558,8 @@ def segpretrain(model: Model) -> None:
     """Demo: train MODEL (swin_upernet, swin_mask2former, vit_adapter) as a segmenter on a seeded synthetic set
     and write its checkpoint in the published format to runs/segmentation/{model}/ (the hub snapshot layout;
     ViT-Adapter's mmseg .pth), the checkpoint the demo's `pretrained` entries name."""
-    from restorebench.lock import take_project_lock
     from restorebench.pretrain import segmentation as seg
 
-    take_project_lock("segpretrain")  # a stage command: one orchestrator per tree
     cfg = load()
     _check(model=(model, seg.SEGMENTATION_MODELS))
     summary = seg.segmentation_stage(cfg, model, seg.output_path(model))

@@ -38,6 +38,7 @@ from restorebench.pipeline import (
 )
 from restorebench.views import dvc_metrics, dvc_plots
 
+SEGMENTATION_ROOT = "runs/segmentation"  # every segmentation_dir()
 CODE_DIR = ".restorebench/code"  # the fingerprints (git ignores .restorebench/)
 SOURCES = "src/restorebench"
 
@@ -94,12 +95,17 @@ def _dvc_out(out: Out) -> Any:
     return {out.path: {"cache": False}} if not out.cache else out.path
 
 
-def _entry(s: Stage) -> dict[str, Any]:
-    """One stage's dvc.yaml entry (a job, or a template with ${item.*} in its strings)."""
+def _entry(s: Stage, segmentation: bool = False) -> dict[str, Any]:
+    """One stage's dvc.yaml entry (a job, or a template with ${item.*} in its strings). `segmentation`: the
+    grid has segpretrain jobs; a job that loads `pretrained` then depends on their whole folder (a template
+    over every model cannot name one model's checkpoint; Snakemake's job names its own)."""
     entry: dict[str, Any] = {"cmd": f"restorebench --threads {THREADS} {s.args}"}
     if s.comment:
         entry["desc"] = s.comment
-    entry["deps"] = list(s.deps) + [code_dep(s.code_id)]
+    deps = [d for d in s.deps if not d.startswith(f"{SEGMENTATION_ROOT}/")]
+    if segmentation and s.init in ("none", "dcpt"):
+        deps.append(SEGMENTATION_ROOT)
+    entry["deps"] = deps + [code_dep(s.code_id)]
     if s.params:
         entry["params"] = list(s.params)
     if s.outs:  # metrics files too: dvc.yaml's top-level `metrics` names them (restorebench.views)
@@ -125,7 +131,8 @@ def foldable(pipe: Pipeline, block: Block) -> bool:
     exactly the product of its axes' params lists (what DVC will expand them to)."""
     if block.template is None or not block.axes:
         return False
-    if any(_instantiate(_entry(block.template), v) != _entry(s) for v, s in block.items):
+    seg = bool(pipe.segmentation_runs())
+    if any(_instantiate(_entry(block.template, seg), v) != _entry(s, seg) for v, s in block.items):
         return False
     lists = [[str(x) for x in (pipe.value(key) or [])] for key in block.axes.values()]
     expected = [[]]  # the product of the lists, in DVC's order (first axis outermost)
@@ -154,13 +161,14 @@ def dvc_yaml(pipe: Pipeline) -> str:
                  "cmd": f"restorebench pipeline code -o {CODE_DIR}", "deps": [SOURCES],
                  "outs": [{CODE_DIR: {"cache": False}}]},
     }  # fmt: skip
+    seg = bool(pipe.segmentation_runs())
     for block in pipe.blocks():
         if foldable(pipe, block):
             assert block.template is not None
             matrix = {axis: f"${{{key}}}" for axis, key in block.axes.items()}
-            stages[block.name] = {"matrix": matrix, **_entry(block.template)}
+            stages[block.name] = {"matrix": matrix, **_entry(block.template, seg)}
         else:
-            stages.update({s.name: _entry(s) for _, s in block.items})
+            stages.update({s.name: _entry(s, seg) for _, s in block.items})
     # `dvc metrics show`: one row per cell; `dvc plots show`: a chart per family (restorebench.views)
     body = {"stages": stages, "metrics": dvc_metrics(pipe), "plots": dvc_plots(pipe)}
     return DVC_HEADER + yaml.safe_dump(body, sort_keys=False, width=120, default_flow_style=False)

@@ -47,14 +47,14 @@ OFFICIAL = "official"  # the cell (strategy) of a released checkpoint scored as 
 # pretraining stage runs one method's module only. The same files are a Snakemake input of every job of the
 # stage and, fingerprinted, a DVC dep (restorebench.dvcyaml): one policy for both.
 RULE_COMMAND = {
-    "fetch": "fetch", "validate": "validate", "prepare": "prepare", "degrade": "degrade",
+    "fetch": "fetch", "validate": "validate", "prepare": "prepare", "degrade": "degrade", "segpretrain": "segpretrain",
     "pretrain_ipt": "pretrain", "pretrain_dcpt": "pretrain", "finetune": "finetune",
     "evaluate": "evaluate", "evaluate_official": "evaluate", "evaluate_identity": "evaluate",
     "aggregate": "aggregate", "report": "report",
 }  # fmt: skip
 # The stages whose jobs run one model's code (its module and what that imports): their DVC code dep is a
 # fingerprint per model.
-MODEL_RULES = ("pretrain_ipt", "pretrain_dcpt", "finetune", "evaluate", "evaluate_official")
+MODEL_RULES = ("segpretrain", "pretrain_ipt", "pretrain_dcpt", "finetune", "evaluate", "evaluate_official")
 CLI = "cli"  # cli.py parses every stage: its own file is a dependency, its per-command imports are not
 # Snakemake runs every job with its rule's `threads` (1: jobs run side by side); DVC's commands get the same.
 THREADS = 1
@@ -145,6 +145,12 @@ def store(root: str, dataset: str) -> str:
     return f"{root}/store/{dataset}/train"
 
 
+def segmentation_dir(model: str) -> str:
+    """The demo's segmentation checkpoint of `model` (segpretrain): the folder its `pretrained` entry names
+    (or holds, for ViT-Adapter's .pth)."""
+    return f"runs/segmentation/{model}"
+
+
 def pretrain_dir(method: str, task: str | None = None, model: str | None = None) -> str:
     """runs/pretrain/ipt/ipt (one multi-task run), runs/pretrain/dcpt/{task}/{model}."""
     return "runs/pretrain/ipt/ipt" if method == "ipt" else f"runs/pretrain/dcpt/{task}/{model}"
@@ -208,6 +214,8 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
         return {"store": Out(store(root, w["dataset"]), directory=True)}
     if rule == "degrade":
         return {"store": Out(store(root, "imagenet"), directory=True)}
+    if rule == "segpretrain":  # the checkpoint and segmentation.json (held-out accuracy) inside
+        return {"checkpoint": Out(segmentation_dir(w["model"]), directory=True)}
     if rule in ("pretrain_ipt", "pretrain_dcpt"):
         method = rule.removeprefix("pretrain_")
         run = pretrain_dir(method, w.get("task"), w.get("model"))
@@ -252,6 +260,7 @@ class Stage:
     outs: tuple[tuple[str, Out], ...] = field(default=())
     comment: str = ""
     code_id: str = ""  # the name of its sources' fingerprint (code_key): its DVC code dep
+    init: str = ""  # a training job's init (none, ipt, dcpt, scratch): whether it reads `pretrained`
 
     @property
     def name(self) -> str:
@@ -336,13 +345,24 @@ class Pipeline:
         return [Cell(t, "identity", "none") for t in self.cfg.tasks] + self.cells()
 
     def pretrain_runs(self) -> list[tuple[str, str | None, str | None]]:
-        """(method, task, model) of the pretraining runs some cell finetunes from."""
+        """(method, task, model) of the pretraining runs some cell finetunes from (scratch has none)."""
         runs = []
         for cell in self.cells():
             key = ("ipt", None, None) if cell.pretrain == "ipt" else (cell.pretrain, cell.task, cell.model)
-            if cell.pretrain != "none" and key not in runs:
+            if cell.pretrain not in ("none", "scratch") and key not in runs:
                 runs.append(key)
         return runs
+
+    def segmentation_runs(self) -> list[str]:
+        """The models whose `pretrained` entry (active profile) is the demo's own segmentation checkpoint
+        (segmentation_dir), which some training job loads: the segpretrain jobs."""
+        loads = {c.model for c in self.cells() if c.trained and c.pretrain in ("none", "dcpt")}
+        return [m for m in self.cfg.models if m in loads
+                and str(self.cfg.pretrained.get(m) or "").startswith(segmentation_dir(m))]  # fmt: skip
+
+    def init_deps(self, model: str, init: str) -> list[str]:
+        """The checkpoint a training job of `model` from `init` loads, when a stage writes it."""
+        return [segmentation_dir(model)] if init in ("none", "dcpt") and model in self.segmentation_runs() else []
 
     def _check_datasets(self) -> None:
         needed = [(f"tasks: {t}", TASK_DATASET[t]) for t in self.cfg.tasks]
@@ -385,6 +405,10 @@ class Pipeline:
         if runs:
             out.append(Block.single(self._stage("degrade", {}, "degrade", [validation(root, "imagenet"),
                                     manifest(root, "imagenet")], ["profile", "seed", f"{P}.degrade"])))  # fmt: skip
+        for m in self.segmentation_runs():  # the demo's segmentation checkpoints (pretrain/segmentation.py)
+            keys = ["profile", "seed", f"{P}.pretrain.segmentation", *(f"{P}.variants.{m}.{t}" for t in c.tasks)]
+            out.append(Block.single(self._stage("segpretrain", {"model": m}, f"segpretrain --model {m}", [], keys,
+                                                model=m, comment="the demo's own segmentation checkpoint")))  # fmt: skip
         if ("ipt", None, None) in runs:
             out.append(Block.single(self._pretrain("ipt", None, "ipt")))
         for task in c.tasks:
@@ -431,9 +455,10 @@ class Pipeline:
             return self._stage("pretrain_ipt", {}, "pretrain --method ipt", [store(self.root, "imagenet")], keys,
                                model="ipt")  # fmt: skip
         assert task is not None
+        deps = [store(self.root, "imagenet"), *self.init_deps(model, "dcpt")]
         return self._stage("pretrain_dcpt", {"task": task, "model": model},
-                           f"pretrain --method dcpt --task {task} --model {model}", [store(self.root, "imagenet")],
-                           keys + self._model_keys(model, task), model=model, template=template,
+                           f"pretrain --method dcpt --task {task} --model {model}", deps,
+                           keys + self._model_keys(model, task), model=model, template=template, init="dcpt",
                            comment=f"DCPT pretrains the exact architecture (variant, init) that {task} finetunes")  # fmt: skip
 
     def _model_keys(self, model: str, task: str) -> list[str]:
@@ -475,13 +500,14 @@ class Pipeline:
         stages = []
         evaluate_keys = ["profile", f"{P}.evaluate", f"{P}.variants.{m}.{t}", *(f"{P}.{k}" for k in extra)]
         if cell.trained:
-            deps = [store(root, cell.dataset)]
-            if cell.pretrain != "none":
+            deps = [store(root, cell.dataset), *self.init_deps(m, cell.pretrain)]
+            if cell.pretrain in ("ipt", "dcpt"):
                 run = pretrain_dir(cell.pretrain, t, m)
                 deps += [f"{run}/model.safetensors"] + ([f"{run}/pretrain.json"] if cell.pretrain == "ipt" else [])
             keys = ["profile", *(["seed"] if cell.seed is None else []),
                     *(f"{P}.train.{k}" for k in FINETUNE_TRAIN_KEYS), f"{P}.train.models.{m}", *self._model_keys(m, t)]
-            stages.append(self._stage("finetune", w, f"finetune {cmd}", deps, keys, model=m, template=template))
+            stages.append(self._stage("finetune", w, f"finetune {cmd}", deps, keys, model=m, template=template,
+                                      init=cell.pretrain))
             weights = [f"{finetune_dir(t, m, cell.name)}/model.safetensors"]
         else:  # a released checkpoint: the file the params name
             weights = [self.cfg.official[m][t]]
@@ -495,7 +521,7 @@ class Pipeline:
         return stages
 
     def _stage(self, rule: str, wildcards: dict[str, str], args: str, deps: list[str], params: list[str], *,
-               model: str | None = None, comment: str = "", template: bool = False) -> Stage:
+               model: str | None = None, comment: str = "", template: bool = False, init: str = "") -> Stage:
         """A job; `template`: with placeholders for values, its params kept as written (the check that
         params.yaml sets them is made on the jobs it stands for) and no source list."""
         outs = _outputs(rule, self.root, **wildcards)
@@ -503,7 +529,7 @@ class Pipeline:
         keys = tuple(k2 for k in params for k2 in ((k,) if template and "${item." in k else self._keys(k)))
         code = () if template else stage_sources(rule, model)
         return Stage(rule, tuple(wildcards.items()), args, tuple(deps), code, keys, tuple(outs.items()), comment,
-                     code_key(rule, model))  # fmt: skip
+                     code_key(rule, model), init)  # fmt: skip
 
     def stage(self, rule: str, **wildcards: str) -> Stage:
         """The job of `rule` with these wildcard values (Snakemake's lookup)."""

@@ -35,6 +35,24 @@ rule degrade:
         SHELL
 
 
+rule segpretrain:
+    input:
+        unpack(inputs("segpretrain")),
+    output:
+        **outputs("segpretrain", "model"),
+    params:
+        command=command("segpretrain"),
+        values=param_values("segpretrain"),
+    log:
+        log("segpretrain", "model"),
+    conda:
+        ENV
+    wildcard_constraints:
+        **constraints("segpretrain", "model"),
+    shell:
+        SHELL
+
+
 rule pretrain_ipt:
     input:
         unpack(inputs("pretrain_ipt")),

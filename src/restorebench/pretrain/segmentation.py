@@ -44,7 +44,7 @@ from torch import Tensor
 
 from restorebench import io
 from restorebench.config import Config
-from restorebench.degrade.pipeline import derive_rng
+from restorebench.degrade.rng import derive_rng
 from restorebench.errors import RestorebenchError
 from restorebench.models import build_model
 from restorebench.models.heads import IMAGENET_MEAN, IMAGENET_STD, Normalize
