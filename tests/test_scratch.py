@@ -27,10 +27,10 @@ def test_scratch_cells_need_a_checkpoint_in_every_profile(project_root: Path):
     params = project_root / "params.yaml"
     cfg = load_config(params, [ALL_SEG, *SEG_CKPTS])
     assert cfg.pretrain_models["scratch"] == ["swin_upernet", "swin_mask2former", "vit_adapter"]
-    # the demo's null entry: its plain cells already start from a random init
+    # a null entry: the model's plain cells already start from a random init
     with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'swin_upernet' has no checkpoint in "
                                           r"profiles\.demo\.pretrained.*drop swin_upernet from pretrain_models\.scratch"):
-        load_config(params, ["pretrain_models.scratch=[swin_upernet]"])
+        load_config(params, ["pretrain_models.scratch=[swin_upernet]", "profiles.demo.pretrained.swin_upernet=null"])
     # checked in the paper profile too, while demo is active
     with pytest.raises(ConfigError, match=r"'nafnet' has no checkpoint in profiles\.(demo|paper)\.pretrained"):
         load_config(params, ["pretrain_models.scratch=[nafnet]"])
@@ -39,7 +39,7 @@ def test_scratch_cells_need_a_checkpoint_in_every_profile(project_root: Path):
     with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'swin_upernt'.*did you mean 'swin_upernet'"):
         load_config(params, ["pretrain_models.scratch=[swin_upernt]"])
     # left out: no scratch cells (ipt and dcpt stay required)
-    assert "scratch" not in load_config(params).pretrain_models
+    assert "scratch" not in load_config(params, ["pretrain_models={ipt: [ipt], dcpt: []}"]).pretrain_models
     with pytest.raises(ConfigError, match=r"pretrain_models\.dcpt: missing"):
         load_config(params, ["pretrain_models={ipt: [], scratch: []}"])
 
