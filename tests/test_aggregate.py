@@ -214,3 +214,24 @@ def test_the_table_lists_tasks_in_params_order(tmp_path):
         for source in ("measured", "published"):
             order = list(dict.fromkeys(table[table["source"] == source]["task"]))
             assert order == tasks, (source, order)
+
+
+def test_a_checkpoint_cell_is_compared_with_its_scratch_control(tmp_path):
+    """vs_scratch: the checkpoint cell minus its scratch control (same model and strategy), paired over the
+    images; only checkpoint cells with a measured control get one, and one seed gives no verdict."""
+    rng = np.random.default_rng(11)
+    floor = rng.normal(27, 1.0, 30)
+    write_cell(tmp_path, "denoise", "identity", "none", floor, strategy="none")
+    ckpt = floor + 2.0 + rng.normal(0, 0.2, 30)
+    scratch = floor + 1.6 + rng.normal(0, 0.2, 30)
+    write_cell(tmp_path, "denoise", "swin_upernet", "full", ckpt, strategy="full")
+    write_cell(tmp_path, "denoise", "swin_upernet", "scratch-full", scratch, strategy="full", pretrain="scratch")
+    write_cell(tmp_path, "denoise", "swin_upernet", "frozen", ckpt - 0.5, strategy="frozen")
+    write_cell(tmp_path, "denoise", "nafnet", "full", floor + 2.5, strategy="full")
+    table, _ = build_table(tmp_path / "metrics", ["denoise"], evals_dir=tmp_path / "results/eval")
+    rows = table[table["source"] == "measured"].set_index(["model", "cell"])
+    full = rows.loc[("swin_upernet", "full")]
+    assert full.vs_scratch == pytest.approx(float(np.mean(ckpt - scratch)), abs=1e-5)  # per_image.csv precision
+    assert full.vs_scratch_lo < full.vs_scratch < full.vs_scratch_hi and full.vs_scratch_verdict == ONE_SEED
+    for no_control in (("swin_upernet", "frozen"), ("swin_upernet", "scratch-full"), ("nafnet", "full")):
+        assert pd.isna(rows.loc[no_control].vs_scratch), no_control

@@ -77,6 +77,7 @@ COLUMNS = [
     "psnr", "psnr_sd", "ssim_matlab3d", "ssim_sd", "ssim_basicsr",
     "vs_identity", "vs_identity_lo", "vs_identity_hi", "vs_identity_verdict",
     "baseline", "vs_baseline", "vs_baseline_lo", "vs_baseline_hi", "vs_baseline_verdict",
+    "vs_scratch", "vs_scratch_lo", "vs_scratch_hi", "vs_scratch_verdict",
     "images", "params", "train_seconds", "images_per_s", "init", "reference",
 ]  # fmt: skip
 
@@ -274,16 +275,21 @@ def _compare(row: dict, ref: dict | None, prefix: str) -> dict:
 
 
 def significance(rows: list[dict], baselines: tuple[str, ...] = BASELINE_MODELS) -> None:
-    """Fill vs_identity* and baseline / vs_baseline* into each pooled measured row (in place)."""
+    """Fill vs_identity* and baseline / vs_baseline* into each pooled measured row (in place), and vs_scratch*
+    into a cell from the profile's checkpoint (pretrain none) whose scratch control (same model and strategy,
+    seeded random init) was measured: the study's question, the checkpoint against no checkpoint."""
     for task in sorted({r["task"] for r in rows}):
         ours = [r for r in rows if r["task"] == task]
         floor = next((r for r in ours if r["model"] == "identity"), None)
+        controls = {(r["model"], r["strategy"]): r for r in ours if r["pretrain"] == "scratch"}
         candidates = [r for r in ours if r["model"] in baselines and r["pretrain"] == "none"]
         best = max(candidates, key=lambda r: r["psnr"], default=None)
         for r in ours:
             if r["model"] == "identity":
                 continue
             r.update(_compare(r, floor, "vs_identity"))
+            if r["pretrain"] == "none" and (r["model"], r["strategy"]) in controls:
+                r.update(_compare(r, controls[(r["model"], r["strategy"])], "vs_scratch"))
             if best is not None:
                 r["baseline"] = f"{best['model']}/{best['cell']}"
                 r.update(_compare(r, best, "vs_baseline"))

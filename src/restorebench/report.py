@@ -150,6 +150,28 @@ def ranking_table(table: pd.DataFrame, task: str) -> str:
     return _wide("\n".join(out))
 
 
+def scratch_table(table: pd.DataFrame, task: str) -> str:
+    """Per model and strategy finetuned from the profile's checkpoint with a scratch control: both PSNRs and
+    the paired difference (checkpoint - scratch) with its interval and verdict."""
+    if "vs_scratch" not in table.columns:
+        return ""
+    rows = table[(table["source"] == "measured") & (table["task"] == task) & table["vs_scratch"].notna()]
+    if rows.empty:
+        return ""
+    scratch = table[(table["task"] == task) & (table["pretrain"] == "scratch")].set_index(["model", "strategy"])
+    out = ['<table><thead><tr><th>model</th><th>strategy</th><th>from its checkpoint (dB)</th><th>scratch (dB)</th>'
+           "<th>checkpoint - scratch</th><th>verdict</th></tr></thead><tbody>"]
+    for _, r in rows.iterrows():
+        ctrl = scratch.loc[(r["model"], r["strategy"]), "psnr"]
+        out.append(f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['strategy']))}</td>"
+                   f"<td>{fmt(r['psnr'])}</td><td>{fmt(ctrl)}</td><td>{_interval(r, 'vs_scratch')}</td>"
+                   f"<td>{_verdict(r, 'vs_scratch')}</td></tr>")  # fmt: skip
+    out.append("</tbody></table>")
+    note = ('<p class="sub">The same architecture and recipe from a seeded random init (cells <code>scratch-*</code>): '
+            "the difference is what the segmentation checkpoint brings, paired over the evaluation images.</p>")
+    return note + _wide("\n".join(out))
+
+
 def _verdict(row: pd.Series, prefix: str) -> str:
     said = row.get(f"{prefix}_verdict")
     if not isinstance(said, str):
@@ -317,7 +339,8 @@ def reading_note(table: pd.DataFrame) -> str:
 
 
 # Each task's subsections, in page order: (anchor suffix, heading); the contents list them all.
-SECTIONS = (("ranking", "Ranking"), ("grid", "PSNR (dB) / SSIM by model and cell"),
+SECTIONS = (("ranking", "Ranking"), ("scratch", "Segmentation checkpoint against scratch"),
+            ("grid", "PSNR (dB) / SSIM by model and cell"),
             ("figures", "Compared with the floor, the best baseline and the published numbers"),
             ("curves", "Training curves"), ("crops", "Crops"))  # fmt: skip
 
@@ -350,7 +373,8 @@ def _curves(runs: Path, task: str) -> str:
 
 def task_section(table: pd.DataFrame, task: str, runs: Path, evals: Path) -> list[str]:
     """The task's heading, then each of SECTIONS with its anchor (an empty one says so)."""
-    bodies = {"ranking": ranking_table(table, task), "grid": score_table(table, task),
+    bodies = {"ranking": ranking_table(table, task), "scratch": scratch_table(table, task),
+              "grid": score_table(table, task),
               "figures": _comparison(table, task), "curves": _curves(runs, task),
               "crops": crops_section(table, evals, task)}  # fmt: skip
     t = html.escape(task)
