@@ -154,12 +154,27 @@ def test_ranking_lists_cells_best_first_and_marks_each_columns_best(report):
     for task in ("denoise", "deblur"):
         rows = _ranking_rows(page, task)
         measured = table[(table["task"] == task) & (table["source"] == "measured") & (table["model"] != "identity")]
-        assert len(rows) == len(measured) == 5
+        assert len(rows) == len(measured) == 6
         assert [r["psnr"] for r in rows] == sorted((r["psnr"] for r in rows), reverse=True)
         top = measured.loc[measured["psnr"].idxmax()]
         assert rows[0]["name"] == f"{top.model}/{top.cell}" == "nafnet/full"  # the fixture's +3 dB cell
         assert "psnr" in rows[0]["best"] and "vs_identity" in rows[0]["best"]
         assert sum(r["best"].count("psnr") for r in rows) == 1  # one mark per column
+
+
+def test_each_checkpoint_cell_is_set_beside_its_scratch_control(report):
+    """The study's question per task: swin_upernet/full (from its checkpoint) against scratch-full."""
+    page = report.read_text()
+    table = pd.read_csv(report.parent / "table.csv")
+    for task in ("denoise", "deblur"):
+        section = page[page.index(f'<h3 id="{task}-scratch">') :]
+        body = section[: section.index("</table>")]
+        (row,) = re.findall(r"<tr><td>swin_upernet</td><td>full</td>(.*?)</tr>", body)
+        ckpt, scratch = table.query(f"task == '{task}' and model == 'swin_upernet' and cell in ['full', 'scratch-full']"
+                                    ).set_index("cell")["psnr"][["full", "scratch-full"]]  # fmt: skip
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        assert float(cells[0]) == pytest.approx(ckpt, abs=5e-3) and float(cells[1]) == pytest.approx(scratch, abs=5e-3)
+        assert f"{ckpt - scratch:+.3f} dB" in cells[2] and "no verdict: one seed" in cells[3]
 
 
 def test_one_seed_gives_intervals_but_no_verdict_and_says_why(report):

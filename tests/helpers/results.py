@@ -34,7 +34,7 @@ def write_cell(root: Path, task: str, model: str, cell: str, per_image_psnr: np.
 
 # The grid write_grid writes, as the CLI's -S overrides: `aggregate` takes exactly the params' grid.
 GRID_OVERRIDES = ("models=[nafnet,swin_upernet]", "strategies=[full,frozen]", "pretrain_models.ipt=[]",
-                  "pretrain_models.dcpt=[swin_upernet]")  # fmt: skip
+                  "pretrain_models.dcpt=[swin_upernet]", "pretrain_models.scratch=[swin_upernet]")  # fmt: skip
 
 
 def write_grid(root: Path, *, images: int = 12, with_curves: bool = True) -> None:
@@ -42,7 +42,7 @@ def write_grid(root: Path, *, images: int = 12, with_curves: bool = True) -> Non
     rng = np.random.default_rng(0)
     cells = [("identity", "none", "none", 0.0), ("nafnet", "full", "none", 3.0), ("nafnet", "frozen", "none", 1.0),
              ("swin_upernet", "full", "none", 2.0), ("swin_upernet", "frozen", "none", 0.5),
-             ("swin_upernet", "dcpt-full", "dcpt", 2.5)]  # fmt: skip
+             ("swin_upernet", "dcpt-full", "dcpt", 2.5), ("swin_upernet", "scratch-full", "scratch", 1.5)]  # fmt: skip
     for task, base in (("denoise", 28.0), ("deblur", 22.0)):
         floor = base + rng.normal(0, 1.0, images)
         gt = (rng.random((48, 48, 3)) * 255).astype(np.uint8)  # the task's image, the same for every cell
