@@ -3,13 +3,16 @@ restorebench commands, the rest (the orchestrator's own bookkeeping per stage), 
 
     python benchmarks/orchestrators.py                 # the demo grid (params.yaml as it is): ~2 x 10 min
     python benchmarks/orchestrators.py --small         # denoise x {nafnet, restormer} x full, 4 steps: ~2 min
+    python benchmarks/orchestrators.py --stub          # the demo grid, each command a stand-in: bookkeeping only
 
 Each orchestrator builds results/table.csv in its own fresh copy of the tracked files (Snakemake: `snakemake
 --cores 1 results/table.csv`; DVC: `dvc repro aggregate` in a git repo). A wrapper `restorebench` first on
 PATH records each command's start and end, so "commands" is the sum of the stages' own run times and
 "overhead" what the orchestrator adds around them. Both run one job at a time with one torch thread each
 (Snakemake's rules have threads 1, dvc.yaml's commands pass --threads 1), one after the other on this
-machine: compare the ratio, not the seconds (a shared machine's load moves both).
+machine: compare the ratio, not the seconds (a shared machine's load moves both). With --stub each stage's
+command is a stand-in that writes the job's declared outputs and trains nothing, so the wall time is each
+orchestrator's own cost per stage (plus one Python start and params load per job, the same for both).
 """
 
 from __future__ import annotations
@@ -29,6 +32,41 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMALL = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet", "restormer"], "strategies": ["full"],
          "pretrain_models": {"ipt": [], "dcpt": []}}  # fmt: skip
+
+STUB = """#!{python}
+# a stand-in for restorebench: writes the outputs the pipeline declares for this command, trains nothing
+import json, subprocess, sys, time
+from pathlib import Path
+start = time.time()
+argv = sys.argv[1:]
+if argv[:2] == ["pipeline", "code"]:
+    rc = subprocess.call([{real!r}, *argv])
+else:
+    from restorebench import pipeline
+    overrides, rest = [], []
+    it = iter(argv)
+    for a in it:
+        if a == "-S":
+            overrides.append(next(it))
+        elif a == "--threads":
+            next(it)
+        else:
+            rest.append(a)
+    args = " ".join(rest)
+    (stage,) = [s for s in pipeline.load("params.yaml", overrides).stages() if s.args == args]
+    for _, out in stage.outs:
+        path = Path(out.path)
+        if out.directory:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "stub.txt").write_text(stage.name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(stage.name)
+    rc = 0
+with open({log!r}, "a") as f:
+    f.write(json.dumps({{"argv": argv, "start": start, "end": time.time(), "rc": rc}}) + "\\n")
+sys.exit(rc)
+"""
 
 WRAPPER = """#!{python}
 import json, os, subprocess, sys, time
@@ -58,11 +96,12 @@ def _copy(dest: Path, small: bool) -> Path:
     return dest
 
 
-def _env(work: Path, log: Path) -> dict[str, str]:
+def _env(work: Path, log: Path, stub: bool = False) -> dict[str, str]:
     wrap = work / "wrapper"
     wrap.mkdir(exist_ok=True)
     script = wrap / "restorebench"
-    script.write_text(WRAPPER.format(python=sys.executable, real=str(BIN / "restorebench"), log=str(log)))
+    script.write_text((STUB if stub else WRAPPER).format(python=sys.executable, real=str(BIN / "restorebench"),
+                                                         log=str(log)))
     script.chmod(0o755)
     path = f"{wrap}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     return dict(os.environ, PATH=path, OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1", PYTHONPATH=str(work / "repo/src"))
@@ -86,6 +125,7 @@ def _measure(name: str, cmd: list[str], repo: Path, env: dict[str, str], log: Pa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a 2-cell grid (a smoke run)")
+    ap.add_argument("--stub", action="store_true", help="stand-in commands: the orchestrators' own cost only")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--keep", type=Path, default=None, help="copy each run's results/table.csv and dvc.lock here")
     args = ap.parse_args()
@@ -95,7 +135,7 @@ def main() -> None:
             work = Path(tmp) / name
             repo = _copy(work / "repo", args.small)
             log = work / "commands.jsonl"
-            env = _env(work, log)
+            env = _env(work, log, args.stub)
             if name == "snakemake":
                 rows.append(_measure(name, [str(BIN / "snakemake"), "--cores", "1", "results/table.csv"], repo, env, log))
             else:
@@ -112,7 +152,8 @@ def main() -> None:
                 rows.append(row)
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(repo / "results/table.csv", args.keep / f"table_{name}.csv")
+                if not args.stub:
+                    shutil.copy2(repo / "results/table.csv", args.keep / f"table_{name}.csv")
                 if (repo / "dvc.lock").exists():
                     shutil.copy2(repo / "dvc.lock", args.keep / "dvc.lock")
     snake, dvc = rows
