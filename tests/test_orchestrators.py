@@ -173,7 +173,8 @@ TINY_STEPS = 4  # training steps of the small grid built below
 def test_one_models_learning_rate_reruns_that_models_stages_only(project_root, tmp_path):
     """A small grid (denoise; nafnet and restormer, full) built by each orchestrator; then NAFNet's learning
     rate changes: `dvc status` names only NAFNet's finetune, `dvc repro` re-runs NAFNet's finetune and
-    evaluate, the aggregate and the report (restormer's cell stays), and `snakemake -n` plans those four."""
+    evaluate, the aggregate and the report (restormer's cell stays), and `snakemake -n` plans those four.
+    Then an edit of models/restormer.py re-runs restormer's two stages, the aggregate and the report in both."""
     grid = {"datasets": ["sidd"], "tasks": ["denoise"], "models": ["nafnet", "restormer"], "strategies": ["full"],
             "pretrain_models": {"ipt": [], "dcpt": []}, "profiles.demo.train.steps": TINY_STEPS,
             "profiles.demo.train.validate_every": 0}  # fmt: skip
@@ -199,6 +200,17 @@ def test_one_models_learning_rate_reruns_that_models_stages_only(project_root, t
     jobs = dvc_jobs(dvc_repo / "params.yaml")
     assert {jobs[n].name for n in re.findall(r"^Running stage '([^']+)'", out, re.M)} == expected
     pipe = pipeline.load(snake_repo / "params.yaml")
+    planned = {pipe.stage(rule, **dict(w)).name for rule, w in snakemake_plan(snake_repo, env=env)}
+    assert planned == expected
+
+    # one model's source file: exactly its stages re-run (DVC through the `code` stage's fingerprints)
+    run([str(BIN / "snakemake"), "--cores", "2"], snake_repo, env)
+    for repo in (dvc_repo, snake_repo):
+        with open(repo / "src/restorebench/models/restormer.py", "a") as f:
+            f.write("\n# an edit\n")
+    expected = {"finetune.denoise.restormer.full", "evaluate.denoise.restormer.full", "aggregate", "report"}
+    out = run([str(BIN / "dvc"), "repro"], dvc_repo, env)
+    assert {jobs[n].name for n in re.findall(r"^Running stage '([^']+)'", out, re.M) if n != CODE_STAGE} == expected
     planned = {pipe.stage(rule, **dict(w)).name for rule, w in snakemake_plan(snake_repo, env=env)}
     assert planned == expected
 

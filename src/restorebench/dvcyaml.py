@@ -60,7 +60,8 @@ DVC_HEADER = """\
 
 def fingerprint(rule: str, model: str | None = None) -> str:
     """The text of a job's code fingerprint: the sha256 of each source file it runs, one per line."""
-    root = Path(__file__).resolve().parents[2]
+    # the project's own files, as Snakemake watches them (src/ under the working directory), else the package's
+    root = Path.cwd() if (Path.cwd() / SOURCES).is_dir() else Path(__file__).resolve().parents[2]
     lines = [f"# the sources `restorebench {RULE_COMMAND[rule]}` runs for {code_key(rule, model)}"]
     lines += [f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}" for f in stage_sources(rule, model)]
     return "\n".join(lines) + "\n"
