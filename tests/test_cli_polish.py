@@ -23,7 +23,7 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("command", "choices"),
     [
-        ("finetune", ["[denoise | deblur]", "[none | ipt | dcpt]", "frozen", "llrd", *MODEL_NAMES]),
+        ("finetune", ["[denoise | deblur]", "[none | ipt | dcpt | scratch]", "frozen", "llrd", *MODEL_NAMES]),
         ("evaluate", ["identity", "none"]),
         ("validate", ["[sidd | gopro | imagenet]"]),
         ("pretrain", ["[ipt | dcpt]"]),
@@ -291,9 +291,10 @@ def test_models_reports_what_the_active_profile_loads(project_root, monkeypatch,
             ("share", r.split()[0], r.split()[1]): r.split()[6] for r in lines}
 
     monkeypatch.chdir(project_root)
-    demo = load_config(project_root / "params.yaml")
+    random_init = "profiles.demo.pretrained.swin_upernet=null"  # (the demo names its own checkpoint)
+    demo = load_config(project_root / "params.yaml", [random_init, "pretrain_models.scratch=[]"])
     assert demo.pretrained["swin_upernet"] is None and demo.variants["swin_upernet"]["denoise"] == "demo"
-    result = runner.invoke(app, ["models", "swin_upernet", "nafnet"])
+    result = runner.invoke(app, ["models", "swin_upernet", "nafnet", "-S", random_init, "-S", "pretrain_models.scratch=[]"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].endswith("from ckpt  loads (profile demo)")
     got = rows(result.output)

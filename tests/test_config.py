@@ -116,8 +116,11 @@ def test_override_values_are_typed_and_digest_changes(project_root):
 def test_cutting_models_names_the_dcpt_cells_it_leaves(project_root):
     with pytest.raises(ConfigError, match=r"pretrain_models\.dcpt\[0\]: 'swin_upernet' is not in `models` \['nafnet'\]"):
         load_config(project_root / "params.yaml", ["models=[nafnet]"])
-    cfg = load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]"])
-    assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["nafnet"]}
+    with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'swin_upernet' is not in `models`"):
+        load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]"])
+    cfg = load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]",
+                                                     "pretrain_models.scratch=[]"])  # fmt: skip
+    assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["nafnet"], "scratch": []}
 
 
 def test_each_model_trains_on_its_recipe_crop(project_root):

@@ -553,7 +553,7 @@ def config_show(
     typer.echo(annotate_zeros(yaml.safe_dump(resolved, sort_keys=False).rstrip(), cfg))
 
 
-@app.command()
+@app.command(cls=Command)
 def segpretrain(model: Model) -> None:
     """Demo: train MODEL (swin_upernet, swin_mask2former, vit_adapter) as a segmenter on a seeded synthetic set
     and write its checkpoint in the published format to runs/segmentation/{model}/ (the hub snapshot layout;
