@@ -427,21 +427,24 @@ def restore(
         if task is None or model is None:
             raise RestorebenchError("--task / --model", "missing", "name the cell's --task and --model (and --cell), "
                                                                    "or pass --weights")  # fmt: skip
+    warnings: list[str] = []
     jobs = restore_images(input, output, task=task, model=model, cell=cell, weights=weights,
                           tile=tile or None, overlap=overlap, overwrite=overwrite, max_pixels=max_pixels,
-                          on_start=lambda w, c: _describe_weights(w, c))  # fmt: skip
+                          on_start=lambda w, c: warnings.extend(_describe_weights(w, c)))  # fmt: skip
     where = jobs[0].dest if len(jobs) == 1 else output
     typer.echo(f"restored {len(jobs)} image{'s' if len(jobs) != 1 else ''} -> {where}")
+    for warning in warnings:  # after the images, so that a failure stays one line
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
 
 
-def _describe_weights(weights: Path, config: dict) -> None:
-    """Which weights restore, how they were trained and scored; demo weights get a warning line (stderr)."""
+def _describe_weights(weights: Path, config: dict) -> list[str]:
+    """Print which weights restore, how they were trained and scored; return the warnings for demo weights
+    (printed on stderr once the images are written)."""
     from restorebench.restore import describe
 
     text, warning = describe(weights, config, recipe_steps=_published_steps(config))
     typer.echo(f"weights: {weights} ({text})")
-    if warning:
-        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    return [warning] if warning else []
 
 
 def _published_steps(config: dict) -> int | None:
