@@ -19,6 +19,7 @@ from restorebench.metrics import psnr
 from restorebench.models import build_model
 from restorebench.train import finetune as finetune_module
 from restorebench.train.finetune import finetune
+from tests.helpers.cells import RANDOM_SEG_INIT
 from tests.helpers.stores import SIDD_IMAGES, write_sidd_store
 
 
@@ -108,7 +109,7 @@ def test_aux_loss_recipe_adds_each_decoder_layers_loss(cell, tmp_path):
     from restorebench.train.loop import pixel_objective
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
-                      ["profiles.demo.train.models.swin_mask2former.aux_loss=true"])  # fmt: skip
+                      ["profiles.demo.train.models.swin_mask2former.aux_loss=true", *RANDOM_SEG_INIT])  # fmt: skip
     assert cell_kwargs(cfg, "swin_mask2former", "denoise")["aux_loss"] is True
     torch.manual_seed(0)
     model = cell_model(cfg, "swin_mask2former", "denoise").train()
@@ -128,7 +129,8 @@ def test_aux_loss_recipe_adds_each_decoder_layers_loss(cell, tmp_path):
     # a whole cell trains with it: config.json records the keyword, the history logs the term
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
                       ["profiles.demo.train.steps=2", "profiles.demo.train.batch=2", "profiles.demo.train.patch=16",
-                       "profiles.demo.train.log_every=1", "profiles.demo.train.models.swin_mask2former.aux_loss=true"])  # fmt: skip
+                       "profiles.demo.train.log_every=1", "profiles.demo.train.models.swin_mask2former.aux_loss=true",
+                       *RANDOM_SEG_INIT])  # fmt: skip
     run = Path("runs/finetune/denoise/swin_mask2former/full")
     finetune(cfg, "denoise", "swin_mask2former", "full", run, progress=False)
     assert json.loads((run / "config.json").read_text())["kwargs"]["aux_loss"] is True

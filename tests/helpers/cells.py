@@ -24,3 +24,9 @@ def finetuned_cell(project_root: Path, root: Path, monkeypatch: pytest.MonkeyPat
     item = ev.EvalItem("0000_00", *(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)))
     monkeypatch.setattr(ev, "eval_items", lambda task, data_root: iter([item]))
     monkeypatch.chdir(root)
+
+
+# The demo's segmentation models finetune from checkpoints its segpretrain jobs write (runs/segmentation/M);
+# a test that builds them without running segpretrain starts them from a seeded random init instead.
+RANDOM_SEG_INIT = ("profiles.demo.pretrained.swin_upernet=null", "profiles.demo.pretrained.swin_mask2former=null",
+                   "profiles.demo.pretrained.vit_adapter=null", "pretrain_models.scratch=[]")  # fmt: skip
