@@ -40,6 +40,7 @@ from restorebench.pretrain.ipt import (
 )
 from restorebench.train.finetune import cell_model, init_model, load_pretrained_init, pretrain_dir
 from restorebench.train.loop import LoopConfig, train
+from tests.helpers.cells import RANDOM_SEG_INIT
 
 CPU = torch.device("cpu")
 IPT_TASKS = ("sr2", "noise30", "rain")  # a small multi-task IPT: one SR task, two same-size ones
@@ -48,7 +49,8 @@ IPT_SCALES = (2, 1, 1)
 
 @pytest.fixture()
 def cfg(project_root):
-    return load_config(project_root / "params.yaml")  # the demo profile
+    # the demo profile; its segmentation models from a random init (no segpretrain checkpoints here)
+    return load_config(project_root / "params.yaml", list(RANDOM_SEG_INIT))
 
 
 def tiny_ipt(seed: int = 0, **kw):
