@@ -194,12 +194,11 @@ REPORT = "results/report.html"
 
 @dataclass(frozen=True)
 class Out:
-    """An output: `kind` out | metric; cache False keeps it in git's view (small files). A run's dvclive
-    curves are no output: they persist across re-runs (a resumed run appends to them), and dvc.yaml's
-    top-level `plots` show them (restorebench.views)."""
+    """An output; cache False keeps it in git's view (small files). Which files are DVC metrics, dvc.yaml's
+    top-level `metrics` says (restorebench.views). A run's dvclive curves are no output: they persist across
+    re-runs (a resumed run appends to them), and dvc.yaml's top-level `plots` show them."""
 
     path: str
-    kind: str = "out"
     cache: bool = True
     directory: bool = False
 
@@ -220,7 +219,7 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
         method = rule.removeprefix("pretrain_")
         run = pretrain_dir(method, w.get("task"), w.get("model"))
         return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/pretrain.json", cache=False),
-                "metrics": Out(pretrain_metrics(method, w.get("task"), w.get("model")), kind="metric", cache=False)}
+                "metrics": Out(pretrain_metrics(method, w.get("task"), w.get("model")), cache=False)}
     if rule == "finetune":
         run = finetune_dir(w["task"], w["model"], w["cell"])
         return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/train.json", cache=False),
@@ -230,13 +229,13 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
         cell = {"evaluate": w.get("cell"), "evaluate_official": OFFICIAL, "evaluate_identity": "none"}[rule]
         folder = eval_dir(w["task"], model, cell)
         # the folder: per_image.csv, provenance.json, crops/ (and timing.json, which git ignores)
-        outs = {"metrics": Out(metrics_json(w["task"], model, cell), kind="metric", cache=False),
+        outs = {"metrics": Out(metrics_json(w["task"], model, cell), cache=False),
                 "results": Out(folder, cache=False, directory=True)}
         if rule == "evaluate":  # a finetuned cell's model card, beside its weights
             outs["card"] = Out(f"{finetune_dir(w['task'], model, cell)}/README.md", cache=False)
         return outs
     if rule == "aggregate":
-        return {"table": Out(TABLE, cache=False), "summary": Out(SUMMARY, kind="metric", cache=False)}
+        return {"table": Out(TABLE, cache=False), "summary": Out(SUMMARY, cache=False)}
     if rule == "report":
         return {"html": Out(REPORT, cache=False)}
     raise ValueError(f"unknown rule {rule!r}")
