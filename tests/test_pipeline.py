@@ -149,6 +149,21 @@ def test_dvc_yaml_is_one_block_per_family(project_root):
     assert names["finetune.denoise.ipt.ipt-full"] == "finetune.denoise.ipt.ipt-full"  # IPT's own params key
 
 
+def test_outputs_outside_dvc_cache_are_the_ones_git_keeps(project_root):
+    """An output DVC does not cache must be one git keeps, or `git clone` + `dvc pull` cannot bring it back
+    (a run's config.json, which `restore` needs; the crops git ignores in an evaluation folder)."""
+    pipe = _load(project_root)
+    kept, cached = set(), set()
+    for stage in pipe.stages():
+        for _, out in stage.outs:
+            (cached if out.cache else kept).add(out.path.rstrip("/"))
+    probe = sorted(kept | cached)
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=project_root, input="\n".join(probe),
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert sorted(p for p in kept if p in ignored) == []
+    assert "runs/finetune/denoise/nafnet/full/config.json" in cached
+
+
 def test_segmentation_cells_load_the_demos_checkpoint_and_scratch_cells_do_not(project_root):
     """The demo's seg models finetune (and DCPT-pretrain) from the checkpoint a segpretrain job writes; their
     scratch controls load nothing; dvc.yaml's templates depend on the checkpoints' folder."""

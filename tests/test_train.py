@@ -444,3 +444,20 @@ def test_the_earlier_superseded_layout_is_kept_and_resumable(tmp_path):
     assert checkpoint.resume_step(run / "checkpoints") == 4  # f's own, back from the earlier layout
     assert checkpoint.resume_step(run / "superseded" / g / "checkpoints") == 2  # g's, kept
     assert sorted(p.name for p in (run / "superseded").iterdir()) == [g]
+
+
+def test_use_deterministic_sets_torch_flag_without_importing_the_compiler():
+    """A run without torch.compile gets deterministic kernels and does not import torch._inductor (about
+    2 s of each job's start); with compile, the compiler's own flag is set too."""
+    code = (
+        "import sys, torch\n"
+        "from restorebench.train.loop import use_deterministic\n"
+        "use_deterministic(False)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+        "use_deterministic(True)\n"
+        "import torch._inductor.config as c\n"
+        "print(c.deterministic)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "True"]

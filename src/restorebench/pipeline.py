@@ -194,9 +194,11 @@ REPORT = "results/report.html"
 
 @dataclass(frozen=True)
 class Out:
-    """An output; cache False keeps it in git's view (small files). Which files are DVC metrics, dvc.yaml's
-    top-level `metrics` says (restorebench.views). A run's dvclive curves are no output: they persist across
-    re-runs (a resumed run appends to them), and dvc.yaml's top-level `plots` show them."""
+    """An output. DVC caches it (`dvc push` / `dvc pull` carry it) unless `cache` is False: then git keeps it
+    (small files .gitignore spares: metrics, validation reports, the table; a test checks). Which files are
+    DVC metrics, dvc.yaml's top-level `metrics` says (restorebench.views). A run's dvclive curves are no
+    output: they persist across re-runs (a resumed run appends to them), and dvc.yaml's top-level `plots`
+    show them."""
 
     path: str
     cache: bool = True
@@ -218,26 +220,26 @@ def _outputs(rule: str, root: str, **w: str) -> dict[str, Out]:
     if rule in ("pretrain_ipt", "pretrain_dcpt"):
         method = rule.removeprefix("pretrain_")
         run = pretrain_dir(method, w.get("task"), w.get("model"))
-        return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/pretrain.json", cache=False),
+        return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/pretrain.json"),
                 "metrics": Out(pretrain_metrics(method, w.get("task"), w.get("model")), cache=False)}
     if rule == "finetune":
         run = finetune_dir(w["task"], w["model"], w["cell"])
-        return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/train.json", cache=False),
-                "config": Out(f"{run}/config.json", cache=False)}
+        return {"weights": Out(f"{run}/model.safetensors"), "summary": Out(f"{run}/train.json"),
+                "config": Out(f"{run}/config.json")}
     if rule in ("evaluate", "evaluate_official", "evaluate_identity"):
         model = "identity" if rule == "evaluate_identity" else w["model"]
         cell = {"evaluate": w.get("cell"), "evaluate_official": OFFICIAL, "evaluate_identity": "none"}[rule]
         folder = eval_dir(w["task"], model, cell)
         # the folder: per_image.csv, provenance.json, crops/ (and timing.json, which git ignores)
         outs = {"metrics": Out(metrics_json(w["task"], model, cell), cache=False),
-                "results": Out(folder, cache=False, directory=True)}
+                "results": Out(folder, directory=True)}
         if rule == "evaluate":  # a finetuned cell's model card, beside its weights
-            outs["card"] = Out(f"{finetune_dir(w['task'], model, cell)}/README.md", cache=False)
+            outs["card"] = Out(f"{finetune_dir(w['task'], model, cell)}/README.md")
         return outs
     if rule == "aggregate":
         return {"table": Out(TABLE, cache=False), "summary": Out(SUMMARY, cache=False)}
     if rule == "report":
-        return {"html": Out(REPORT, cache=False)}
+        return {"html": Out(REPORT)}
     raise ValueError(f"unknown rule {rule!r}")
 
 

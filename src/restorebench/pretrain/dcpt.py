@@ -40,7 +40,7 @@ from restorebench.pretrain.runner import (
     stack,
     store_path,
 )
-from restorebench.train.loop import to_device
+from restorebench.train.loop import to_device, use_deterministic
 
 
 def _as_maps(output) -> list[Tensor]:
@@ -362,7 +362,7 @@ def pretrain_dcpt(cfg: Config, model_name: str, task: str, run_dir: Path, *, pro
     from restorebench.train.finetune import init_model
 
     if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic(cfg.train.compile)
     c = cfg.pretrain.dcpt
     if len(c.degradations) < 2:
         raise ValueError(f"profiles.{cfg.profile}.pretrain.dcpt.degradations: need at least two types")

@@ -39,7 +39,7 @@ from restorebench.pretrain.runner import (
     stack,
     store_path,
 )
-from restorebench.train.loop import to_device
+from restorebench.train.loop import to_device, use_deterministic
 
 
 def supervised_contrastive(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
@@ -150,7 +150,7 @@ def held_out_psnr(trainee: IPTTrainee, data: IPTBatches, items: np.ndarray, name
 def pretrain_ipt(cfg: Config, run_dir: Path, *, progress: bool = True) -> dict:
     """IPT's multi-task pretraining on the degrade store; writes runs/pretrain/ipt/ipt/."""
     if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic(cfg.train.compile)
     c = cfg.pretrain.ipt
     if not c.tasks:
         raise ValueError(f"profiles.{cfg.profile}.pretrain.ipt.tasks: empty; map IPT tasks to degrade tasks")

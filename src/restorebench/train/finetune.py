@@ -26,7 +26,7 @@ from restorebench.degrade.rng import derive_rng
 from restorebench.errors import RestorebenchError
 from restorebench.metrics import psnr_torch
 from restorebench.train.cells import cell_kwargs, cell_model
-from restorebench.train.loop import LoopConfig, to_device
+from restorebench.train.loop import LoopConfig, to_device, use_deterministic
 from restorebench.train.session import train_and_save
 from restorebench.train.strategies import behaviour
 
@@ -245,7 +245,7 @@ def finetune(
 ) -> dict:
     """Train one cell (from `pretrain`'s weights unless "none") and write its outputs; returns train.json."""
     if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic(cfg.train.compile)
     torch.manual_seed(cfg.seed)  # the seeded init of everything not loaded from a checkpoint
     variant = cfg.variant(model, task)
     net, init = init_model(cfg, model, task, scratch=pretrain == "scratch")
