@@ -47,18 +47,19 @@ from restorebench.train.schedule import lr_factor
 log = logging.getLogger(__name__)
 Batches = Callable[[int], Iterator[tuple]]
 
+# objective(forward, batch, device) -> (loss, scalars to log); `forward` is the (compiled / DDP) model
+Objective = Callable[[Callable, tuple, torch.device], tuple[torch.Tensor, dict[str, torch.Tensor | float]]]
+
 
 def use_deterministic(compile: bool) -> None:
     """Deterministic kernels for a run. torch.use_deterministic_algorithms also sets the flag of the
-    torch.compile backend (inductor), importing it: about 2 s of every job's start on this project's CPUs
-    (benchmarks/NOTES.md, "Job start"). Without torch.compile nothing reads that flag, so only the kernel
-    flag is set; with it, torch's own function sets both."""
+    torch.compile backend (inductor), importing it: about 2 s of every training job's start on this CPU
+    (benchmarks/NOTES.md, "what a job pays to start"). Without torch.compile nothing reads that flag, so
+    only the kernel flag is set; with it, torch's own function sets both."""
     if compile:
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch._C._set_deterministic_algorithms(True, warn_only=True)
-# objective(forward, batch, device) -> (loss, scalars to log); `forward` is the (compiled / DDP) model
-Objective = Callable[[Callable, tuple, torch.device], tuple[torch.Tensor, dict[str, torch.Tensor | float]]]
 
 
 # ---------------------------------------------------------------------------------------------- losses
