@@ -4,9 +4,10 @@ runs with."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -235,6 +236,8 @@ def resolve_recipe(base: ModelTrainConfig, task: str | None, where: str) -> Mode
     """`base` with its `tasks[task]` overrides merged in (unknown keys and wrong types fail, naming
     `where`); the result has no `tasks` of its own."""
     override = dict(base.tasks.get(task, {})) if task is not None else {}
+    if not override:  # nothing to merge: `base` was checked when it was read
+        return replace(copy.deepcopy(base), tasks={})
     plain = OmegaConf.structured(base)
     plain.tasks = {}
     schema = [f.name for f in fields(ModelTrainConfig)]
