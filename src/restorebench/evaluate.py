@@ -198,8 +198,8 @@ def save_crop(path: Path, item: EvalItem, output: np.ndarray, size: int) -> None
 # compares, and one row of `dvc metrics show` (four short keys keep the row within 120 columns; "ssim" would
 # repeat ssim_matlab3d, the headline). `gain` is the mean per-image PSNR over the degraded input's, in dB: the
 # cell's gain over the identity floor on the same images (0 for the floor itself). Strings, counts and hashes go to provenance.json beside per_image.csv (not a metric); timings,
-# which differ from run to run, go to timing.json there (no orchestrator declares or hashes it), so the same
-# evaluation writes the same bytes to every declared output.
+# which differ from run to run, go to timing.json there (git ignores it; DVC caches it with the folder, so a
+# pull brings it back), so the same evaluation writes the same bytes to the metrics file and per_image.csv.
 METRIC_KEYS = ("psnr", "ssim_matlab3d", "ssim_basicsr", "gain")
 TIMING_KEYS = ("images_per_s", "train_seconds")
 TIMING_FILE = "timing.json"
