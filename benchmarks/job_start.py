@@ -5,7 +5,6 @@ Python processes, the parts interleaved so a shared machine's load moves them al
     python benchmarks/job_start.py --rounds 9
 
 Rows (each a fresh `python -c`, seconds of wall time, median over the rounds):
-- python: the interpreter alone;
 - torch: `import torch`;
 - deterministic, torch's: `torch.use_deterministic_algorithms(True)` after the import (it imports the
   torch.compile backend to set that backend's flag too);
@@ -27,9 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMER = "import time as _t; _s = _t.perf_counter()\n{setup}\n_s = _t.perf_counter()\n{body}\nprint(_t.perf_counter() - _s)"
+TIMER = "{setup}\nimport time as _t\n_s = _t.perf_counter()\n{body}\nprint(_t.perf_counter() - _s)"
 ROWS = {
-    "python": ("", "pass"),
     "torch": ("", "import torch"),
     "deterministic, torch's": ("import torch", "torch.use_deterministic_algorithms(True, warn_only=True)"),
     "deterministic, restorebench's": ("import torch\nfrom restorebench.train.loop import use_deterministic",
@@ -40,12 +38,10 @@ ROWS = {
 
 
 def once(setup: str, body: str) -> float:
-    """Seconds `body` takes in a fresh interpreter after `setup` ran (setup not counted); the whole process
-    when both are empty."""
-    start = time.perf_counter()
+    """Seconds `body` takes in a fresh interpreter after `setup` ran (setup not counted)."""
     out = subprocess.run([sys.executable, "-c", TIMER.format(setup=setup, body=body)], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return time.perf_counter() - start if not setup and body == "pass" else float(out.split()[-1])
+    return float(out.split()[-1])
 
 
 def cli_once() -> float:
