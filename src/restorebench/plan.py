@@ -202,8 +202,8 @@ def plan_stage(pipe: Pipeline, stage: Stage, figures: dict[str, dict], cells: di
         disk = c.params * 4 * (1 + 2 * 3) / 1e9
         return StagePlan(stage.name, round(disk, 2), 0.0, round(c.params * 4 * 3 / GIB, 2),
                          "weights + 2 checkpoints; host: weights, state dict, checkpoint copy")  # fmt: skip
-    if stage.rule == "segpretrain":  # the demo's own checkpoints: ~1 GB host, 35-52 s on one core (measured)
-        return StagePlan(stage.name, 0.0, 0.0, 1.0, "demo only: a tiny segmentation model, under a minute")
+    if stage.rule == "segpretrain":  # the demo's own checkpoints: ~1 GB host, 33-80 s a job (measured, two at once)
+        return StagePlan(stage.name, 0.0, 0.0, 1.0, "demo only: a tiny segmentation model, about a minute")
     return StagePlan(stage.name, 0.0, 0.0, 0.0, "small (scores, tables, reports)")
 
 
