@@ -47,6 +47,25 @@ def test_config_show_prints_the_resolved_profile(project_root, monkeypatch):
     assert "expected_pairs" in result.output and "2103" in result.output
 
 
+def test_profile_switches_the_params_file_and_the_global_option_reads_it(project_root, tmp_path, monkeypatch):
+    """`restorebench profile paper` writes the paper profile and its grid into params.yaml (and says what
+    changed); `--profile paper`, on any command, resolves the same without writing; -S after it wins."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((project_root / "params.yaml").read_text())
+    shown = runner.invoke(app, ["config", "show", "strategies", "--profile", "paper", "-S", "seed=3"])
+    assert shown.exit_code == 0, shown.output
+    assert "- frozen" in shown.output and "- llrd" in shown.output
+    assert "profile: demo" in (tmp_path / "params.yaml").read_text()  # nothing written
+    result = runner.invoke(app, ["profile", "paper"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "profile paper: params.yaml changed profile, strategies, pretrain_models"
+    shown = runner.invoke(app, ["config", "show", "profile"])
+    assert shown.output.strip() == "profile: paper"
+    assert runner.invoke(app, ["profile", "paper"]).output.strip().endswith("nothing: it is already set")
+    bad = runner.invoke(app, ["profile", "papr"])
+    assert bad.exit_code == 1 and "did you mean 'paper'" in bad.output
+
+
 def test_bad_override_is_a_clear_error(project_root, monkeypatch):
     monkeypatch.chdir(project_root)
     result = runner.invoke(app, ["-S", "profile=papr", "config", "show"])

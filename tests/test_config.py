@@ -12,8 +12,10 @@ from restorebench.config import (
     TASKS,
     ConfigError,
     load_config,
+    profile_overrides,
     read_params,
     resolve,
+    use_profile,
 )
 
 
@@ -35,6 +37,59 @@ def test_demo_uses_the_sample_and_paper_the_real_counts(project_root):
     assert paper.data.sidd.expected_pairs == {"train": 320, "val": 1280}
     assert paper.data.sidd.expected_groups == {"train": 160}
     assert paper.data.gopro.expected_pairs == {"train": 2103, "test": 1111}
+
+
+def test_the_committed_grid_is_the_demo_profiles_and_each_profile_declares_one(project_root):
+    """params.yaml's grid lists are what both orchestrators run: as committed, the demo's declared cut; the
+    paper profile's grid is the whole study (every strategy, DCPT for every model)."""
+    raw = read_params(project_root / "params.yaml")
+    demo = load_config(project_root / "params.yaml")
+    assert demo.grid.declared() == {key: raw[key] for key in demo.grid.declared()}
+    assert set(demo.grid.declared()) == {"models", "strategies", "pretrain_models", "pretrain_strategies"}
+    paper = load_config(project_root / "params.yaml", profile_overrides(raw, "paper"))
+    assert paper.profile == "paper" and paper.strategies == list(STRATEGIES)
+    assert paper.pretrain_models["dcpt"] == paper.models == list(MODEL_NAMES[:5])
+    assert set(demo.strategies) < set(paper.strategies)  # the demo runs a cut of the study
+
+
+def test_a_profiles_grid_is_checked_with_its_key(project_root):
+    with pytest.raises(ConfigError, match=r"profiles\.paper\.grid\.strategies\[0\]: 'ful' is not allowed.*'full'"):
+        load_config(project_root / "params.yaml", ["profiles.paper.grid.strategies=[ful]"])
+    with pytest.raises(ConfigError, match=r"profiles\.demo\.grid\.pretrain_models\.dcpt\[0\]: 'ipt' is not in `models`"):
+        load_config(project_root / "params.yaml", ["profiles.demo.grid.pretrain_models={ipt: [ipt], dcpt: [ipt]}"])
+    with pytest.raises(ConfigError, match=r"profiles\.demo\.grid\.pretrain_models\.scratch\[0\]: 'nafnet' has no "):
+        load_config(project_root / "params.yaml",
+                    ["profiles.demo.grid.pretrain_models={ipt: [ipt], dcpt: [], scratch: [nafnet]}"])
+
+
+def test_switching_profile_rewrites_only_the_grid_lines(project_root, tmp_path):
+    """`restorebench profile paper` sets `profile` and the grid lists to the paper's, every other byte kept;
+    switching back restores the file exactly."""
+    params = tmp_path / "params.yaml"
+    committed = (project_root / "params.yaml").read_text()
+    params.write_text(committed)
+    assert use_profile(params, "paper") == ["profile", "strategies", "pretrain_models"]
+    paper = load_config(params)
+    assert paper.profile == "paper" and paper.grid.declared() == {k: getattr(paper, k) for k in paper.grid.declared()}
+    changed = [(a, b) for a, b in zip(committed.splitlines(), params.read_text().splitlines(), strict=True) if a != b]
+    assert [b for _, b in changed] == [
+        "profile: paper", "strategies: [frozen, full_lowlr, full, llrd]",
+        "  dcpt: [swin_upernet, swin_mask2former, vit_adapter, nafnet, restormer]"]  # fmt: skip
+    assert use_profile(params, "paper") == []
+    assert use_profile(params, "demo") == ["profile", "strategies", "pretrain_models"]
+    assert params.read_text() == committed
+    with pytest.raises(ConfigError, match=r"profile: 'papr' is not allowed.*did you mean 'paper'"):
+        use_profile(params, "papr")
+
+
+def test_a_grid_the_file_cannot_run_leaves_it_untouched(project_root, tmp_path):
+    params = tmp_path / "params.yaml"
+    text = (project_root / "params.yaml").read_text().replace("      strategies: [frozen, full_lowlr, full, llrd]",
+                                                              "      strategies: [frozen, fulll]")
+    params.write_text(text)
+    with pytest.raises(ConfigError, match=r"profiles\.paper\.grid\.strategies\[1\]: 'fulll'"):
+        use_profile(params, "paper")
+    assert params.read_text() == text and not list(tmp_path.glob(".params.yaml.*"))
 
 
 def test_grid_lists_hold_known_names(project_root):
@@ -114,13 +169,13 @@ def test_override_values_are_typed_and_digest_changes(project_root):
 
 
 def test_cutting_models_names_the_dcpt_cells_it_leaves(project_root):
-    with pytest.raises(ConfigError, match=r"pretrain_models\.dcpt\[0\]: 'swin_upernet' is not in `models` \['nafnet'\]"):
-        load_config(project_root / "params.yaml", ["models=[nafnet]"])
+    with pytest.raises(ConfigError, match=r"pretrain_models\.dcpt\[0\]: 'nafnet' is not in `models` \['restormer'\]"):
+        load_config(project_root / "params.yaml", ["models=[restormer]"])
     with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'swin_upernet' is not in `models`"):
-        load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]"])
-    cfg = load_config(project_root / "params.yaml", ["models=[nafnet]", "pretrain_models.dcpt=[nafnet]",
+        load_config(project_root / "params.yaml", ["models=[restormer]", "pretrain_models.dcpt=[restormer]"])
+    cfg = load_config(project_root / "params.yaml", ["models=[restormer]", "pretrain_models.dcpt=[restormer]",
                                                      "pretrain_models.scratch=[]"])  # fmt: skip
-    assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["nafnet"], "scratch": []}
+    assert cfg.pretrain_models == {"ipt": ["ipt"], "dcpt": ["restormer"], "scratch": []}
 
 
 def test_each_model_trains_on_its_recipe_crop(project_root):

@@ -27,6 +27,8 @@ from restorebench.config import (
     Config,
     check_choice,
     load_config,
+    profile_overrides,
+    read_params,
 )
 from restorebench.errors import RestorebenchError
 
@@ -71,7 +73,12 @@ def main(
     ),
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S profile=paper (repeatable)"),
+        typer.Option("--set", "-S", help="override KEY=VALUE, e.g. -S seed=1 (repeatable)"),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", metavar="NAME", help="profile NAME with the grid it declares (-S profile=NAME "
+                                                       "and its `grid` lists), e.g. --profile paper plan"),
     ] = None,
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch (0: the CPUs this process may use, or OMP_NUM_THREADS); "
@@ -87,6 +94,8 @@ def main(
     logs.setup()
     state.params = params
     state.overrides = list(set_ or [])
+    if profile is not None:  # -S after it still wins
+        state.overrides = profile_overrides(read_params(params), profile) + state.overrides
     from restorebench.data.parallel import set_torch_threads
 
     set_torch_threads(threads)
@@ -524,13 +533,28 @@ def pipeline_code(
     typer.echo(f"pipeline code: {write_fingerprints(output)} fingerprints -> {output}")
 
 
+@app.command("profile", cls=Command)
+def use_profile(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="a profile of the params file (demo, paper)")],
+) -> None:
+    """Switch the params file to profile NAME: `profile` and the top-level grid lists (models, strategies,
+    pretrain_models, pretrain_strategies) set to what profiles.NAME.grid declares, every other line kept.
+    Then `dvc repro`, `dvc exp run` or `snakemake` run that profile's whole grid; `restorebench profile demo`
+    switches back."""
+    from restorebench.config import use_profile as write_profile
+
+    changed = write_profile(state.params, name)
+    said = ", ".join(changed) if changed else "nothing: it is already set"
+    typer.echo(f"profile {name}: {state.params} changed {said}")
+
+
 @app.command(cls=Command)
 def plan(
     gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of memory of the GPU each cell runs on")] = 80.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (stages, cells, total) instead of tables")] = False,
 ) -> None:
     """Before anything runs: every stage's disk, CPU-hours and host memory, every training run's micro-batch,
-    GPU memory, TFLOPs and GPU-hours, and the totals (`restorebench -S profile=paper plan`)."""
+    GPU memory, TFLOPs and GPU-hours, and the totals (`restorebench --profile paper plan`: the paper study)."""
     from restorebench import pipeline
     from restorebench.plan import run_plan
 

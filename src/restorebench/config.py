@@ -14,6 +14,7 @@ in their own modules; their public names are importable from here too.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -104,6 +105,10 @@ def _check_keys(schema: Any, section: dict, path: str) -> None:
 def _check_value(schema: Any, value: Any, path: str) -> None:
     """One value against its declared type's shape (mapping / list / scalar); mappings are walked."""
     origin = typing.get_origin(schema)
+    if origin in (typing.Union, types.UnionType):  # X | None: a value given is checked as X
+        args = [a for a in typing.get_args(schema) if a is not type(None)]
+        if len(args) == 1 and value is not None:
+            return _check_value(args[0], value, path)
     mapping = is_dataclass(schema) or origin is dict
     if isinstance(value, dict):
         if mapping:
@@ -179,37 +184,56 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     return raw
 
 
-def _check_pretrain_models(pretrain_models: dict, models: list[str]) -> None:
+def _check_grid(grid: dict, at: str) -> None:
+    """The grid lists (top-level, or a profile's declared `grid` over them; `at` prefixes the key names)."""
+    for key, allowed in (("models", MODEL_NAMES), ("strategies", STRATEGIES), ("pretrain_strategies", STRATEGIES)):
+        for i, value in enumerate(grid[key]):
+            check_choice(f"{at}{key}[{i}]", value, allowed)
+    _check_pretrain_models(grid["pretrain_models"], grid["models"], at)
+
+
+def profile_overrides(raw: dict, name: str) -> list[str]:
+    """Profile NAME with the grid it declares, as overrides (KEY=VALUE): `profile=NAME` and each list of
+    profiles.NAME.grid (`restorebench --profile NAME`, and what `restorebench profile NAME` writes)."""
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict):
+        raise ConfigError("profiles: missing top-level key")
+    check_choice("profile", name, list(profiles))
+    grid = _merge_profile(name, profiles[name]).grid.declared()
+    return [f"profile={name}"] + [f"{key}={json.dumps(value)}" for key, value in grid.items()]
+
+
+def _check_pretrain_models(pretrain_models: dict, models: list[str], at: str = "") -> None:
     """pretrain_models maps each restoration pretraining to the models finetuned from it. IPT trains the ipt
     model only; DCPT and the scratch control any model of the grid (a subset of `models`, so that cutting
     `models` for a sweep cannot leave cells of models the sweep dropped). `scratch` may be left out."""
     methods = [m for m in PRETRAIN_METHODS if m != "none"]
     for method, listed in pretrain_models.items():
-        check_choice(f"pretrain_models.{method}", method, methods)
+        check_choice(f"{at}pretrain_models.{method}", method, methods)
         if not isinstance(listed, list):
-            raise ConfigError(f"pretrain_models.{method}: expected a list of models ([] turns it off), got {listed!r}")
+            raise ConfigError(f"{at}pretrain_models.{method}: expected a list of models ([] turns it off), got {listed!r}")
         allowed = ["ipt"] if method == "ipt" else list(models)
         for i, model in enumerate(listed):
             if method != "ipt" and model in MODEL_NAMES and model not in models:
-                raise ConfigError(f"pretrain_models.{method}[{i}]: {model!r} is not in `models` {models}; "
+                raise ConfigError(f"{at}pretrain_models.{method}[{i}]: {model!r} is not in `models` {models}; "
                                   f"{method} cells are a subset of the grid's models (drop it here too)")
-            check_choice(f"pretrain_models.{method}[{i}]", model, allowed)
+            check_choice(f"{at}pretrain_models.{method}[{i}]", model, allowed)
     for method in REQUIRED_PRETRAIN_METHODS:
         if method not in pretrain_models:
-            raise ConfigError(f"pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
+            raise ConfigError(f"{at}pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
 
 
-def _check_scratch(pretrain_models: dict, profiles: dict[str, ProfileConfig]) -> None:
+def _check_scratch(pretrain_models: dict, profiles: dict[str, ProfileConfig], at: str = "") -> None:
     """The scratch control drops a model's segmentation checkpoint: it means something only where the
     model's `pretrained` names one, in every profile (a null entry already trains from a seeded random init,
     as the plain cells)."""
     for i, model in enumerate(pretrain_models.get("scratch", [])):
         for name, prof in profiles.items():
             if prof.pretrained.get(model) is None:
-                raise ConfigError(f"pretrain_models.scratch[{i}]",
+                raise ConfigError(f"{at}pretrain_models.scratch[{i}]",
                                   f"{model!r} has no checkpoint in profiles.{name}.pretrained (null: its plain "
                                   "cells already start from a seeded random init)",
-                                  f"drop {model} from pretrain_models.scratch, or name its checkpoint there")
+                                  f"drop {model} from {at}pretrain_models.scratch, or name its checkpoint there")
 
 
 SPLITS = ("train", "val", "test")
@@ -293,16 +317,13 @@ def resolve(raw: dict) -> Config:
     profiles = raw["profiles"]
     resolved = {name: _merge_profile(name, section) for name, section in profiles.items()}
     check_choice("profile", raw["profile"], list(resolved))
-    for key, allowed in (
-        ("datasets", DATASETS),
-        ("tasks", TASKS),
-        ("models", MODEL_NAMES),
-        ("strategies", STRATEGIES),
-        ("pretrain_strategies", STRATEGIES),
-    ):
-        for i, value in enumerate(raw[key]):
-            check_choice(f"{key}[{i}]", value, allowed)
-    _check_pretrain_models(raw["pretrain_models"], raw["models"])
+    for i, value in enumerate(raw["datasets"]):
+        check_choice(f"datasets[{i}]", value, DATASETS)
+    for i, value in enumerate(raw["tasks"]):
+        check_choice(f"tasks[{i}]", value, TASKS)
+    _check_grid(raw, "")
+    for name, prof in resolved.items():
+        _check_grid({**raw, **prof.grid.declared()}, f"profiles.{name}.grid.")
     seeds = raw.get("seeds")
     if seeds is not None and (not seeds or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds)
                               or len(set(seeds)) != len(seeds)):
@@ -336,6 +357,9 @@ def resolve(raw: dict) -> Config:
         check_bounds(prof, f"profiles.{name}")
         _check_relations(prof, f"profiles.{name}")
     _check_scratch(raw["pretrain_models"], resolved)
+    for name, prof in resolved.items():
+        if prof.grid.pretrain_models is not None:
+            _check_scratch(prof.grid.pretrain_models, resolved, f"profiles.{name}.grid.")
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],
@@ -349,3 +373,63 @@ def resolve(raw: dict) -> Config:
         **{f.name: getattr(active, f.name) for f in fields(ProfileConfig)},
         seeds=list(seeds) if seeds is not None else None,
     )
+
+
+def use_profile(path: str | Path, name: str) -> list[str]:
+    """Set params file PATH to profile NAME and the grid it declares (`restorebench profile NAME`): the
+    `profile` key and each top-level grid list are rewritten in place, as flow lists, and every other byte of
+    the file (comments, anchors, layout) is kept. The result is validated before the file is replaced
+    (atomically). Returns the keys whose value changed."""
+    from restorebench import io
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    raw = read_params(path)
+    resolve(raw)  # a bad file (its profiles' grids too) fails here with the key, before any write
+    overrides = profile_overrides(raw, name)
+    resolve(_apply_overrides(raw, overrides))
+    top = {key.value: (key, value) for key, value in yaml.compose(text).value}
+    edits: list[tuple[int, int, str]] = []  # (start, end, new text) spans of `text`
+    changed = []
+    for item in overrides:
+        key, value_text = item.split("=", 1)
+        value = yaml.safe_load(value_text)
+        if raw.get(key) == value:
+            continue
+        changed.append(key)
+        if not isinstance(value, dict):
+            node = top[key][1]
+            edits.append((node.start_mark.index, node.end_mark.index, _flow(value)))
+            continue
+        node = top[key][1]  # pretrain_models: a mapping of lists; each list replaced, cut or added
+        if not isinstance(node, yaml.MappingNode) or node.flow_style:
+            edits.append((node.start_mark.index, node.end_mark.index, _flow(value)))
+            continue
+        entries = {k.value: (k, v) for k, v in node.value}
+        for method, (k, v) in entries.items():
+            if method not in value:  # the whole line goes
+                start = text.rfind("\n", 0, k.start_mark.index) + 1
+                end = text.find("\n", v.end_mark.index)
+                edits.append((start, len(text) if end < 0 else end + 1, ""))
+            elif yaml.safe_load(text[v.start_mark.index:v.end_mark.index]) != value[method]:
+                edits.append((v.start_mark.index, v.end_mark.index, _flow(value[method])))
+        indent = " " * (node.value[0][0].start_mark.column if node.value else 2)
+        added = "".join(f"\n{indent}{m}: {_flow(v)}" for m, v in value.items() if m not in entries)
+        if added:
+            last = node.value[-1][1].end_mark.index if node.value else node.start_mark.index
+            edits.append((last, last, added))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    if changed:
+        with io.atomic_path(path, suffix=".yaml") as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return changed
+
+
+def _flow(value: Any) -> str:
+    """A name, a list of names or a mapping of lists as one line of YAML (flow style)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    return "[" + ", ".join(str(v) for v in value) + "]"

@@ -226,6 +226,12 @@ def make_plan(pipe: Pipeline, *, gpu_memory_gib: float = 80.0, cache: CostCache 
         if not c.fits:
             plan.warnings.append(f"{c.task}/{c.model}/{c.cell}: one image per micro-batch needs "
                                  f"{c.gpu_memory_gib:.1f} GiB, more than the {gpu_memory_gib:g} GiB GPU")  # fmt: skip
+    declared = cfg.grid.declared()
+    differ = [key for key, value in declared.items() if getattr(cfg, key) != value]
+    if differ:
+        plan.warnings.append(f"this plans the grid lists as set, not profiles.{cfg.profile}.grid ({', '.join(differ)} "
+                             f"differ): `restorebench --profile {cfg.profile} plan` plans the profile's whole grid, "
+                             f"`restorebench profile {cfg.profile}` sets it")  # fmt: skip
     probe = Path(cfg.data.root).resolve()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

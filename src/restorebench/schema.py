@@ -398,6 +398,32 @@ class PretrainConfig:
     segmentation: SegmentationPretrainConfig = field(default_factory=SegmentationPretrainConfig)
 
 
+# The top-level grid lists (both orchestrators expand them; DVC's matrix reads them as they are) that a profile
+# may declare as its study's grid: `restorebench profile NAME` writes the declared ones there
+GRID_KEYS = ("models", "strategies", "pretrain_models", "pretrain_strategies")
+
+
+@dataclass
+class GridConfig:
+    """The grid a profile's study covers (null: the top-level list as it is). DVC cannot pick a list by
+    ${profile}, so the lists that run are always the top-level ones; this records what they are set to for
+    the profile (the demo a small cut that fits minutes on a CPU, the paper profile the whole study)."""
+
+    models: list[str] | None = None
+    strategies: list[str] | None = None
+    pretrain_models: dict[str, list[str]] | None = None
+    pretrain_strategies: list[str] | None = None
+
+    def declared(self) -> dict[str, Any]:
+        """The keys this grid sets, in GRID_KEYS order, as plain lists and mappings."""
+        out = {}
+        for key in GRID_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = {k: list(v) for k, v in value.items()} if isinstance(value, dict) else list(value)
+        return out
+
+
 def _demo_variants() -> dict[str, dict[str, str]]:
     return {name: {task: "demo" for task in TASKS} for name in MODEL_NAMES}
 
@@ -420,6 +446,7 @@ class ProfileConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
 
 
 @dataclass
@@ -443,6 +470,7 @@ class Config:
     prepare: PrepareConfig
     train: TrainConfig
     pretrain: PretrainConfig
+    grid: GridConfig  # the grid the profile declares (the lists above are what runs)
     # optional: the seeds each training cell is repeated with (cells named full-seed0, ...); None: `seed` once
     seeds: list[int] | None = None
 
