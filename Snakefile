@@ -2,7 +2,7 @@
 # parallel and cluster runs.
 #
 #   snakemake --cores all results/table.csv                      # params.yaml as it is
-#   snakemake --cores all results/table.csv --config profile=paper
+#   restorebench profile paper && snakemake --cores all results/table.csv   # the paper study
 #
 # Every --config entry is a params.yaml override: it is validated with the file (restorebench.config), and
 # each command gets it as -S KEY=VALUE (a mapping is flattened: --config 'profiles={demo: {train:

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from restorebench.config import use_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_ORCHESTRATION_S = 5.0
 OUTPUT_ROOTS = ("data/", "metrics/", "results/", "runs/", "logs/")  # pipeline outputs, not copied
@@ -25,10 +27,10 @@ def section(*, repeats: int = 3, quick: bool = False) -> dict:
     """Planning overhead of both orchestrators on the paper grid, in a temporary copy of the repository.
 
     The copy holds the files git sees (tracked, plus untracked files that are not ignored) minus pipeline
-    outputs, with params.yaml's `profile:` set to paper (DVC has no `-S` for repro/status; `dvc exp run -S`
-    would edit the working tree), and its own `git init` (DVC needs a git repository). Measured, each the
+    outputs, with params.yaml set to the paper profile and its grid (`restorebench profile paper`: DVC has no
+    `-S` for repro/status), and its own `git init` (DVC needs a git repository). Measured, each the
     median of --repeats runs of the whole command (interpreter start-up included):
-      fresh: `snakemake -n results/table.csv --config profile=paper` (plans every job of the grid) and
+      fresh: `snakemake -n results/table.csv` (plans every job of the grid) and
              `dvc status` (nothing built yet).
       built: every DVC output replaced by a placeholder file and committed (`dvc commit -f`), so the grid is
              up to date; then `dvc repro` (a real no-op: every stage checked, none run) and `dvc status`.
@@ -81,10 +83,9 @@ def section(*, repeats: int = 3, quick: bool = False) -> dict:
             if rel and not rel.startswith(OUTPUT_ROOTS) and (ROOT / rel).is_file():
                 (repo / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / rel, repo / rel)
-        params = (repo / "params.yaml").read_text()
-        (repo / "params.yaml").write_text(re.sub(r"(?m)^profile:\s*\S+", "profile: paper", params, count=1))
+        use_profile(repo / "params.yaml", "paper")  # the paper profile and its whole grid
         run(["git", "init", "-q"], repo)
-        snake = [str(bindir / "snakemake"), "-n", "results/table.csv", "--config", "profile=paper"]
+        snake = [str(bindir / "snakemake"), "-n", "results/table.csv"]
         dvc = str(bindir / "dvc")
         for key, name, cmd in (("snakemake_fresh", "snakemake -n, fresh", snake),
                                ("dvc_status_fresh", "dvc status, fresh", [dvc, "status"])):

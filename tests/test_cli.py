@@ -49,19 +49,27 @@ def test_config_show_prints_the_resolved_profile(project_root, monkeypatch):
 
 def test_profile_switches_the_params_file_and_the_global_option_reads_it(project_root, tmp_path, monkeypatch):
     """`restorebench profile paper` writes the paper profile and its grid into params.yaml (and says what
-    changed); `--profile paper`, on any command, resolves the same without writing; -S after it wins."""
+    changed) and regenerates dvc.yaml for them; `--profile paper`, on any command, resolves the same without
+    writing; -S after it wins."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((project_root / "params.yaml").read_text())
+    committed_dvc = (project_root / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(committed_dvc)
     shown = runner.invoke(app, ["config", "show", "strategies", "--profile", "paper", "-S", "seed=3"])
     assert shown.exit_code == 0, shown.output
     assert "- frozen" in shown.output and "- llrd" in shown.output
     assert "profile: demo" in (tmp_path / "params.yaml").read_text()  # nothing written
     result = runner.invoke(app, ["profile", "paper"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "profile paper: params.yaml changed profile, strategies, pretrain_models"
+    assert result.output.splitlines() == ["profile paper: params.yaml changed profile, strategies, pretrain_models",
+                                          "profile paper: dvc.yaml regenerated for its grid (commit both)"]
+    dvc = (tmp_path / "dvc.yaml").read_text()
+    assert "- metrics/finetune/deblur/vit_adapter/llrd.json" in dvc and "segpretrain" not in dvc
     shown = runner.invoke(app, ["config", "show", "profile"])
     assert shown.output.strip() == "profile: paper"
     assert runner.invoke(app, ["profile", "paper"]).output.strip().endswith("nothing: it is already set")
+    runner.invoke(app, ["profile", "demo"])
+    assert (tmp_path / "dvc.yaml").read_text() == committed_dvc
     bad = runner.invoke(app, ["profile", "papr"])
     assert bad.exit_code == 1 and "did you mean 'paper'" in bad.output
 

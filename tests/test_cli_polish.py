@@ -292,9 +292,13 @@ def test_models_reports_what_the_active_profile_loads(project_root, monkeypatch,
 
     monkeypatch.chdir(project_root)
     random_init = "profiles.demo.pretrained.swin_upernet=null"  # (the demo names its own checkpoint)
-    demo = load_config(project_root / "params.yaml", [random_init, "pretrain_models.scratch=[]"])
+    # (no scratch control for it then, nor in the profiles' declared grids)
+    no_scratch = ["pretrain_models.scratch=[]", "profiles.demo.grid.pretrain_models.scratch=[]",
+                  "profiles.paper.grid.pretrain_models.scratch=[]"]  # fmt: skip
+    demo = load_config(project_root / "params.yaml", [random_init, *no_scratch])
     assert demo.pretrained["swin_upernet"] is None and demo.variants["swin_upernet"]["denoise"] == "demo"
-    result = runner.invoke(app, ["models", "swin_upernet", "nafnet", "-S", random_init, "-S", "pretrain_models.scratch=[]"])
+    result = runner.invoke(app, ["models", "swin_upernet", "nafnet", "-S", random_init,
+                                 *[arg for item in no_scratch for arg in ("-S", item)]])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].endswith("from ckpt  loads (profile demo)")
     got = rows(result.output)

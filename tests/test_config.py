@@ -267,3 +267,32 @@ def test_a_field_declares_its_range_once():
         check_bounds(Recipe(stages=[1, 0]), "x")
     with pytest.raises(ConfigError, match=r"x\.power: must be in \(0, 2\], got 3"):
         check_bounds(Recipe(power=3), "x")
+
+
+def test_a_resolved_config_is_kept_and_never_stale(project_root, tmp_path, monkeypatch):
+    """load_config keeps each resolved Config beside the params file, named by the file's bytes, the
+    overrides and the resolving code: a second load skips validation, any edit or override resolves anew,
+    a damaged entry is resolved again, and a file that fails validation leaves nothing kept."""
+    import restorebench.config as config_mod
+
+    params = tmp_path / "params.yaml"
+    params.write_text((project_root / "params.yaml").read_text())
+    first = load_config(params)
+    (kept,) = (tmp_path / ".restorebench/config").iterdir()
+
+    def no_resolve(raw):
+        raise AssertionError("resolved again")
+
+    monkeypatch.setattr(config_mod, "resolve", no_resolve)
+    assert load_config(params) == first
+    monkeypatch.undo()
+    params.write_text(params.read_text().replace("\nseed: 0\n", "\nseed: 7\n"))
+    assert load_config(params).seed == 7 and load_config(params, ["seed=3"]).seed == 3
+    assert len(list(kept.parent.iterdir())) == 3
+    kept.write_bytes(b"not a pickle")
+    params.write_text((project_root / "params.yaml").read_text())
+    assert load_config(params) == first
+    params.write_text(params.read_text().replace("\nseed: 0\n", "\nseed: zero\n"))
+    with pytest.raises(ConfigError, match="seed: expected int"):
+        load_config(params)
+    assert len(list(kept.parent.iterdir())) == 3

@@ -15,7 +15,7 @@ README_MAX_CHARS = 12_500
 README_COMMANDS = (
     "make demo",
     "make test",
-    "restorebench -S profile=paper plan",
+    "restorebench --profile paper plan",
     "dvc metrics diff",
     "dvc params diff",
 )

@@ -215,18 +215,25 @@ def test_one_models_learning_rate_reruns_that_models_stages_only(project_root, t
     assert planned == expected
 
 
-def test_paper_profile_plans_the_whole_grid(project_root):
+def test_paper_profile_plans_the_whole_grid(project_root, tmp_path):
+    """After `restorebench profile paper`, Snakemake plans the paper study's whole grid: every strategy for
+    every model, DCPT for every model, IPT, the scratch controls."""
     import yaml
 
-    params = yaml.safe_load((project_root / "params.yaml").read_text())
-    snake = snakemake_jobs(project_root, "--config", "profile=paper")
+    from restorebench.config import use_profile
+
+    repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
+    use_profile(repo / "params.yaml", "paper")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["profile"] == "paper" and params["strategies"] == ["frozen", "full_lowlr", "full", "llrd"]
+    snake = snakemake_jobs(repo)
     tasks, models = len(params["tasks"]), len(params["models"])
     plain = tasks * models * len(params["strategies"])
     per_task = sum(len(v) for v in params["pretrain_models"].values())
-    # the default: DCPT for every model, IPT for ipt, a scratch control for the three segmentation models
+    # the paper grid: DCPT for every model, IPT for ipt, a scratch control for the three segmentation models
     assert per_task == models + 1 + 3
     pretrained = tasks * per_task * len(params["pretrain_strategies"])
-    assert sum(rule == "finetune" for rule, _ in snake) == plain + pretrained
+    assert sum(rule == "finetune" for rule, _ in snake) == plain + pretrained == 58
     assert sum(rule == "evaluate" for rule, _ in snake) == plain + pretrained
     assert sum(rule == "pretrain_dcpt" for rule, _ in snake) == tasks * models
     assert sum(rule == "pretrain_ipt" for rule, _ in snake) == 1
@@ -252,8 +259,12 @@ def test_a_wrong_profile_under_snakemake_gets_the_config_message(project_root, t
     assert "KeyError" not in text and "Traceback" not in text
 
 
-def test_grid_commands_are_the_same_cells(project_root):
-    snake = {cmd for (rule, _), cmd in snakemake_jobs(project_root).items() if rule == "finetune"}
+def test_grid_commands_are_the_same_cells(project_root, tmp_path):
+    from restorebench.config import use_profile
+
+    repo = copy_project(project_root, tmp_path / "repo", ("Snakefile", "params.yaml", "workflow", "src"))
+    use_profile(repo / "params.yaml", "paper")  # the study's grid: every strategy, DCPT for every model
+    snake = {cmd for (rule, _), cmd in snakemake_jobs(repo).items() if rule == "finetune"}
     assert "restorebench finetune --task denoise --model nafnet --strategy frozen --pretrain none" in snake
     assert "restorebench finetune --task deblur --model restormer --strategy llrd --pretrain none" in snake
     assert "restorebench finetune --task deblur --model restormer --strategy full --pretrain dcpt" in snake

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from restorebench import pipeline
-from restorebench.config import ConfigError
+from restorebench.config import ConfigError, profile_overrides, read_params
 from restorebench.dvcyaml import dvc_yaml
 from restorebench.snakemake_config import snakemake_overrides
 from tests.helpers.project import BIN, copy_project, generate_dvc, set_params
@@ -44,10 +44,14 @@ def test_the_grid_follows_every_params_list(project_root):
     full = _load(project_root)
     n = {r: sum(s.rule == r for s in full.stages()) for r in ("fetch", "prepare", "degrade", "finetune",
                                                               "pretrain_dcpt", "pretrain_ipt", "segpretrain")}  # fmt: skip
-    assert n == {"fetch": 3, "prepare": 2, "degrade": 1, "finetune": 58, "pretrain_dcpt": 10, "pretrain_ipt": 1,
+    # the demo's cut: per task 5 models x full, DCPT for nafnet, IPT, 3 scratch controls (+ the floor)
+    assert n == {"fetch": 3, "prepare": 2, "degrade": 1, "finetune": 20, "pretrain_dcpt": 2, "pretrain_ipt": 1,
                  "segpretrain": 3}  # fmt: skip
+    assert len(full.stages()) == 59  # Snakemake's 60 jobs less its target `all`
+    study = _load(project_root, *profile_overrides(read_params(project_root / "params.yaml"), "paper"))
+    assert sum(s.rule == "finetune" for s in study.stages()) == 58  # 2 x 5 x 4 + 2 x (5 DCPT + IPT + 3 scratch)
     cut = _load(project_root, "tasks=[denoise]")
-    assert {c.task for c in cut.cells()} == {"denoise"} and len(cut.cells()) == 29
+    assert {c.task for c in cut.cells()} == {"denoise"} and len(cut.cells()) == 10  # the floor is no cell
     assert [s.name for s in cut.stages() if s.rule == "prepare"] == ["prepare.sidd"]
     cut = _load(project_root, "models=[nafnet]", "pretrain_models.dcpt=[nafnet]", "pretrain_models.scratch=[]")
     assert {c.model for c in cut.cells()} == {"nafnet", "ipt"}
@@ -58,7 +62,7 @@ def test_the_grid_follows_every_params_list(project_root):
     assert [s.name for s in off.stages() if s.rule == "fetch"] == ["fetch.sidd", "fetch.gopro"]
     agg = off.stage("aggregate")
     assert "data/validation/imagenet.json" not in agg.deps
-    assert len([d for d in off.job_inputs(agg) if d.startswith("metrics/finetune/")]) == 2 + 40  # floors + cells
+    assert len([d for d in off.job_inputs(agg) if d.startswith("metrics/finetune/")]) == 2 + 10  # floors + cells
     with pytest.raises(ConfigError, match="'imagenet'"):  # pretraining needs its dataset
         _load(project_root, "datasets=[sidd, gopro]")
 
@@ -79,8 +83,11 @@ def test_each_cell_lists_its_own_model_recipe_and_no_other(project_root):
     assert values["profiles.demo.train.models.nafnet"]["lr"] == pipe.cfg.train.recipe("nafnet").lr
 
 
+ALL_DCPT = "pretrain_models.dcpt=[swin_upernet, swin_mask2former, vit_adapter, nafnet, restormer]"  # the paper's
+
+
 def test_each_stage_depends_on_the_source_files_it_runs(project_root):
-    pipe = _load(project_root)
+    pipe = _load(project_root, ALL_DCPT)
     src = "src/restorebench/"
     nafnet = set(pipe.stage("finetune", task="denoise", model="nafnet", cell="full").code)
     assert {f"{src}cli.py", f"{src}train/finetune.py", f"{src}train/loop.py", f"{src}models/nafnet.py",
@@ -172,7 +179,7 @@ def test_segmentation_cells_load_the_demos_checkpoint_and_scratch_cells_do_not(p
     scratch controls load nothing; dvc.yaml's templates depend on the checkpoints' folder."""
     import yaml
 
-    pipe = _load(project_root)
+    pipe = _load(project_root, ALL_DCPT)
     assert pipe.segmentation_runs() == ["swin_upernet", "swin_mask2former", "vit_adapter"]
     seg = pipe.stage("segpretrain", model="vit_adapter")
     assert seg.args == "segpretrain --model vit_adapter" and dict(seg.outs)["checkpoint"].path == "runs/segmentation/vit_adapter"

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from restorebench import costs, pipeline
 from restorebench import plan as plan_mod
 from restorebench.cli import app
+from restorebench.config import profile_overrides, read_params
 from restorebench.estimate import measure_step
 from restorebench.models import build_model
 
@@ -110,7 +111,7 @@ def test_every_paper_cell_fits_an_80_gib_gpu_as_it_will_run(project_root, monkey
     """The paper grid (measured once, then cached): every trained cell is listed, and with the chosen
     micro-batch and checkpointing each fits 80 GiB (92% of it, the plan's budget)."""
     monkeypatch.chdir(project_root)
-    pipe = pipeline.load("params.yaml", ["profile=paper"])
+    pipe = pipeline.load("params.yaml", profile_overrides(read_params("params.yaml"), "paper"))
     result = plan_mod.make_plan(pipe, gpu_memory_gib=80)
     listed = {(c.task, c.model, c.cell) for c in result.cells}
     assert {(c.task, c.model, c.name) for c in pipe.cells() if c.trained} <= listed

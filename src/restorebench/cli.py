@@ -480,7 +480,7 @@ def models(
     """List models and variants: parameter counts (total, per group), what the active profile loads into each
     variant it uses (its `pretrained` entry: a checkpoint, or a random init) and the share of the parameters
     that checkpoint fills; one row as soon as it is counted (on the meta device: no weights are allocated);
-    GMACs with --macs. `-S profile=paper models` shows the paper profile's."""
+    GMACs with --macs. `--profile paper models` shows the paper profile's."""
     from restorebench.models import VARIANTS
     from restorebench.models.summary import table_lines
 
@@ -538,14 +538,24 @@ def use_profile(
     name: Annotated[str, typer.Argument(metavar="NAME", help="a profile of the params file (demo, paper)")],
 ) -> None:
     """Switch the params file to profile NAME: `profile` and the top-level grid lists (models, strategies,
-    pretrain_models, pretrain_strategies) set to what profiles.NAME.grid declares, every other line kept.
+    pretrain_models, pretrain_strategies) set to what profiles.NAME.grid declares, every other line kept; the
+    dvc.yaml beside it regenerated (its metrics list and the demo-only stages follow the grid and profile).
     Then `dvc repro`, `dvc exp run` or `snakemake` run that profile's whole grid; `restorebench profile demo`
     switches back."""
+    from restorebench import io, pipeline
     from restorebench.config import use_profile as write_profile
+    from restorebench.dvcyaml import GENERATED_MARK, dvc_yaml
 
     changed = write_profile(state.params, name)
     said = ", ".join(changed) if changed else "nothing: it is already set"
     typer.echo(f"profile {name}: {state.params} changed {said}")
+    dvc_file = state.params.parent / "dvc.yaml"
+    if dvc_file.is_file() and dvc_file.read_text().startswith(GENERATED_MARK):
+        text = dvc_yaml(pipeline.load(state.params, state.overrides))
+        if text != dvc_file.read_text():
+            with io.atomic_path(dvc_file, suffix=".yaml") as tmp:
+                tmp.write_text(text)
+            typer.echo(f"profile {name}: {dvc_file} regenerated for its grid (commit both)")
 
 
 @app.command(cls=Command)

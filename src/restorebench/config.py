@@ -13,7 +13,10 @@ in their own modules; their public names are importable from here too.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import pickle
 import types
 import typing
 from dataclasses import fields, is_dataclass
@@ -298,8 +301,47 @@ def raw_params(path: str | Path = "params.yaml", overrides: list[str] | None = N
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
-    """Read params.yaml, apply overrides, validate every profile, return the active one resolved."""
-    return resolve(raw_params(path, overrides))
+    """Read params.yaml, apply overrides, validate every profile, return the active one resolved.
+
+    Validating both profiles with OmegaConf takes about a second, which every pipeline job would pay (60 in
+    the demo, two at a time on a 2-core machine: ~30 s of its wall time). So a resolved Config is kept in
+    `.restorebench/config/` beside the params file, named by the sha256 of the file's bytes, the overrides
+    and the sources that resolve it (this module, the schema, the bounds, the model registry): any change to
+    one of them is another name, so a kept result is never stale. A file that fails validation is never
+    kept; an unreadable or damaged entry is resolved again."""
+    path = Path(path)
+    overrides = list(overrides or [])
+    try:
+        key = hashlib.sha256(path.read_bytes() + json.dumps(overrides).encode() + _resolver_digest()).hexdigest()
+    except OSError:  # a missing or unreadable file: read_params says which
+        return resolve(raw_params(path, overrides))
+    kept = path.parent / CONFIG_CACHE / f"{key}.pickle"
+    try:
+        cfg = pickle.loads(kept.read_bytes())  # written by this function only (the project's own folder)
+        if isinstance(cfg, Config):
+            return cfg
+    except Exception:  # absent, or damaged: resolve again  # noqa: BLE001
+        pass
+    cfg = resolve(raw_params(path, overrides))
+    try:
+        from restorebench import io
+
+        with io.atomic_path(kept, suffix=".pickle") as tmp:
+            tmp.write_bytes(pickle.dumps(cfg))
+    except OSError:  # a read-only project: resolving each time is only slower
+        pass
+    return cfg
+
+
+CONFIG_CACHE = ".restorebench/config"  # git ignores .restorebench/ (load_config)
+
+
+@functools.cache
+def _resolver_digest() -> bytes:
+    """sha256 of the sources whose code turns a params file into a Config."""
+    here = Path(__file__).parent
+    files = ("config.py", "schema.py", "bounds.py", "errors.py", "models/__init__.py")
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in files)).digest()
 
 
 def resolve(raw: dict) -> Config:

@@ -42,13 +42,14 @@ SEGMENTATION_ROOT = "runs/segmentation"  # every segmentation_dir()
 CODE_DIR = ".restorebench/code"  # the fingerprints (git ignores .restorebench/)
 SOURCES = "src/restorebench"
 
+GENERATED_MARK = "# GENERATED from src/restorebench/pipeline.py"  # how this file's first line starts
 DVC_HEADER = """\
 # GENERATED from src/restorebench/pipeline.py and params.yaml by `restorebench pipeline dvc -o dvc.yaml`;
 # do not edit (a test fails when this file differs from a fresh generation). Matrix stages follow the
 # params lists, so `dvc exp run -S 'models=[nafnet]'` needs no regeneration; regenerate after adding a task,
 # changing `official` or `data.root`, or setting `seeds` (docs/ARCHITECTURE.md, "The pipeline").
-#   dvc repro                       # demo profile
-#   dvc exp run -S profile=paper    # paper-scale run (params keys follow ${profile})
+#   dvc repro                                  # the profile and grid params.yaml sets (the demo)
+#   restorebench profile paper && dvc repro    # the paper study (rewrites params.yaml and this file)
 # Commands read params.yaml themselves; `params` lists, per stage, the keys it reads, and each stage's
 # sources are one fingerprint file written by the `code` stage, so a change re-runs exactly the stages
 # that read it.

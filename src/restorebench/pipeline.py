@@ -8,8 +8,8 @@ test compares), one templated block per stage family (docs/ARCHITECTURE.md, "The
     pipe.stages()                               # every stage both orchestrators run
     pipe.blocks()                               # the same stages by family (dvc.yaml's blocks)
 
-Params keys are written as DVC reads them, with `${profile}` left for DVC to interpolate (so
-`dvc exp run -S profile=paper` tracks the paper profile's keys); Snakemake resolves them itself. A key
+Params keys are written as DVC reads them, with `${profile}` left for DVC to interpolate (so a run under
+`profile: paper` tracks the paper profile's keys); Snakemake resolves them itself. A key
 only the defaults in restorebench.config supply (absent from params.yaml) is not listed: DVC fails on a
 listed key the file lacks. dvc.yaml's matrix blocks follow the params lists (`models`, `strategies`,
 `pretrain_models.*`, `pretrain_strategies`, `datasets`, `seeds`), so `dvc exp run -S 'models=[nafnet]'`
