@@ -462,6 +462,9 @@ def use_profile(path: str | Path, name: str) -> list[str]:
             edits.append((last, last, added))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
+    if yaml.safe_load(text) != _apply_overrides(raw, overrides):  # the rewrite says exactly what was meant
+        raise ConfigError(path, f"could not rewrite the grid lists for profile {name} in place",
+                          f"set them by hand: restorebench --profile {name} config show prints them")
     if changed:
         with io.atomic_path(path, suffix=".yaml") as tmp:
             tmp.write_text(text, encoding="utf-8")
