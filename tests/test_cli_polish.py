@@ -292,9 +292,7 @@ def test_models_reports_what_the_active_profile_loads(project_root, monkeypatch,
 
     monkeypatch.chdir(project_root)
     random_init = "profiles.demo.pretrained.swin_upernet=null"  # (the demo names its own checkpoint)
-    # (no scratch control for it then, nor in the profiles' declared grids)
-    no_scratch = ["pretrain_models.scratch=[]", "profiles.demo.grid.pretrain_models.scratch=[]",
-                  "profiles.paper.grid.pretrain_models.scratch=[]"]  # fmt: skip
+    no_scratch = ["pretrain_models.scratch=[]"]  # (no scratch control for it then)
     demo = load_config(project_root / "params.yaml", [random_init, *no_scratch])
     assert demo.pretrained["swin_upernet"] is None and demo.variants["swin_upernet"]["denoise"] == "demo"
     result = runner.invoke(app, ["models", "swin_upernet", "nafnet", "-S", random_init,

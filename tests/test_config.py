@@ -52,14 +52,21 @@ def test_the_committed_grid_is_the_demo_profiles_and_each_profile_declares_one(p
     assert set(demo.strategies) < set(paper.strategies)  # the demo runs a cut of the study
 
 
-def test_a_profiles_grid_is_checked_with_its_key(project_root):
+def test_a_profiles_grid_is_checked_with_its_key(project_root, tmp_path):
     with pytest.raises(ConfigError, match=r"profiles\.paper\.grid\.strategies\[0\]: 'ful' is not allowed.*'full'"):
         load_config(project_root / "params.yaml", ["profiles.paper.grid.strategies=[ful]"])
     with pytest.raises(ConfigError, match=r"profiles\.demo\.grid\.pretrain_models\.dcpt\[0\]: 'ipt' is not in `models`"):
         load_config(project_root / "params.yaml", ["profiles.demo.grid.pretrain_models={ipt: [ipt], dcpt: [ipt]}"])
-    with pytest.raises(ConfigError, match=r"profiles\.demo\.grid\.pretrain_models\.scratch\[0\]: 'nafnet' has no "):
-        load_config(project_root / "params.yaml",
-                    ["profiles.demo.grid.pretrain_models={ipt: [ipt], dcpt: [], scratch: [nafnet]}"])
+    # a scratch control needs a checkpoint: checked where the grid is applied, before anything is written
+    params = tmp_path / "params.yaml"
+    params.write_text((project_root / "params.yaml").read_text().replace(
+        "        scratch: [swin_upernet, swin_mask2former, vit_adapter]\n      pretrain_strategies",
+        "        scratch: [nafnet]\n      pretrain_strategies"))  # fmt: skip
+    text = params.read_text()
+    assert load_config(params).grid.pretrain_models["scratch"] == ["swin_upernet", "swin_mask2former", "vit_adapter"]
+    with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'nafnet' has no checkpoint"):
+        use_profile(params, "paper")
+    assert params.read_text() == text
 
 
 def test_switching_profile_rewrites_only_the_grid_lines(project_root, tmp_path):

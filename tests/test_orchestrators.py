@@ -101,8 +101,9 @@ def _expected_names(repo: Path) -> set[str]:
     return set(dvc_jobs(repo / "params.yaml")) | {CODE_STAGE}
 
 
-# Each params list cut (the lists that must change together changed together); the ones dvc.yaml's matrix
-# blocks follow need no regeneration (`dvc exp run -S 'models=[nafnet,restormer]'`)
+# Each params list cut from the study's grid (the lists that must change together changed together; the
+# others stay the demo's); the ones dvc.yaml's matrix blocks follow need no regeneration (`dvc exp run -S
+# 'models=[nafnet,restormer]'`)
 CUTS = {
     "datasets": {"datasets": ["sidd", "gopro"], "pretrain_models": {"ipt": [], "dcpt": []}},
     "tasks": {"tasks": ["deblur"]},
@@ -137,7 +138,10 @@ def test_a_cut_params_list_shrinks_both_plans_alike(project_root, tmp_path, cut)
         generate_dvc(repo)
     git_init(repo)
     expected = pipeline.load(repo / "params.yaml").stages()
-    full = pipeline.load(project_root / "params.yaml").stages()
+    from restorebench.config import profile_overrides, read_params
+
+    study = profile_overrides(read_params(project_root / "params.yaml"), "paper")[1:]  # its lists, demo profile
+    full = pipeline.load(project_root / "params.yaml", study).stages()
     assert {s.name for s in expected} < {s.name for s in full}
     extra = _dvc_names(repo) - _expected_names(repo)
     assert _expected_names(repo) <= _dvc_names(repo) and all(n.startswith("segpretrain.") for n in extra), extra

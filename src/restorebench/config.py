@@ -226,17 +226,17 @@ def _check_pretrain_models(pretrain_models: dict, models: list[str], at: str = "
             raise ConfigError(f"{at}pretrain_models.{method}: missing; list the models finetuned from it ([] for none)")
 
 
-def _check_scratch(pretrain_models: dict, profiles: dict[str, ProfileConfig], at: str = "") -> None:
+def _check_scratch(pretrain_models: dict, profiles: dict[str, ProfileConfig]) -> None:
     """The scratch control drops a model's segmentation checkpoint: it means something only where the
     model's `pretrained` names one, in every profile (a null entry already trains from a seeded random init,
     as the plain cells)."""
     for i, model in enumerate(pretrain_models.get("scratch", [])):
         for name, prof in profiles.items():
             if prof.pretrained.get(model) is None:
-                raise ConfigError(f"{at}pretrain_models.scratch[{i}]",
+                raise ConfigError(f"pretrain_models.scratch[{i}]",
                                   f"{model!r} has no checkpoint in profiles.{name}.pretrained (null: its plain "
                                   "cells already start from a seeded random init)",
-                                  f"drop {model} from {at}pretrain_models.scratch, or name its checkpoint there")
+                                  f"drop {model} from pretrain_models.scratch, or name its checkpoint there")
 
 
 SPLITS = ("train", "val", "test")
@@ -398,10 +398,8 @@ def resolve(raw: dict) -> Config:
                 check_recipe(resolved_recipe, at)
         check_bounds(prof, f"profiles.{name}")
         _check_relations(prof, f"profiles.{name}")
+    # (a declared grid's scratch list is checked where it is applied: `restorebench profile`, `--profile`)
     _check_scratch(raw["pretrain_models"], resolved)
-    for name, prof in resolved.items():
-        if prof.grid.pretrain_models is not None:
-            _check_scratch(prof.grid.pretrain_models, resolved, f"profiles.{name}.grid.")
     active = resolved[raw["profile"]]
     return Config(
         profile=raw["profile"],
