@@ -106,6 +106,18 @@ def test_plan_warns_when_data_root_is_short_of_disk(tmp_path, monkeypatch, proje
     assert any(w.startswith("data.root (data): 0.0 GB free") for w in out["warnings"]), out["warnings"]
 
 
+def test_plan_says_when_the_lists_are_not_the_profiles_grid(tmp_path, monkeypatch, project_root):
+    """`-S profile=paper` alone plans the paper profile over the committed (demo) lists: the plan says so
+    and names the command that plans the paper study; a cut of the demo's lists names the keys it cut."""
+    monkeypatch.chdir(project_root)
+    out = _plan_json(tmp_path, monkeypatch, "profile=paper", "models=[nafnet]", "pretrain_models={ipt: [], dcpt: []}")
+    assert ("this plans the grid lists as set, not profiles.paper.grid (models, strategies, pretrain_models "
+            "differ): `restorebench --profile paper plan` plans the profile's whole grid, `restorebench profile "
+            "paper` sets it") in out["warnings"]  # fmt: skip
+    out = _plan_json(tmp_path, monkeypatch, "models=[nafnet]", "pretrain_models={ipt: [], dcpt: []}")
+    assert any("not profiles.demo.grid (models, pretrain_models differ)" in w for w in out["warnings"])
+
+
 @pytest.mark.slow
 def test_every_paper_cell_fits_an_80_gib_gpu_as_it_will_run(project_root, monkeypatch):
     """The paper grid (measured once, then cached): every trained cell is listed, and with the chosen
