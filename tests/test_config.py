@@ -64,7 +64,8 @@ def test_a_profiles_grid_is_checked_with_its_key(project_root, tmp_path):
         "        scratch: [nafnet]\n      pretrain_strategies"))  # fmt: skip
     text = params.read_text()
     assert load_config(params).grid.pretrain_models["scratch"] == ["swin_upernet", "swin_mask2former", "vit_adapter"]
-    with pytest.raises(ConfigError, match=r"pretrain_models\.scratch\[0\]: 'nafnet' has no checkpoint"):
+    with pytest.raises(ConfigError, match=r"profiles\.paper\.grid, set as the top-level lists, fails: "
+                                          r"pretrain_models\.scratch\[0\]: 'nafnet' has no checkpoint"):
         use_profile(params, "paper")
     assert params.read_text() == text
 

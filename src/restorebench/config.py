@@ -427,7 +427,10 @@ def use_profile(path: str | Path, name: str) -> list[str]:
     raw = read_params(path)
     resolve(raw)  # a bad file (its profiles' grids too) fails here with the key, before any write
     overrides = profile_overrides(raw, name)
-    resolve(_apply_overrides(raw, overrides))
+    try:
+        resolve(_apply_overrides(raw, overrides))
+    except ConfigError as err:  # a check only the applied grid meets (its scratch controls' checkpoints)
+        raise ConfigError(f"{path}: profiles.{name}.grid, set as the top-level lists, fails: {err}") from None
     top = {key.value: (key, value) for key, value in yaml.compose(text).value}
     edits: list[tuple[int, int, str]] = []  # (start, end, new text) spans of `text`
     changed = []
